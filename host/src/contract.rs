@@ -1,0 +1,41 @@
+//! The strategy contract (`wit/strategy.wit`) as Rust types.
+//!
+//! `bindgen!` turns the WIT world into the types every other part of the host
+//! speaks: the event a strategy receives, the actions it returns, and the
+//! `Strategy` bindings the sandbox calls. Keeping one definition, generated from
+//! the WIT file, means the host can never drift from what strategies were built
+//! against. The types also derive serde so the journal can store them.
+
+wasmtime::component::bindgen!({
+    world: "strategy",
+    path: "../wit",
+    additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+});
+
+pub use polybot::strategy::types::{
+    Book, EventKind, Fill, Level, LogLevel, OrderStatus, OrderType, OrderUpdate, PlaceOrder,
+    SetTimer, Side, TradePrint, VenueHealth, VenueStatus,
+};
+
+/// The id the host gives the order placed by action `index` of the actions
+/// returned for event `seq`. Deterministic, so a replay names orders the same way.
+pub fn intent_id(seq: u64, index: usize) -> String {
+    format!("{seq}.{index}")
+}
+
+impl Book {
+    /// Best bid price, if any.
+    pub fn best_bid(&self) -> Option<f64> {
+        self.bids.first().map(|l| l.price)
+    }
+
+    /// Best ask price, if any.
+    pub fn best_ask(&self) -> Option<f64> {
+        self.asks.first().map(|l| l.price)
+    }
+
+    /// Mid price when both sides are present.
+    pub fn mid(&self) -> Option<f64> {
+        Some((self.best_bid()? + self.best_ask()?) / 2.0)
+    }
+}

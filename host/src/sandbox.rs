@@ -1,0 +1,194 @@
+//! The sandbox: wasmtime engine, strategy modules and their instances.
+//!
+//! One [`Sandbox`] owns the wasmtime [`Engine`] (epoch interruption on, pooling
+//! instance allocator) and the [`Linker`] with WASI p2 and the `host` import.
+//! [`Sandbox::load`] turns a `.wasm` file into a [`StrategyModule`]: it checks
+//! the file is a component that implements the `polybot:strategy` world, and
+//! keeps compiled code in an on-disk cache so a restart does not recompile.
+//! [`StrategyModule::instantiate`] makes an [`Instance`]: a fresh wasmtime
+//! `Store` with its own memory cap, per-call deadline and captured stdio.
+//!
+//! The sandbox decides nothing. A call either returns or fails with a typed
+//! [`GuestFault`] (trap, deadline, memory cap, too many actions) or a host
+//! error; what to do about it is the supervisor's business.
+//!
+//! Invariant: a trap poisons an instance — wasmtime refuses further calls into
+//! it — so an `Instance` that returned a fault must be dropped, never reused.
+
+mod guest;
+mod instance;
+mod module;
+
+pub use guest::LogTarget;
+pub use instance::{CallError, GuestFault, Instance};
+pub use module::{LoadError, StrategyModule};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::contract::Strategy;
+use guest::GuestState;
+
+/// Resource limits every strategy instance runs under.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxLimits {
+    /// Largest linear memory an instance may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Wall time one call into a strategy may take.
+    #[serde(with = "humantime_serde_compat")]
+    pub call_deadline: Duration,
+    /// Most actions one `on-event` call may return.
+    pub max_actions_per_event: usize,
+    /// Longest log line a strategy may emit; longer lines are cut.
+    pub max_log_line: usize,
+    /// Most strategy instances alive at once (sizes the pooling allocator).
+    pub max_instances: u32,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            memory_bytes: 64 << 20,
+            call_deadline: Duration::from_millis(100),
+            max_actions_per_event: 64,
+            max_log_line: 4096,
+            max_instances: 64,
+        }
+    }
+}
+
+/// Serde adapter for durations written like `100ms` or `2s` in config files.
+pub(crate) mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How often the epoch ticker advances the engine's epoch. A call's deadline is
+/// enforced to within one tick.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The engine, linker and limits shared by every strategy of a host.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Arc<Linker<GuestState>>,
+    limits: SandboxLimits,
+    cache_dir: Option<PathBuf>,
+    _ticker: EpochTicker,
+}
+
+impl Sandbox {
+    /// Builds the engine and linker. `cache_dir`, when given, holds compiled
+    /// modules; it is created only when the first module is saved there.
+    ///
+    /// # Errors
+    /// When wasmtime cannot set up the engine (for instance, the pooling
+    /// allocator cannot reserve its memory).
+    pub fn new(limits: SandboxLimits, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        if limits.memory_bytes < (1 << 20) {
+            anyhow::bail!(
+                "sandbox memory limit of {} bytes is below the 1 MiB minimum",
+                limits.memory_bytes
+            );
+        }
+        if limits.call_deadline < EPOCH_TICK {
+            anyhow::bail!(
+                "call deadline {:?} is shorter than the {:?} epoch tick",
+                limits.call_deadline,
+                EPOCH_TICK
+            );
+        }
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = limits.max_instances.max(1);
+        pool.total_component_instances(instances)
+            // A wasip2 component holds a handful of core instances, memories and tables.
+            .total_core_instances(instances * 16)
+            .total_memories(instances * 4)
+            .total_tables(instances * 16)
+            .max_memories_per_component(4)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::<GuestState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        Strategy::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)?;
+
+        let ticker = EpochTicker::start(&engine)?;
+        Ok(Sandbox { engine, linker: Arc::new(linker), limits, cache_dir, _ticker: ticker })
+    }
+
+    /// The limits instances run under.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads and checks a strategy component from a file.
+    ///
+    /// # Errors
+    /// A [`LoadError`] naming the file and what is wrong with it.
+    pub fn load(&self, path: &Path) -> Result<StrategyModule, LoadError> {
+        module::load(self, path)
+    }
+
+    /// Number of epoch ticks that make up the per-call deadline.
+    fn deadline_ticks(&self) -> u64 {
+        let ticks = self.limits.call_deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+/// A background thread advancing the engine's epoch every [`EPOCH_TICK`]; it
+/// ends by itself once the engine is gone.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> anyhow::Result<Self> {
+        let weak = engine.weak();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("polybot-epoch".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the epoch ticker thread: {e}"))?;
+        Ok(EpochTicker { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,530 @@
+//! A supervisor cell: one strategy, its instance, its journal and its policy.
+//!
+//! Recovery is exact because of two invariants kept here:
+//! 1. every event is appended to the journal before the strategy sees it, and
+//!    its outcome (the actions returned, or quarantine) is recorded after;
+//! 2. a checkpoint at seq `n` is the state after exactly the handled,
+//!    non-quarantined events `1..=n`.
+//!
+//! So restoring checkpoint `n` and replaying the handled events after it, in
+//! order, rebuilds the state the failed instance had. Replayed actions were
+//! already acted on: they are compared with the recorded ones (a difference is
+//! reported as divergence) and never returned to the caller again.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::policy::{CheckpointPolicy, RestartPolicy, RestartWindow};
+use crate::contract::{Action, Event, EventKind, StrategyInfo, intent_id};
+use crate::sandbox::{CallError, Instance, StrategyModule};
+use crate::store::{Checkpoint, JournalEntry, Outcome, StateStore, StoreError, SystemEvent, wall_clock_ms};
+
+/// The states a cell moves through; their names are what users see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CellState {
+    Starting,
+    Running,
+    Backoff,
+    Recovering,
+    Fatal,
+    Stopped,
+}
+
+impl fmt::Display for CellState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CellState::Starting => "starting",
+            CellState::Running => "running",
+            CellState::Backoff => "backoff",
+            CellState::Recovering => "recovering",
+            CellState::Fatal => "fatal",
+            CellState::Stopped => "stopped",
+        })
+    }
+}
+
+/// Counters a cell keeps about itself.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct CellStats {
+    pub events: u64,
+    pub restarts: u64,
+    pub quarantined: u64,
+    pub divergences: u64,
+    pub checkpoints: u64,
+    pub replayed: u64,
+    pub last_fault: Option<String>,
+}
+
+/// An action the strategy returned, with the intent id orders are known by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedAction {
+    /// For `place-order`: the intent id (`<seq>.<index>`); otherwise empty.
+    pub intent_id: String,
+    pub action: Action,
+}
+
+/// What handling one event produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub seq: u64,
+    pub actions: Vec<PlannedAction>,
+    /// The event was quarantined instead of handled.
+    pub quarantined: bool,
+}
+
+/// Why a strategy could not start. All of these are the strategy's or the
+/// user's to fix; none is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{path}: cannot instantiate: {source}")]
+    Instantiate { path: String, source: CallError },
+    #[error("{path}: init refused the configuration: {message}")]
+    InitRefused { path: String, message: String },
+    #[error("{path}: {source}")]
+    Store { path: String, source: StoreError },
+}
+
+/// Why a cell stopped handling events.
+#[derive(Debug, thiserror::Error)]
+pub enum CellError {
+    #[error(
+        "strategy {name} is fatal: {restarts} restarts within {window:?} (limit {limit}); last fault: {last_fault}"
+    )]
+    Fatal { name: String, restarts: usize, window: Duration, limit: u32, last_fault: String },
+    #[error("strategy {name}: {source}")]
+    Store { name: String, source: StoreError },
+}
+
+/// Everything needed to start a cell.
+pub struct CellSpec {
+    pub name: String,
+    pub module: StrategyModule,
+    /// Configuration passed to `init`, as JSON.
+    pub config_json: String,
+    pub restart: RestartPolicy,
+    pub checkpoint: CheckpointPolicy,
+}
+
+/// One supervised strategy.
+pub struct Cell {
+    name: String,
+    component: String,
+    module: StrategyModule,
+    config_json: String,
+    info: StrategyInfo,
+    restart: RestartPolicy,
+    checkpoint: CheckpointPolicy,
+    store: Box<dyn StateStore>,
+    instance: Option<Instance>,
+    state: CellState,
+    window: RestartWindow,
+    backoff: Option<backon::ExponentialBackoff>,
+    last_seq: u64,
+    last_checkpoint_seq: u64,
+    last_checkpoint_time_ms: u64,
+    stats: CellStats,
+    observer: Option<Arc<dyn Fn(CellState) + Send + Sync>>,
+}
+
+impl Cell {
+    /// Instantiates the strategy and brings it to its newest state: `init` on a
+    /// fresh start, or restore + replay when the store already holds its journal.
+    ///
+    /// # Errors
+    /// A [`StartError`] when the strategy cannot be instantiated or refuses its
+    /// configuration.
+    pub async fn start(spec: CellSpec, store: Box<dyn StateStore>) -> Result<Cell, StartError> {
+        let path = spec.module.path().display().to_string();
+        let mut instance = spec
+            .module
+            .instantiate(&spec.name)
+            .map_err(|source| StartError::Instantiate { path: path.clone(), source })?;
+        let info = instance
+            .describe()
+            .map_err(|source| StartError::Instantiate { path: path.clone(), source })?;
+        let mut cell = Cell {
+            component: format!("supervisor/{}", spec.name),
+            name: spec.name,
+            module: spec.module,
+            config_json: spec.config_json,
+            info,
+            restart: spec.restart,
+            checkpoint: spec.checkpoint,
+            store,
+            instance: None,
+            state: CellState::Starting,
+            window: RestartWindow::default(),
+            backoff: None,
+            last_seq: 0,
+            last_checkpoint_seq: 0,
+            last_checkpoint_time_ms: 0,
+            stats: CellStats::default(),
+            observer: None,
+        };
+        cell.system_event("state-change", format!("{} {}", cell.name, CellState::Starting));
+
+        let last_seq = cell
+            .store
+            .last_seq(&cell.name)
+            .map_err(|source| StartError::Store { path: path.clone(), source })?;
+        if last_seq == 0 {
+            match instance.init(&cell.config_json) {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => return Err(StartError::InitRefused { path, message }),
+                Err(source) => return Err(StartError::Instantiate { path, source }),
+            }
+            cell.instance = Some(instance);
+            // Checkpoint 0: the state right after init, so recovery never needs init again.
+            if let Err(e) = cell.take_checkpoint(0) {
+                tracing::warn!(strategy = %cell.name, "first checkpoint failed: {e}");
+            }
+        } else {
+            cell.last_seq = last_seq;
+            drop(instance);
+            if let Err(e) = cell.recover(last_seq).await {
+                cell.system_event("fault", format!("resuming at seq {last_seq} failed: {e}"));
+            }
+        }
+        cell.set_state(CellState::Running);
+        Ok(cell)
+    }
+
+    /// Calls `observer` on every state change (for progress displays and tests).
+    pub fn on_state_change(&mut self, observer: Arc<dyn Fn(CellState) + Send + Sync>) {
+        self.observer = Some(observer);
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn info(&self) -> &StrategyInfo {
+        &self.info
+    }
+
+    pub fn state(&self) -> CellState {
+        self.state
+    }
+
+    pub fn stats(&self) -> &CellStats {
+        &self.stats
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The store the cell writes to.
+    pub fn store(&self) -> &dyn StateStore {
+        self.store.as_ref()
+    }
+
+    /// Journals an event and hands it to the strategy, recovering from faults
+    /// until it is handled or quarantined.
+    ///
+    /// # Errors
+    /// [`CellError::Fatal`] once the restart window is exceeded (every later
+    /// call fails the same way), or a store failure.
+    pub async fn handle(&mut self, timestamp_ms: u64, kind: EventKind) -> Result<Step, CellError> {
+        self.check_not_fatal()?;
+        let event = Event { seq: self.last_seq + 1, timestamp_ms, kind };
+        self.store.append(&self.name, &event).map_err(|e| self.store_error(e))?;
+        self.last_seq = event.seq;
+        self.stats.events += 1;
+
+        let mut faults_on_event = 0u32;
+        loop {
+            if self.instance.is_none() {
+                self.set_state(CellState::Recovering);
+                if let Err(e) = self.recover(event.seq - 1).await {
+                    // A fault while replaying earlier events; not this event's fault.
+                    self.after_fault(&e, &format!("recovering before event {}", event.seq)).await?;
+                    continue;
+                }
+            }
+            let Some(instance) = self.instance.as_mut() else { continue };
+            match instance.on_event(&event) {
+                Ok(actions) => {
+                    self.set_state(CellState::Running);
+                    self.backoff = None;
+                    self.store
+                        .record_outcome(&self.name, event.seq, &Outcome::Handled(actions.clone()))
+                        .map_err(|e| self.store_error(e))?;
+                    self.maybe_checkpoint(&event).await?;
+                    return Ok(Step {
+                        seq: event.seq,
+                        actions: plan(event.seq, actions),
+                        quarantined: false,
+                    });
+                }
+                Err(e) => {
+                    self.instance = None;
+                    if matches!(e, CallError::Guest(_)) {
+                        faults_on_event += 1;
+                    }
+                    if faults_on_event >= self.restart.quarantine_after {
+                        return self.quarantine(&event, &e).await;
+                    }
+                    self.after_fault(&e, &format!("event {}", event.seq)).await?;
+                }
+            }
+        }
+    }
+
+    /// Takes a final checkpoint and stops.
+    pub async fn stop(&mut self) {
+        if self.state != CellState::Fatal && self.instance.is_some() {
+            let seq = self.last_seq;
+            if seq > self.last_checkpoint_seq
+                && let Err(e) = self.take_checkpoint(self.last_checkpoint_time_ms)
+            {
+                tracing::warn!(strategy = %self.name, "final checkpoint failed: {e}");
+            }
+        }
+        self.instance = None;
+        if self.state != CellState::Fatal {
+            self.set_state(CellState::Stopped);
+        }
+    }
+
+    fn check_not_fatal(&self) -> Result<(), CellError> {
+        if self.state == CellState::Fatal {
+            return Err(CellError::Fatal {
+                name: self.name.clone(),
+                restarts: self.restart.max_restarts as usize + 1,
+                window: self.restart.restart_window,
+                limit: self.restart.max_restarts,
+                last_fault: self.stats.last_fault.clone().unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a fault, counts the restart it will need, and waits out the backoff.
+    async fn after_fault(&mut self, error: &CallError, during: &str) -> Result<(), CellError> {
+        let message = format!("{during}: {error}");
+        tracing::warn!(strategy = %self.name, "fault: {message}");
+        self.system_event("fault", message.clone());
+        self.stats.last_fault = Some(message);
+        self.instance = None;
+
+        let restarts = self.window.record(Instant::now(), self.restart.restart_window);
+        if restarts > self.restart.max_restarts as usize {
+            self.set_state(CellState::Fatal);
+            let error = CellError::Fatal {
+                name: self.name.clone(),
+                restarts,
+                window: self.restart.restart_window,
+                limit: self.restart.max_restarts,
+                last_fault: self.stats.last_fault.clone().unwrap_or_default(),
+            };
+            tracing::error!("{error}");
+            self.system_event("fatal", error.to_string());
+            return Err(error);
+        }
+        self.stats.restarts += 1;
+        self.set_state(CellState::Backoff);
+        let restart = &self.restart;
+        let delay = self
+            .backoff
+            .get_or_insert_with(|| restart.backoff())
+            .next()
+            .unwrap_or(self.restart.backoff_max);
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    async fn quarantine(&mut self, event: &Event, error: &CallError) -> Result<Step, CellError> {
+        let reason = format!(
+            "event {} made the strategy fault {} times in a row; last: {error}",
+            event.seq, self.restart.quarantine_after
+        );
+        tracing::error!(strategy = %self.name, "quarantined: {reason}");
+        self.store
+            .record_outcome(&self.name, event.seq, &Outcome::Quarantined { reason: reason.clone() })
+            .map_err(|e| self.store_error(e))?;
+        self.system_event("quarantine", reason.clone());
+        self.stats.quarantined += 1;
+        self.stats.last_fault = Some(reason);
+        // Come back up now, without the poison event, so the cell is running again.
+        self.after_fault(error, &format!("event {}", event.seq)).await?;
+        loop {
+            self.set_state(CellState::Recovering);
+            match self.recover(event.seq).await {
+                Ok(()) => break,
+                Err(e) => self.after_fault(&e, "recovering after quarantine").await?,
+            }
+        }
+        self.set_state(CellState::Running);
+        self.backoff = None;
+        Ok(Step { seq: event.seq, actions: Vec::new(), quarantined: true })
+    }
+
+    /// Builds a fresh instance holding the state after the handled events up to `upto`.
+    async fn recover(&mut self, upto: u64) -> Result<(), CallError> {
+        let started = std::time::Instant::now();
+        let mut instance = self.module.instantiate(&self.name)?;
+        let from = self.restore_newest(&mut instance)?;
+        let entries = self
+            .store
+            .entries_after(&self.name, from)
+            .map_err(|e| CallError::Host(wasmtime::Error::msg(e.to_string())))?;
+        let mut replayed = 0u64;
+        for entry in entries.iter().take_while(|e| e.event.seq <= upto) {
+            let JournalEntry { event, outcome } = entry;
+            let recorded = match outcome {
+                Outcome::Quarantined { .. } => continue,
+                Outcome::Handled(actions) => Some(actions),
+                // Journaled but never handled: the host stopped first. Its
+                // actions were never acted on, so they are not compared.
+                Outcome::Pending => None,
+            };
+            let actions = instance.on_event(event)?;
+            replayed += 1;
+            if let Some(recorded) = recorded
+                && recorded != &actions
+            {
+                self.stats.divergences += 1;
+                let message = format!(
+                    "replay of event {} returned {} actions where {} were recorded; nothing re-sent",
+                    event.seq,
+                    actions.len(),
+                    recorded.len()
+                );
+                tracing::warn!(strategy = %self.name, "divergence: {message}");
+                self.system_event("divergence", message);
+            }
+        }
+        self.stats.replayed += replayed;
+        self.instance = Some(instance);
+        tracing::info!(
+            strategy = %self.name,
+            from_checkpoint = from,
+            replayed,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "recovered"
+        );
+        Ok(())
+    }
+
+    /// Restores the newest checkpoint the strategy accepts; returns its seq. Falls
+    /// back to older ones, then to `init` and a replay from the start.
+    fn restore_newest(&mut self, instance: &mut Instance) -> Result<u64, CallError> {
+        let checkpoints = self
+            .store
+            .checkpoints(&self.name)
+            .map_err(|e| CallError::Host(wasmtime::Error::msg(e.to_string())))?;
+        for checkpoint in checkpoints {
+            if !checkpoint.is_intact() {
+                self.system_event(
+                    "checkpoint-rejected",
+                    format!("checkpoint at seq {} fails its checksum; trying an older one", checkpoint.seq),
+                );
+                continue;
+            }
+            match instance.restore(&checkpoint.state, checkpoint.state_version)? {
+                Ok(()) => return Ok(checkpoint.seq),
+                Err(reason) => self.system_event(
+                    "checkpoint-rejected",
+                    format!(
+                        "strategy refused the checkpoint at seq {} (state version {}): {reason}",
+                        checkpoint.seq, checkpoint.state_version
+                    ),
+                ),
+            }
+        }
+        // No usable checkpoint: start from init and replay the whole journal.
+        match instance.init(&self.config_json)? {
+            Ok(()) => {
+                self.system_event("replay-from-start", "no usable checkpoint; replaying the journal from seq 1".into());
+                Ok(0)
+            }
+            Err(message) => Err(CallError::Host(wasmtime::Error::msg(format!(
+                "no usable checkpoint and init now refuses the configuration: {message}"
+            )))),
+        }
+    }
+
+    async fn maybe_checkpoint(&mut self, event: &Event) -> Result<(), CellError> {
+        let due_by_count = event.seq - self.last_checkpoint_seq >= self.checkpoint.every_events;
+        let due_by_time = event.timestamp_ms.saturating_sub(self.last_checkpoint_time_ms)
+            >= self.checkpoint.every_event_time.as_millis() as u64;
+        if !(due_by_count || due_by_time) {
+            return Ok(());
+        }
+        if let Err(e) = self.take_checkpoint(event.timestamp_ms) {
+            // The event is handled and recorded; only the instance is lost.
+            self.instance = None;
+            self.after_fault(&e, &format!("checkpoint after event {}", event.seq)).await?;
+        }
+        Ok(())
+    }
+
+    fn take_checkpoint(&mut self, event_time_ms: u64) -> Result<(), CallError> {
+        let Some(instance) = self.instance.as_mut() else {
+            return Ok(());
+        };
+        let state = instance.snapshot()?;
+        let checkpoint = Checkpoint::new(
+            self.last_seq,
+            event_time_ms,
+            self.info.state_version,
+            &self.module.digest(),
+            state,
+        );
+        self.store
+            .save_checkpoint(&self.name, &checkpoint)
+            .map_err(|e| CallError::Host(wasmtime::Error::msg(e.to_string())))?;
+        self.last_checkpoint_seq = self.last_seq;
+        self.last_checkpoint_time_ms = event_time_ms;
+        self.stats.checkpoints += 1;
+        Ok(())
+    }
+
+    fn set_state(&mut self, state: CellState) {
+        if self.state == state {
+            return;
+        }
+        tracing::info!(strategy = %self.name, from = %self.state, to = %state, "state change");
+        self.state = state;
+        self.system_event("state-change", format!("{} {state}", self.name));
+        if let Some(observer) = &self.observer {
+            observer(state);
+        }
+    }
+
+    fn system_event(&mut self, event_type: &str, message: String) {
+        let event = SystemEvent {
+            timestamp_ms: wall_clock_ms(),
+            event_type: event_type.to_string(),
+            component: self.component.clone(),
+            message,
+        };
+        if let Err(e) = self.store.record_system_event(&event) {
+            tracing::warn!(strategy = %self.name, "cannot keep system event: {e}");
+        }
+    }
+
+    fn store_error(&self, source: StoreError) -> CellError {
+        CellError::Store { name: self.name.clone(), source }
+    }
+}
+
+/// Names the actions: a `place-order` at index `i` of event `seq` is intent `seq.i`.
+fn plan(seq: u64, actions: Vec<Action>) -> Vec<PlannedAction> {
+    actions
+        .into_iter()
+        .enumerate()
+        .map(|(index, action)| PlannedAction {
+            intent_id: match action {
+                Action::PlaceOrder(_) => intent_id(seq, index),
+                _ => String::new(),
+            },
+            action,
+        })
+        .collect()
+}

@@ -1,0 +1,82 @@
+//! Venues: where market data comes from and where orders go.
+//!
+//! A [`Venue`] is the only thing the run loop talks to about the market. The
+//! simulated venue ([`simulated::SimVenue`]) is the offline default: a seeded,
+//! deterministic market ([`sim::SimMarket`]) with paper execution
+//! ([`paper::PaperExchange`]) at the touch. Venues report what happened as
+//! contract [`EventKind`]s, so fills and order updates flow back to the strategy
+//! through the same journaled event path as market data.
+//!
+//! A venue never retries or breaks circuits itself; that policy belongs to the
+//! execution layer around it.
+
+pub mod paper;
+pub mod sim;
+pub mod simulated;
+
+use crate::contract::{EventKind, PlaceOrder};
+
+/// What a venue produced at one moment of event time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarketTick {
+    /// Event time in milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Market data and any fills of resting orders it caused, in the order they happened.
+    pub events: Vec<EventKind>,
+}
+
+/// Money and positions as the venue's execution sees them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PortfolioSummary {
+    pub cash: f64,
+    /// Realised profit and loss, after fees.
+    pub realized_pnl: f64,
+    /// Open positions marked at the last mid price.
+    pub unrealized_pnl: f64,
+    pub fees: f64,
+    pub fills: u64,
+    /// Shares traded, both sides.
+    pub volume: f64,
+}
+
+impl PortfolioSummary {
+    /// Realised plus unrealised profit and loss.
+    pub fn total_pnl(&self) -> f64 {
+        self.realized_pnl + self.unrealized_pnl
+    }
+}
+
+/// Errors a venue reports. Rejections of an order are not errors: they come back
+/// as `order-update` events with status `rejected`.
+#[derive(Debug, thiserror::Error)]
+pub enum VenueError {
+    #[error("venue {venue}: {message}")]
+    Unavailable { venue: String, message: String },
+}
+
+/// A source of market data and a place to send orders.
+pub trait Venue: Send {
+    /// A short name for logs and system events.
+    fn name(&self) -> &str;
+
+    /// Waits for the next moment of market activity. `Ok(None)` means the feed has ended.
+    fn next_tick(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<MarketTick>, VenueError>> + Send;
+
+    /// Sends an order named `intent_id`; returns its order updates and fills so far.
+    fn place_order(
+        &mut self,
+        intent_id: &str,
+        order: &PlaceOrder,
+    ) -> impl std::future::Future<Output = Result<Vec<EventKind>, VenueError>> + Send;
+
+    /// Cancels the order named `intent_id`; returns the resulting order update.
+    fn cancel_order(
+        &mut self,
+        intent_id: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<EventKind>, VenueError>> + Send;
+
+    /// Current money and positions.
+    fn portfolio(&self) -> PortfolioSummary;
+}

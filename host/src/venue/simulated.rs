@@ -1,0 +1,285 @@
+//! The offline venue: the simulated market with paper execution, optionally
+//! paced against the wall clock.
+//!
+//! [`SimVenue`] owns the glue: it steps a [`SimMarket`], shows each book to a
+//! [`PaperExchange`] so resting orders fill, and decides how fast event time
+//! runs relative to real time ([`Pacing`]). Market behaviour lives in
+//! [`super::sim`], execution and accounting in [`super::paper`]; retries,
+//! circuit breaking and journaling belong to the layers around a venue.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::paper::{PaperConfig, PaperExchange};
+use super::sim::{SimConfig, SimMarket};
+use super::{MarketTick, PortfolioSummary, Venue, VenueError};
+use crate::contract::{EventKind, PlaceOrder};
+
+/// How event time relates to wall-clock time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pacing {
+    /// Event time runs this many times faster than real time (must be > 0).
+    Realtime(f64),
+    /// Ticks are produced as fast as they are asked for.
+    Unpaced,
+}
+
+/// Simulated market plus paper execution; see the module docs.
+#[derive(Debug)]
+pub struct SimVenue {
+    market: SimMarket,
+    paper: PaperExchange,
+    /// Speed multiplier, or `None` when unpaced.
+    speed: Option<f64>,
+    /// Wall-clock instant and event time of the first tick: pacing is measured
+    /// from there so waits do not accumulate drift tick by tick.
+    origin: Option<(Instant, u64)>,
+    /// A stepped tick not yet delivered. `next_tick` may be dropped while it
+    /// waits (e.g. in a `select!`); keeping the tick here makes that safe: the
+    /// next call waits for the same tick instead of skipping it.
+    pending: Option<(u64, Vec<EventKind>)>,
+}
+
+impl SimVenue {
+    pub fn new(sim: SimConfig, paper: PaperConfig, speed: Pacing) -> Self {
+        let speed = match speed {
+            Pacing::Realtime(x) if x.is_finite() && x > 0.0 => Some(x),
+            Pacing::Realtime(x) => {
+                // Not worth failing a run over: an unusable speed means "as fast as possible".
+                tracing::warn!(
+                    speed = x,
+                    "realtime speed must be positive and finite; running unpaced"
+                );
+                None
+            }
+            Pacing::Unpaced => None,
+        };
+        Self {
+            market: SimMarket::new(sim),
+            paper: PaperExchange::new(paper),
+            speed,
+            origin: None,
+            pending: None,
+        }
+    }
+
+    /// The simulated market, for inspection.
+    pub fn market(&self) -> &SimMarket {
+        &self.market
+    }
+
+    /// The paper exchange, for inspection.
+    pub fn paper(&self) -> &PaperExchange {
+        &self.paper
+    }
+
+    /// When the tick at event time `ts` is due on the wall clock, or `None` if
+    /// it is due now (unpaced, or the first tick, which starts the clock).
+    fn deadline(&mut self, ts: u64) -> Option<Instant> {
+        let speed = self.speed?;
+        let Some((start, first_ts)) = self.origin else {
+            self.origin = Some((Instant::now(), ts));
+            return None;
+        };
+        let elapsed_event_ms = ts.saturating_sub(first_ts) as f64;
+        Some(start + Duration::from_secs_f64(elapsed_event_ms / 1000.0 / speed))
+    }
+}
+
+impl Venue for SimVenue {
+    fn name(&self) -> &str {
+        "sim"
+    }
+
+    async fn next_tick(&mut self) -> Result<Option<MarketTick>, VenueError> {
+        let timestamp_ms = match &self.pending {
+            Some((ts, _)) => *ts,
+            None => {
+                let (ts, events) = self.market.step();
+                self.pending = Some((ts, events));
+                ts
+            }
+        };
+        if let Some(deadline) = self.deadline(timestamp_ms) {
+            tokio::time::sleep_until(deadline).await;
+        }
+        // Taken only after the wait, so a cancelled wait leaves the tick pending.
+        let market_events = self.pending.take().map(|(_, e)| e).unwrap_or_default();
+        let mut events = Vec::with_capacity(market_events.len());
+        for event in market_events {
+            // Fills a book causes happen right after that book, before anything else.
+            let fills = match &event {
+                EventKind::Book(book) => self.paper.on_book(book),
+                _ => Vec::new(),
+            };
+            events.push(event);
+            events.extend(fills);
+        }
+        Ok(Some(MarketTick {
+            timestamp_ms,
+            events,
+        }))
+    }
+
+    async fn place_order(
+        &mut self,
+        intent_id: &str,
+        order: &PlaceOrder,
+    ) -> Result<Vec<EventKind>, VenueError> {
+        Ok(self.paper.place(intent_id, order))
+    }
+
+    async fn cancel_order(&mut self, intent_id: &str) -> Result<Vec<EventKind>, VenueError> {
+        Ok(self.paper.cancel(intent_id))
+    }
+
+    fn portfolio(&self) -> PortfolioSummary {
+        self.paper.summary()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{OrderStatus, OrderType, Side};
+
+    fn venue(pacing: Pacing) -> SimVenue {
+        SimVenue::new(SimConfig::default(), PaperConfig::default(), pacing)
+    }
+
+    #[tokio::test]
+    async fn unpaced_ticks_follow_the_simulated_market() {
+        let mut v = venue(Pacing::Unpaced);
+        let mut reference = SimMarket::new(SimConfig::default());
+        assert_eq!(v.name(), "sim");
+        for _ in 0..1_000 {
+            let tick = v
+                .next_tick()
+                .await
+                .unwrap()
+                .expect("the simulation never ends");
+            let (ts, events) = reference.step();
+            assert_eq!(tick.timestamp_ms, ts);
+            assert_eq!(tick.events, events, "no orders, so no fills are added");
+        }
+    }
+
+    #[tokio::test]
+    async fn orders_go_to_paper_and_fills_follow_their_book() {
+        let mut v = venue(Pacing::Unpaced);
+        let market = v.market().markets()[0].clone();
+        let mut order = PlaceOrder {
+            market: market.clone(),
+            side: Side::Buy,
+            price: 0.01,
+            size: 10.0,
+            order_type: OrderType::Gtc,
+        };
+        // No book has been shown to the paper exchange yet.
+        let ev = v.place_order("early", &order).await.unwrap();
+        assert!(matches!(&ev[0], EventKind::OrderUpdate(u) if u.status == OrderStatus::Rejected));
+
+        // The first tick updates the first market.
+        let tick = v.next_tick().await.unwrap().unwrap();
+        assert!(matches!(&tick.events[0], EventKind::Book(b) if b.market == market));
+
+        let ev = v.place_order("rest", &order).await.unwrap();
+        assert!(matches!(&ev[0], EventKind::OrderUpdate(u) if u.status == OrderStatus::Open));
+        let ev = v.cancel_order("rest").await.unwrap();
+        assert!(matches!(&ev[0], EventKind::OrderUpdate(u) if u.status == OrderStatus::Cancelled));
+
+        // Buy more than the touch offers at the touch price: the touch fills now,
+        // the rest rests and fills on a later book of the market.
+        let touch = v.market().book(&market).unwrap().asks[0];
+        order.price = touch.price;
+        order.size = touch.size + 5.0;
+        let ev = v.place_order("cross", &order).await.unwrap();
+        let Some(EventKind::OrderUpdate(u)) = ev.last() else {
+            panic!("expected an order update last, got {ev:?}");
+        };
+        assert_eq!(u.status, OrderStatus::PartiallyFilled);
+        assert_eq!((u.filled_size, u.remaining_size), (touch.size, 5.0));
+
+        let mut found = None;
+        for _ in 0..10_000 {
+            let tick = v.next_tick().await.unwrap().unwrap();
+            let at = tick
+                .events
+                .iter()
+                .position(|e| matches!(e, EventKind::Fill(f) if f.intent_id == "cross"));
+            if let Some(at) = at {
+                found = Some((at, tick.events));
+                break;
+            }
+        }
+        let (at, events) = found.expect("the walk comes back to the resting buy");
+        assert!(
+            matches!(&events[at - 1], EventKind::Book(b) if b.market == market),
+            "a fill must directly follow the book that caused it: {events:?}"
+        );
+        assert!(
+            matches!(&events[at + 1], EventKind::OrderUpdate(u) if u.status == OrderStatus::Filled)
+        );
+        let p = v.portfolio();
+        assert_eq!(p.fills, 2);
+        assert_eq!(p.volume, touch.size + 5.0);
+        assert_eq!(v.paper().position(&market), touch.size + 5.0);
+    }
+
+    #[test]
+    fn realtime_deadlines_scale_event_time() {
+        let mut v = venue(Pacing::Realtime(2.0));
+        let mut deadlines = Vec::new();
+        for _ in 0..10 {
+            let (ts, _) = v.market.step();
+            deadlines.push(v.deadline(ts));
+        }
+        assert_eq!(deadlines[0], None, "the first tick starts the clock");
+        let (start, _) = v.origin.unwrap();
+        let offsets: Vec<_> = deadlines[1..]
+            .iter()
+            .map(|d| d.unwrap().duration_since(start).as_millis())
+            .collect();
+        // 200 ms of event time at speed 2 is 100 ms of wall time per tick.
+        assert_eq!(offsets, (1..10).map(|n| n * 100).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_wait_does_not_lose_the_tick() {
+        // Event time ten thousand times slower than real time: the second tick
+        // is far in the future, so its wait is certainly pending.
+        let mut v = venue(Pacing::Realtime(1e-4));
+        let mut reference = SimMarket::new(SimConfig::default());
+        let first = v.next_tick().await.unwrap().unwrap();
+        assert_eq!(first.timestamp_ms, reference.step().0);
+        {
+            let fut = std::pin::pin!(v.next_tick());
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(fut.poll(&mut cx).is_pending());
+        }
+        // Stop pacing so the test does not wait, then collect the dropped tick.
+        v.speed = None;
+        let (ts, events) = reference.step();
+        let tick = v.next_tick().await.unwrap().unwrap();
+        assert_eq!((tick.timestamp_ms, tick.events), (ts, events));
+        assert_eq!(
+            v.next_tick().await.unwrap().unwrap().timestamp_ms,
+            reference.step().0
+        );
+    }
+
+    #[test]
+    fn unusable_speed_runs_unpaced() {
+        for speed in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let mut v = venue(Pacing::Realtime(speed));
+            for _ in 0..3 {
+                let (ts, _) = v.market.step();
+                assert_eq!(v.deadline(ts), None);
+            }
+        }
+        let mut v = venue(Pacing::Unpaced);
+        let (ts, _) = v.market.step();
+        assert_eq!(v.deadline(ts), None);
+    }
+}
