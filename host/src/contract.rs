@@ -10,6 +10,9 @@ wasmtime::component::bindgen!({
     world: "strategy",
     path: "../wit",
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+    // Calls into a strategy are async so WASI's stdio (a panic message, say)
+    // works inside the tokio runtime the host runs on.
+    exports: { default: async },
 });
 
 pub use polybot::strategy::types::{

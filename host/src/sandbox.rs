@@ -128,7 +128,7 @@ impl Sandbox {
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::<GuestState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Strategy::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)?;
 
         let ticker = EpochTicker::start(&engine)?;

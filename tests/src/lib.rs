@@ -1,1 +1,60 @@
-//! x
+//! Shared helpers for the end-to-end suites in `tests/tests/`.
+//!
+//! The strategy components are built by this package's `build.rs`; the host's
+//! command line is built as the `polybot-host-e2e` binary of this package.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use polybot_host::sandbox::{Sandbox, SandboxLimits, StrategyModule};
+use polybot_host::store::memory::MemoryStore;
+use polybot_host::supervisor::{Cell, CellSpec, CheckpointPolicy, RestartPolicy};
+
+/// Path of a strategy component built by `build.rs` (`momentum` or `faulty`).
+pub fn guest(name: &str) -> PathBuf {
+    PathBuf::from(env!("POLYBOT_GUEST_DIR")).join(format!("{name}.wasm"))
+}
+
+/// A sandbox with the given limits and no compiled-code cache.
+pub fn sandbox(limits: SandboxLimits) -> Sandbox {
+    Sandbox::new(limits, None).expect("sandbox")
+}
+
+/// Loads a built strategy component.
+pub fn load(sandbox: &Sandbox, name: &str) -> StrategyModule {
+    sandbox.load(&guest(name)).expect("load strategy")
+}
+
+/// A restart policy with a short backoff, for tests.
+pub fn quick_restarts(max_restarts: u32) -> RestartPolicy {
+    RestartPolicy {
+        max_restarts,
+        restart_window: Duration::from_secs(60),
+        backoff_initial: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(5),
+        quarantine_after: 3,
+    }
+}
+
+/// Starts a cell for `module` with a JSON config, in-memory store.
+pub async fn start_cell(
+    module: StrategyModule,
+    config: serde_json::Value,
+    restart: RestartPolicy,
+    checkpoint_every: u64,
+) -> Cell {
+    let spec = CellSpec {
+        name: "under-test".into(),
+        module,
+        config_json: config.to_string(),
+        restart,
+        checkpoint: CheckpointPolicy {
+            every_events: checkpoint_every,
+            every_event_time: Duration::from_secs(24 * 3600),
+        },
+    };
+    match Cell::start(spec, Box::new(MemoryStore::new())).await {
+        Ok(cell) => cell,
+        Err(e) => panic!("cell did not start: {e}"),
+    }
+}

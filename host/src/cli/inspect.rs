@@ -10,6 +10,14 @@ use super::Failure;
 use crate::sandbox::{LoadError, Sandbox, SandboxLimits};
 
 pub fn inspect(path: &Path) -> Result<ExitCode, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::runtime)?;
+    runtime.block_on(inspect_async(path))
+}
+
+async fn inspect_async(path: &Path) -> Result<ExitCode, Failure> {
     let sandbox = Sandbox::new(SandboxLimits::default(), None).map_err(Failure::runtime)?;
     let engine = sandbox.engine().clone();
     println!("{}", path.display());
@@ -18,9 +26,11 @@ pub fn inspect(path: &Path) -> Result<ExitCode, Failure> {
             print_items(&engine, module.component());
             let mut instance = module
                 .instantiate("inspect")
+                .await
                 .map_err(|e| Failure::bad_input(anyhow::anyhow!("{}: cannot instantiate: {e}", path.display())))?;
             let info = instance
                 .describe()
+                .await
                 .map_err(|e| Failure::bad_input(anyhow::anyhow!("{}: describe failed: {e}", path.display())))?;
             println!("  sha256      {}", module.digest());
             println!("  strategy    {} {} (state version {})", info.name, info.version, info.state_version);

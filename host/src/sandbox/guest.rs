@@ -8,6 +8,7 @@
 //! silently diverging on replay. Its stdout and stderr, and the `host.log`
 //! import, go into the host's `tracing` log tagged with the strategy's name.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -52,9 +53,15 @@ impl GuestState {
         }
     }
 
-    /// The last line the guest wrote to stderr (a Rust panic message lands there).
-    pub(crate) fn last_stderr_line(&self) -> Option<String> {
-        self.log.last_stderr.lock().ok().and_then(|l| l.clone())
+    /// What the guest last wrote to stderr, a Rust panic message included.
+    pub(crate) fn recent_stderr(&self) -> Option<String> {
+        let lines = self.log.recent_stderr.lock().ok()?;
+        let text: Vec<&str> = lines
+            .iter()
+            .map(String::as_str)
+            .filter(|l| !l.starts_with("note: run with"))
+            .collect();
+        (!text.is_empty()).then(|| text.join(" "))
     }
 }
 
@@ -77,15 +84,18 @@ impl strategy::host::Host for GuestState {
 pub struct LogTarget {
     strategy: Arc<str>,
     max_line: usize,
-    last_stderr: Arc<Mutex<Option<String>>>,
+    recent_stderr: Arc<Mutex<VecDeque<String>>>,
 }
+
+/// How many recent stderr lines are kept to explain a trap.
+const RECENT_STDERR_LINES: usize = 3;
 
 impl LogTarget {
     pub fn new(strategy: &str, max_line: usize) -> Self {
         LogTarget {
             strategy: strategy.into(),
             max_line,
-            last_stderr: Arc::new(Mutex::new(None)),
+            recent_stderr: Arc::new(Mutex::new(VecDeque::new())),
         }
     }
 
@@ -141,9 +151,12 @@ impl LogStream {
         let level = if self.stream == "stderr" { LogLevel::Warn } else { LogLevel::Info };
         self.target.emit(level, self.stream, &text);
         if self.stream == "stderr"
-            && let Ok(mut last) = self.target.last_stderr.lock()
+            && let Ok(mut recent) = self.target.recent_stderr.lock()
         {
-            *last = Some(text);
+            if recent.len() == RECENT_STDERR_LINES {
+                recent.pop_front();
+            }
+            recent.push_back(text);
         }
     }
 }

@@ -57,7 +57,7 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub(super) fn new(
+    pub(super) async fn new(
         pre: &StrategyPre<GuestState>,
         strategy: &str,
         limits: &SandboxLimits,
@@ -68,29 +68,30 @@ impl Instance {
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(deadline_ticks);
         let bindings = pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|e| classify(&store, limits, e))?;
         Ok(Instance { store, bindings, limits: limits.clone(), deadline_ticks })
     }
 
     /// Calls `describe`.
-    pub fn describe(&mut self) -> Result<StrategyInfo, CallError> {
+    pub async fn describe(&mut self) -> Result<StrategyInfo, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.bindings.call_describe(&mut self.store);
+        let result = self.bindings.call_describe(&mut self.store).await;
         self.finish(result)
     }
 
     /// Calls `init`; the inner `Err` is the strategy refusing its configuration.
-    pub fn init(&mut self, config: &str) -> Result<Result<(), String>, CallError> {
+    pub async fn init(&mut self, config: &str) -> Result<Result<(), String>, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.bindings.call_init(&mut self.store, config);
+        let result = self.bindings.call_init(&mut self.store, config).await;
         self.finish(result)
     }
 
     /// Calls `on-event` and enforces the cap on returned actions.
-    pub fn on_event(&mut self, event: &Event) -> Result<Vec<Action>, CallError> {
+    pub async fn on_event(&mut self, event: &Event) -> Result<Vec<Action>, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.bindings.call_on_event(&mut self.store, event);
+        let result = self.bindings.call_on_event(&mut self.store, event).await;
         let actions = self.finish(result)?;
         let limit = self.limits.max_actions_per_event;
         if actions.len() > limit {
@@ -103,16 +104,16 @@ impl Instance {
     }
 
     /// Calls `snapshot`.
-    pub fn snapshot(&mut self) -> Result<Vec<u8>, CallError> {
+    pub async fn snapshot(&mut self) -> Result<Vec<u8>, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.bindings.call_snapshot(&mut self.store);
+        let result = self.bindings.call_snapshot(&mut self.store).await;
         self.finish(result)
     }
 
     /// Calls `restore`; the inner `Err` is the strategy refusing the snapshot.
-    pub fn restore(&mut self, state: &[u8], version: u32) -> Result<Result<(), String>, CallError> {
+    pub async fn restore(&mut self, state: &[u8], version: u32) -> Result<Result<(), String>, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.bindings.call_restore(&mut self.store, state, version);
+        let result = self.bindings.call_restore(&mut self.store, state, version).await;
         self.finish(result)
     }
 
@@ -136,7 +137,7 @@ fn classify(store: &Store<GuestState>, limits: &SandboxLimits, error: wasmtime::
         }
         Some(trap) => {
             // A Rust panic prints its message to stderr before trapping; name it.
-            let message = match store.data().last_stderr_line() {
+            let message = match store.data().recent_stderr() {
                 Some(line) => format!("{trap}: {line}"),
                 None => trap.to_string(),
             };

@@ -153,13 +153,14 @@ impl StrategyModule {
     /// # Errors
     /// When instantiation fails: the allocator is full, the module's start-up
     /// code traps, or its initial memory exceeds the cap.
-    pub fn instantiate(&self, strategy: &str) -> Result<Instance, CallError> {
+    pub async fn instantiate(&self, strategy: &str) -> Result<Instance, CallError> {
         Instance::new(
             &self.inner.pre,
             strategy,
             &self.inner.limits,
             self.inner.deadline_ticks,
         )
+        .await
     }
 
     /// Writes the compiled code to the cache (atomically: temp file, fsync, rename).

@@ -142,9 +142,11 @@ impl Cell {
         let mut instance = spec
             .module
             .instantiate(&spec.name)
+            .await
             .map_err(|source| StartError::Instantiate { path: path.clone(), source })?;
         let info = instance
             .describe()
+            .await
             .map_err(|source| StartError::Instantiate { path: path.clone(), source })?;
         let mut cell = Cell {
             component: format!("supervisor/{}", spec.name),
@@ -172,14 +174,14 @@ impl Cell {
             .last_seq(&cell.name)
             .map_err(|source| StartError::Store { path: path.clone(), source })?;
         if last_seq == 0 {
-            match instance.init(&cell.config_json) {
+            match instance.init(&cell.config_json).await {
                 Ok(Ok(())) => {}
                 Ok(Err(message)) => return Err(StartError::InitRefused { path, message }),
                 Err(source) => return Err(StartError::Instantiate { path, source }),
             }
             cell.instance = Some(instance);
             // Checkpoint 0: the state right after init, so recovery never needs init again.
-            if let Err(e) = cell.take_checkpoint(0) {
+            if let Err(e) = cell.take_checkpoint(0).await {
                 tracing::warn!(strategy = %cell.name, "first checkpoint failed: {e}");
             }
         } else {
@@ -223,6 +225,12 @@ impl Cell {
         self.store.as_ref()
     }
 
+    /// Gives up the cell without a final checkpoint — as a crash would — and
+    /// returns its store, so another cell can resume from it.
+    pub fn into_store(self) -> Box<dyn StateStore> {
+        self.store
+    }
+
     /// Journals an event and hands it to the strategy, recovering from faults
     /// until it is handled or quarantined.
     ///
@@ -247,7 +255,7 @@ impl Cell {
                 }
             }
             let Some(instance) = self.instance.as_mut() else { continue };
-            match instance.on_event(&event) {
+            match instance.on_event(&event).await {
                 Ok(actions) => {
                     self.set_state(CellState::Running);
                     self.backoff = None;
@@ -280,7 +288,7 @@ impl Cell {
         if self.state != CellState::Fatal && self.instance.is_some() {
             let seq = self.last_seq;
             if seq > self.last_checkpoint_seq
-                && let Err(e) = self.take_checkpoint(self.last_checkpoint_time_ms)
+                && let Err(e) = self.take_checkpoint(self.last_checkpoint_time_ms).await
             {
                 tracing::warn!(strategy = %self.name, "final checkpoint failed: {e}");
             }
@@ -367,8 +375,8 @@ impl Cell {
     /// Builds a fresh instance holding the state after the handled events up to `upto`.
     async fn recover(&mut self, upto: u64) -> Result<(), CallError> {
         let started = std::time::Instant::now();
-        let mut instance = self.module.instantiate(&self.name)?;
-        let from = self.restore_newest(&mut instance)?;
+        let mut instance = self.module.instantiate(&self.name).await?;
+        let from = self.restore_newest(&mut instance).await?;
         let entries = self
             .store
             .entries_after(&self.name, from)
@@ -383,7 +391,7 @@ impl Cell {
                 // actions were never acted on, so they are not compared.
                 Outcome::Pending => None,
             };
-            let actions = instance.on_event(event)?;
+            let actions = instance.on_event(event).await?;
             replayed += 1;
             if let Some(recorded) = recorded
                 && recorded != &actions
@@ -413,7 +421,7 @@ impl Cell {
 
     /// Restores the newest checkpoint the strategy accepts; returns its seq. Falls
     /// back to older ones, then to `init` and a replay from the start.
-    fn restore_newest(&mut self, instance: &mut Instance) -> Result<u64, CallError> {
+    async fn restore_newest(&mut self, instance: &mut Instance) -> Result<u64, CallError> {
         let checkpoints = self
             .store
             .checkpoints(&self.name)
@@ -426,7 +434,7 @@ impl Cell {
                 );
                 continue;
             }
-            match instance.restore(&checkpoint.state, checkpoint.state_version)? {
+            match instance.restore(&checkpoint.state, checkpoint.state_version).await? {
                 Ok(()) => return Ok(checkpoint.seq),
                 Err(reason) => self.system_event(
                     "checkpoint-rejected",
@@ -438,7 +446,7 @@ impl Cell {
             }
         }
         // No usable checkpoint: start from init and replay the whole journal.
-        match instance.init(&self.config_json)? {
+        match instance.init(&self.config_json).await? {
             Ok(()) => {
                 self.system_event("replay-from-start", "no usable checkpoint; replaying the journal from seq 1".into());
                 Ok(0)
@@ -456,7 +464,7 @@ impl Cell {
         if !(due_by_count || due_by_time) {
             return Ok(());
         }
-        if let Err(e) = self.take_checkpoint(event.timestamp_ms) {
+        if let Err(e) = self.take_checkpoint(event.timestamp_ms).await {
             // The event is handled and recorded; only the instance is lost.
             self.instance = None;
             self.after_fault(&e, &format!("checkpoint after event {}", event.seq)).await?;
@@ -464,11 +472,11 @@ impl Cell {
         Ok(())
     }
 
-    fn take_checkpoint(&mut self, event_time_ms: u64) -> Result<(), CallError> {
+    async fn take_checkpoint(&mut self, event_time_ms: u64) -> Result<(), CallError> {
         let Some(instance) = self.instance.as_mut() else {
             return Ok(());
         };
-        let state = instance.snapshot()?;
+        let state = instance.snapshot().await?;
         let checkpoint = Checkpoint::new(
             self.last_seq,
             event_time_ms,

@@ -1,0 +1,4 @@
+//! Polymarket CLOB V2.
+pub mod auth;
+pub mod order;
+pub mod types;

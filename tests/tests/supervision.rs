@@ -1,0 +1,249 @@
+//! A strategy that traps, loops or exhausts memory is contained and recovered
+//! with its state intact; repeated faults end in `fatal`; a poison event is
+//! quarantined. All in-process: the test process surviving is part of the proof.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use polybot_host::contract::EventKind;
+use polybot_host::sandbox::SandboxLimits;
+use polybot_host::supervisor::{Cell, CellError, CellState};
+use polybot_tests::{load, quick_restarts, sandbox, start_cell};
+use serde_json::json;
+
+/// The `faulty` fixture's state, read from the cell's newest checkpoint.
+fn faulty_state(cell: &Cell) -> serde_json::Value {
+    let checkpoints = cell.store().checkpoints(cell.name()).expect("checkpoints");
+    let newest = checkpoints.first().expect("a checkpoint");
+    assert!(newest.is_intact());
+    serde_json::from_slice(&newest.state).expect("faulty state is JSON")
+}
+
+/// Records every state change the cell goes through.
+fn watch(cell: &mut Cell) -> Arc<Mutex<Vec<CellState>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    cell.on_state_change(Arc::new(move |state| sink.lock().unwrap().push(state)));
+    seen
+}
+
+async fn feed(cell: &mut Cell, n: u64) -> Vec<polybot_host::supervisor::Step> {
+    let mut steps = Vec::new();
+    for i in 0..n {
+        steps.push(cell.handle(1_000 + i, EventKind::Timer(i)).await.expect("handled"));
+    }
+    steps
+}
+
+fn assert_recovered(states: &[CellState]) {
+    let recovered = states.windows(3).any(|w| {
+        w == [CellState::Backoff, CellState::Recovering, CellState::Running]
+    });
+    assert!(recovered, "expected backoff → recovering → running in {states:?}");
+}
+
+/// A transient fault every `after_calls` calls of an instance; checkpoints every 4 events.
+async fn transient_fault_is_recovered_exactly(fault: &str, limits: SandboxLimits) -> Cell {
+    let sandbox = sandbox(limits);
+    let module = load(&sandbox, "faulty");
+    let mut cell = start_cell(
+        module,
+        json!({"fault": fault, "after_calls": 7}),
+        quick_restarts(20),
+        4,
+    )
+    .await;
+    let states = watch(&mut cell);
+    let steps = feed(&mut cell, 30).await;
+    assert!(steps.iter().all(|s| !s.quarantined), "a transient fault must not quarantine");
+    assert!(cell.stats().restarts >= 3, "stats: {:?}", cell.stats());
+    assert_eq!(cell.state(), CellState::Running);
+    assert_recovered(&states.lock().unwrap());
+    cell.stop().await;
+    let state = faulty_state(&cell);
+    // Every event counted exactly once: the count continued across restarts.
+    assert_eq!(state["count"], 30, "state: {state}");
+    assert_eq!(state["last_seq"], 30);
+    cell
+}
+
+#[tokio::test]
+async fn panic_is_contained_and_state_continues() {
+    let cell = transient_fault_is_recovered_exactly("panic", SandboxLimits::default()).await;
+    let fault = cell.stats().last_fault.clone().unwrap_or_default();
+    assert!(fault.contains("trapped") && fault.contains("configured panic"), "{fault}");
+}
+
+#[tokio::test]
+async fn unreachable_is_contained_and_state_continues() {
+    let cell = transient_fault_is_recovered_exactly("unreachable", SandboxLimits::default()).await;
+    let fault = cell.stats().last_fault.clone().unwrap_or_default();
+    assert!(fault.contains("trapped"), "{fault}");
+}
+
+#[tokio::test]
+async fn deadline_overrun_is_contained_and_state_continues() {
+    let limits = SandboxLimits { call_deadline: Duration::from_millis(30), ..SandboxLimits::default() };
+    let cell = transient_fault_is_recovered_exactly("loop", limits).await;
+    let fault = cell.stats().last_fault.clone().unwrap_or_default();
+    assert!(fault.contains("deadline"), "{fault}");
+}
+
+#[tokio::test]
+async fn memory_limit_is_contained_and_state_continues() {
+    let limits = SandboxLimits { memory_bytes: 16 << 20, ..SandboxLimits::default() };
+    let cell = transient_fault_is_recovered_exactly("hog", limits).await;
+    let fault = cell.stats().last_fault.clone().unwrap_or_default();
+    assert!(fault.contains("memory limit"), "{fault}");
+}
+
+#[tokio::test]
+async fn a_leak_hits_the_cap_and_a_fresh_instance_gets_past_it() {
+    let sandbox = sandbox(SandboxLimits { memory_bytes: 16 << 20, ..SandboxLimits::default() });
+    let module = load(&sandbox, "faulty");
+    // 2 MiB kept per event outside the state: the cap is hit every few events.
+    let mut cell = start_cell(module, json!({"leak_bytes": 2 << 20}), quick_restarts(50), 2).await;
+    feed(&mut cell, 24).await;
+    assert!(cell.stats().restarts >= 2, "stats: {:?}", cell.stats());
+    assert!(cell.stats().last_fault.as_deref().unwrap_or("").contains("memory limit"));
+    cell.stop().await;
+    assert_eq!(faulty_state(&cell)["count"], 24);
+}
+
+#[tokio::test]
+async fn poison_event_is_quarantined_and_the_strategy_goes_on() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "faulty");
+    let mut cell = start_cell(module, json!({"fault": "panic", "at_seq": [5]}), quick_restarts(10), 3).await;
+    let steps = feed(&mut cell, 12).await;
+    let quarantined: Vec<u64> = steps.iter().filter(|s| s.quarantined).map(|s| s.seq).collect();
+    assert_eq!(quarantined, vec![5]);
+    assert_eq!(cell.stats().quarantined, 1);
+    assert_eq!(cell.state(), CellState::Running);
+    let events = cell.store().system_events().unwrap();
+    assert!(
+        events.iter().any(|e| e.event_type == "quarantine" && e.message.contains("event 5")),
+        "{events:?}"
+    );
+    cell.stop().await;
+    // Eleven events counted: the poison one is skipped, in replay too.
+    let state = faulty_state(&cell);
+    assert_eq!(state["count"], 11, "state: {state}");
+    assert_eq!(state["last_seq"], 12);
+}
+
+#[tokio::test]
+async fn too_many_restarts_in_the_window_is_fatal() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "faulty");
+    // Every instance faults on its first call: nothing can make progress.
+    let mut cell = start_cell(module, json!({"fault": "panic", "after_calls": 1}), quick_restarts(4), 1).await;
+    let mut fatal = None;
+    for i in 0..10 {
+        match cell.handle(i, EventKind::Timer(i)).await {
+            Ok(_) => {}
+            Err(e) => {
+                fatal = Some(e);
+                break;
+            }
+        }
+    }
+    let fatal = fatal.expect("the cell went fatal");
+    assert!(matches!(fatal, CellError::Fatal { restarts: 5, limit: 4, .. }), "{fatal}");
+    assert_eq!(cell.state(), CellState::Fatal);
+    // Fatal is final: later events are refused the same way.
+    assert!(matches!(cell.handle(99, EventKind::Timer(99)).await, Err(CellError::Fatal { .. })));
+    let events = cell.store().system_events().unwrap();
+    assert!(events.iter().any(|e| e.event_type == "fatal"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarts_spread_beyond_the_window_are_not_fatal() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "faulty");
+    // A fault every 5th call of an instance, and at most 2 restarts per minute.
+    let mut cell = start_cell(module, json!({"fault": "panic", "after_calls": 5}), quick_restarts(2), 1).await;
+    for i in 0..40 {
+        cell.handle(i, EventKind::Timer(i)).await.expect("never fatal");
+        // Event time is not wall time: the window counts wall time, advanced here.
+        tokio::time::advance(Duration::from_secs(31)).await;
+    }
+    assert!(cell.stats().restarts >= 8, "stats: {:?}", cell.stats());
+    assert_eq!(cell.state(), CellState::Running);
+}
+
+#[tokio::test]
+async fn refused_snapshots_fall_back_to_replay_from_the_start() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "faulty");
+    let mut cell = start_cell(
+        module,
+        json!({"fault": "panic", "at_seq": [15], "reject_restore": true}),
+        quick_restarts(10),
+        2,
+    )
+    .await;
+    // Event 15 forces restarts; every restore is refused, so recovery is init + full replay.
+    feed(&mut cell, 40).await;
+    assert!(cell.stats().restarts >= 2);
+    assert!(cell.stats().replayed >= 28, "two full replays of 14 events: {:?}", cell.stats());
+    let events = cell.store().system_events().unwrap();
+    assert!(events.iter().any(|e| e.event_type == "checkpoint-rejected" && e.message.contains("refusing")));
+    assert!(events.iter().any(|e| e.event_type == "replay-from-start"));
+    assert_eq!(cell.stats().divergences, 0);
+    cell.stop().await;
+    assert_eq!(faulty_state(&cell)["count"], 39);
+}
+
+fn momentum_books() -> Vec<EventKind> {
+    let mut mid: f64 = 0.40;
+    (0..300u64)
+        .map(|i| {
+            mid = if (i / 20) % 2 == 0 { mid + 0.004 } else { mid - 0.004 };
+            EventKind::Book(polybot_host::contract::Book {
+                market: "m".into(),
+                bids: vec![polybot_host::contract::Level { price: mid - 0.005, size: 100.0 }],
+                asks: vec![polybot_host::contract::Level { price: mid + 0.005, size: 100.0 }],
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn momentum_resumes_from_its_journal_to_the_uninterrupted_state() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "momentum");
+    let config = json!({"lookback": 3, "threshold": 0.01, "cooldown_ms": 0});
+    let books = momentum_books();
+
+    // Uninterrupted reference run.
+    let mut reference = start_cell(module.clone(), config.clone(), quick_restarts(10), 1000).await;
+    let mut orders = 0;
+    for (i, book) in books.iter().enumerate() {
+        orders += reference.handle(i as u64 * 1000, book.clone()).await.unwrap().actions.len();
+    }
+    assert!(orders > 0, "momentum placed no orders");
+    reference.stop().await;
+
+    // Same events, then a crash (no final checkpoint), then a new cell resumes.
+    let mut crashed = start_cell(module.clone(), config.clone(), quick_restarts(10), 1000).await;
+    for (i, book) in books.iter().enumerate() {
+        crashed.handle(i as u64 * 1000, book.clone()).await.unwrap();
+    }
+    let store = crashed.into_store();
+    let spec = polybot_host::supervisor::CellSpec {
+        name: "under-test".into(),
+        module,
+        config_json: config.to_string(),
+        restart: quick_restarts(10),
+        checkpoint: Default::default(),
+    };
+    let mut resumed = Cell::start(spec, store).await.expect("resumes");
+    assert_eq!(resumed.last_seq(), 300);
+    assert_eq!(resumed.stats().replayed, 300, "replayed the journal after checkpoint 0");
+    assert_eq!(resumed.stats().divergences, 0, "replay produced the recorded actions");
+    resumed.stop().await;
+
+    let state = |cell: &Cell| cell.store().checkpoints(cell.name()).unwrap()[0].state.clone();
+    assert_eq!(state(&resumed), state(&reference), "resumed state equals the uninterrupted one");
+}
