@@ -1,0 +1,255 @@
+//! The `polybot-host` command line as a user meets it: a real run on the
+//! simulated market, and one clear error line (exit code 2, nothing written)
+//! for each kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use polybot_tests::guest;
+
+fn host() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_polybot-host-e2e"));
+    command.env("POLYBOT_LOG", "warn");
+    command
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    host().current_dir(dir).args(args).output().expect("run polybot-host")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The error line: exactly one line starting with `error:`.
+fn error_line(output: &Output) -> String {
+    let text = stderr(output);
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got:\n{text}");
+    errors[0].to_string()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn assert_bad_input(dir: &Path, args: &[&str], expected: &[&str]) {
+    let output = run_in(dir, args);
+    assert_eq!(output.status.code(), Some(2), "stderr: {}", stderr(&output));
+    let line = error_line(&output);
+    for needle in expected {
+        assert!(line.contains(needle), "`{needle}` not in: {line}");
+    }
+    assert!(!dir.join("data").exists(), "bad input left a data directory behind");
+}
+
+#[test]
+fn momentum_trades_on_the_simulated_market() {
+    let dir = tempfile::tempdir().unwrap();
+    let momentum = guest("momentum");
+    let output = run_in(
+        dir.path(),
+        &["run", "--strategy", momentum.to_str().unwrap(), "--speed", "max", "--events", "20000", "--json"],
+    );
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    let report = &json["report"];
+    assert_eq!(report["events"], 20000);
+    assert_eq!(report["state"], "stopped");
+    assert_eq!(report["stop"], "event-limit");
+    assert!(report["orders"].as_u64().unwrap() > 10, "{report}");
+    assert!(report["fills"].as_u64().unwrap() > 10, "{report}");
+    let pnl = report["portfolio"]["realized_pnl"].as_f64().unwrap();
+    assert!(pnl.is_finite() && pnl != 0.0, "{report}");
+    // The compiled code was cached for the next start.
+    let cache = dir.path().join("data/cache");
+    assert_eq!(std::fs::read_dir(cache).unwrap().count(), 1);
+}
+
+#[test]
+fn a_second_start_uses_the_compiled_code_cache_and_the_same_seed_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let momentum = guest("momentum");
+    let args = ["run", "--strategy", momentum.to_str().unwrap(), "--speed", "max", "--events", "3000", "--json"];
+    let first = run_in(dir.path(), &args);
+    let second = host()
+        .current_dir(dir.path())
+        .env("POLYBOT_LOG", "info")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(first.status.success() && second.status.success());
+    assert!(stderr(&second).contains("cached=true"), "{}", stderr(&second));
+    let report = |o: &Output| serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["report"].clone();
+    assert_eq!(report(&first), report(&second), "same seed, same run");
+}
+
+#[test]
+fn a_faulty_strategy_is_restarted_and_the_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "faulty.toml", b"[strategy]\nfault = \"panic\"\nafter_calls = 500\n[checkpoint]\nevery_events = 100\n");
+    let faulty = guest("faulty");
+    let output = run_in(
+        dir.path(),
+        &["run", "--strategy", faulty.to_str().unwrap(), "--config", config.to_str().unwrap(), "--speed", "max", "--events", "3000", "--json"],
+    );
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(json["report"]["cell"]["restarts"].as_u64().unwrap() >= 5, "{json}");
+    assert_eq!(json["report"]["cell"]["quarantined"], 0);
+}
+
+#[test]
+fn a_strategy_that_keeps_faulting_ends_fatal_with_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "fatal.toml",
+        b"[strategy]\nfault = \"panic\"\nafter_calls = 1\n[supervisor]\nmax_restarts = 3\nbackoff_initial = \"1ms\"\nbackoff_max = \"2ms\"\n",
+    );
+    let faulty = guest("faulty");
+    let output = run_in(
+        dir.path(),
+        &["run", "--strategy", faulty.to_str().unwrap(), "--config", config.to_str().unwrap(), "--speed", "max", "--events", "100"],
+    );
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    let line = error_line(&output);
+    assert!(line.contains("fatal") && line.contains("4 restarts"), "{line}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("state        fatal"));
+}
+
+#[test]
+fn a_file_that_is_not_wasm_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "notes.wasm", b"this is not a module");
+    assert_bad_input(dir.path(), &["run", "--strategy", path.to_str().unwrap()], &["notes.wasm", "not a WebAssembly file"]);
+}
+
+#[test]
+fn a_core_module_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "core.wasm", b"\0asm\x01\0\0\0");
+    assert_bad_input(dir.path(), &["run", "--strategy", path.to_str().unwrap()], &["core.wasm", "core WebAssembly module", "wasm32-wasip2"]);
+}
+
+#[test]
+fn a_component_without_the_strategy_exports_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // The smallest valid component: no imports, no exports.
+    let path = write(dir.path(), "empty.wasm", b"\0asm\x0d\0\x01\0");
+    assert_bad_input(dir.path(), &["run", "--strategy", path.to_str().unwrap()], &["empty.wasm", "does not implement the polybot:strategy world"]);
+}
+
+#[test]
+fn a_truncated_component_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(guest("momentum")).unwrap();
+    let path = write(dir.path(), "cut.wasm", &bytes[..bytes.len() / 2]);
+    assert_bad_input(dir.path(), &["run", "--strategy", path.to_str().unwrap()], &["cut.wasm", "not a valid WebAssembly component"]);
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_bad_input(dir.path(), &["run", "--strategy", "nowhere.wasm"], &["nowhere.wasm", "cannot read"]);
+}
+
+#[test]
+fn init_refusing_its_config_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "refuse.toml", b"[strategy]\nfail_init = \"threshold too high\"\n");
+    let faulty = guest("faulty");
+    assert_bad_input(
+        dir.path(),
+        &["run", "--strategy", faulty.to_str().unwrap(), "--config", config.to_str().unwrap()],
+        &["faulty.wasm", "init refused the configuration", "threshold too high"],
+    );
+}
+
+#[test]
+fn momentum_refuses_bad_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "m.toml", b"[strategy]\nlookback = 0\n");
+    let momentum = guest("momentum");
+    assert_bad_input(
+        dir.path(),
+        &["run", "--strategy", momentum.to_str().unwrap(), "--config", config.to_str().unwrap()],
+        &["init refused", "lookback must be at least 1"],
+    );
+}
+
+#[test]
+fn a_config_that_does_not_parse_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let momentum = guest("momentum");
+    let bad = write(dir.path(), "bad.toml", b"[supervisor]\nmax_restarts = \"many\"\n");
+    assert_bad_input(
+        dir.path(),
+        &["run", "--strategy", momentum.to_str().unwrap(), "--config", bad.to_str().unwrap()],
+        &["bad.toml", "max_restarts"],
+    );
+    let typo = write(dir.path(), "typo.toml", b"[sandbox]\nmemory = 5\n");
+    assert_bad_input(
+        dir.path(),
+        &["run", "--strategy", momentum.to_str().unwrap(), "--config", typo.to_str().unwrap()],
+        &["typo.toml", "memory"],
+    );
+}
+
+#[test]
+fn inspect_shows_the_contract() {
+    let momentum = guest("momentum");
+    let output = host().args(["inspect", momentum.to_str().unwrap()]).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for needle in ["on-event", "snapshot", "restore", "polybot:strategy/types", "momentum 0.1.0", "satisfies polybot:strategy"] {
+        assert!(text.contains(needle), "`{needle}` not in:\n{text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let empty = write(dir.path(), "empty.wasm", b"\0asm\x0d\0\x01\0");
+    let output = host().args(["inspect", empty.to_str().unwrap()]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(error_line(&output).contains("does not implement"));
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_with_a_summary() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let momentum = guest("momentum");
+    let mut child = host()
+        .current_dir(dir.path())
+        .env("POLYBOT_LOG", "info")
+        .args(["run", "--strategy", momentum.to_str().unwrap(), "--speed", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the host to say it is running, then interrupt it.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("strategy running") {
+            break;
+        }
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "exit: {:?}", output.status);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("stopped by Ctrl-C") && stdout.contains("state        stopped"), "{stdout}");
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let output = host().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("run") && text.contains("inspect"));
+    let output = host().args(["run", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    for flag in ["--strategy", "--config", "--market", "--seed", "--speed", "--events", "--duration", "--data-dir"] {
+        assert!(text.contains(flag), "{flag} missing from run --help");
+    }
+}
