@@ -7,17 +7,32 @@ use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let workspace = manifest_dir.parent().expect("tests/ sits in the workspace").to_path_buf();
+    let workspace = manifest_dir
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf();
     let target_dir = workspace.join("target").join("guests");
     for watched in ["strategies", "wit"] {
-        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
     }
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(&workspace)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "momentum", "-p", "faulty"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "momentum",
+            "-p",
+            "faulty",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     // The outer build's settings are for the host target, not for the guests.
@@ -32,7 +47,9 @@ fn main() {
     ] {
         command.env_remove(var);
     }
-    let status = command.status().expect("cannot run cargo to build the strategy components");
+    let status = command
+        .status()
+        .expect("cannot run cargo to build the strategy components");
     if !status.success() {
         panic!(
             "building the strategy components for wasm32-wasip2 failed; \

@@ -81,13 +81,19 @@ pub struct PaperSection {
 impl Default for PaperSection {
     fn default() -> Self {
         let d = PaperConfig::default();
-        PaperSection { starting_cash: d.starting_cash, fee_bps: d.fee_bps }
+        PaperSection {
+            starting_cash: d.starting_cash,
+            fee_bps: d.fee_bps,
+        }
     }
 }
 
 impl From<&PaperSection> for PaperConfig {
     fn from(p: &PaperSection) -> Self {
-        PaperConfig { starting_cash: p.starting_cash, fee_bps: p.fee_bps }
+        PaperConfig {
+            starting_cash: p.starting_cash,
+            fee_bps: p.fee_bps,
+        }
     }
 }
 
@@ -95,7 +101,10 @@ impl From<&PaperSection> for PaperConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -107,8 +116,10 @@ impl HostConfig {
     /// A [`ConfigError`] naming the file: unreadable, not TOML, unknown keys,
     /// wrong types or values out of range.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.display().to_string(),
             message,
@@ -117,8 +128,13 @@ impl HostConfig {
 
     /// Parses config text; the error is a one-line description.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: HostConfig = toml::from_str(text)
-            .map_err(|e| e.to_string().lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" "))?;
+        let config: HostConfig = toml::from_str(text).map_err(|e| {
+            e.to_string()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })?;
         config.check()?;
         Ok(config)
     }
@@ -171,8 +187,14 @@ mod tests {
             "[strategy]\nlookback = 5\n[sandbox]\ncall_deadline = \"250ms\"\n[supervisor]\nrestart_window = \"2m\"\n",
         )
         .unwrap();
-        assert_eq!(c.sandbox.call_deadline, std::time::Duration::from_millis(250));
-        assert_eq!(c.supervisor.restart_window, std::time::Duration::from_secs(120));
+        assert_eq!(
+            c.sandbox.call_deadline,
+            std::time::Duration::from_millis(250)
+        );
+        assert_eq!(
+            c.supervisor.restart_window,
+            std::time::Duration::from_secs(120)
+        );
         assert_eq!(c.strategy_json(), r#"{"lookback":5}"#);
     }
 
@@ -181,7 +203,10 @@ mod tests {
         let e = HostConfig::parse("[supervisor]\nmax_restart = 3\n").unwrap_err();
         assert!(e.contains("max_restart"), "{e}");
         let e = HostConfig::parse("[sandbox]\ncall_deadline = \"soon\"\n").unwrap_err();
-        assert!(e.contains("call_deadline") || e.contains("soon") || e.contains("duration"), "{e}");
+        assert!(
+            e.contains("call_deadline") || e.contains("soon") || e.contains("duration"),
+            "{e}"
+        );
         let e = HostConfig::parse("[sim]\ndepth = 0\n").unwrap_err();
         assert!(e.contains("depth"), "{e}");
         assert!(HostConfig::parse("this is = = not toml").is_err());

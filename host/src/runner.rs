@@ -138,7 +138,11 @@ pub async fn run<V: Venue>(
             timers.pop_first();
             queue.push_back((at, EventKind::Timer(id)));
         }
-        queue.extend(tick.events.into_iter().map(|kind| (tick.timestamp_ms, kind)));
+        queue.extend(
+            tick.events
+                .into_iter()
+                .map(|kind| (tick.timestamp_ms, kind)),
+        );
 
         while let Some((timestamp_ms, kind)) = queue.pop_front() {
             if matches!(kind, EventKind::Fill(_)) {
@@ -176,7 +180,12 @@ pub async fn run<V: Venue>(
                     Err(e) => tracing::warn!(strategy = %cell.name(), "venue: {e}"),
                 }
             }
-            publish(&counters, &report, cell.stats(), venue.portfolio().total_pnl());
+            publish(
+                &counters,
+                &report,
+                cell.stats(),
+                venue.portfolio().total_pnl(),
+            );
         }
     }
 
@@ -184,7 +193,12 @@ pub async fn run<V: Venue>(
     report.state = cell.state();
     report.portfolio = venue.portfolio();
     report.cell = cell.stats().clone();
-    publish(&counters, &report, cell.stats(), report.portfolio.total_pnl());
+    publish(
+        &counters,
+        &report,
+        cell.stats(),
+        report.portfolio.total_pnl(),
+    );
     report
 }
 
@@ -193,6 +207,8 @@ fn publish(counters: &RunCounters, report: &RunReport, stats: &CellStats, pnl: f
     counters.orders.store(report.orders, Ordering::Relaxed);
     counters.fills.store(report.fills, Ordering::Relaxed);
     counters.restarts.store(stats.restarts, Ordering::Relaxed);
-    counters.quarantined.store(stats.quarantined, Ordering::Relaxed);
+    counters
+        .quarantined
+        .store(stats.quarantined, Ordering::Relaxed);
     counters.pnl_bits.store(pnl.to_bits(), Ordering::Relaxed);
 }

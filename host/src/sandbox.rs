@@ -132,7 +132,13 @@ impl Sandbox {
         Strategy::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)?;
 
         let ticker = EpochTicker::start(&engine)?;
-        Ok(Sandbox { engine, linker: Arc::new(linker), limits, cache_dir, _ticker: ticker })
+        Ok(Sandbox {
+            engine,
+            linker: Arc::new(linker),
+            limits,
+            cache_dir,
+            _ticker: ticker,
+        })
     }
 
     /// The limits instances run under.
@@ -155,7 +161,11 @@ impl Sandbox {
 
     /// Number of epoch ticks that make up the per-call deadline.
     fn deadline_ticks(&self) -> u64 {
-        let ticks = self.limits.call_deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+        let ticks = self
+            .limits
+            .call_deadline
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos());
         u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
     }
 }

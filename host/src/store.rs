@@ -49,7 +49,13 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    pub fn new(seq: u64, event_time_ms: u64, state_version: u32, module_digest: &str, state: Vec<u8>) -> Self {
+    pub fn new(
+        seq: u64,
+        event_time_ms: u64,
+        state_version: u32,
+        module_digest: &str,
+        state: Vec<u8>,
+    ) -> Self {
         let checksum = Sha256::digest(&state).into();
         Checkpoint {
             seq,
@@ -93,7 +99,12 @@ pub trait StateStore: Send {
     fn append(&mut self, strategy: &str, event: &Event) -> Result<(), StoreError>;
 
     /// Records what became of the journaled event `seq`.
-    fn record_outcome(&mut self, strategy: &str, seq: u64, outcome: &Outcome) -> Result<(), StoreError>;
+    fn record_outcome(
+        &mut self,
+        strategy: &str,
+        seq: u64,
+        outcome: &Outcome,
+    ) -> Result<(), StoreError>;
 
     /// Journal entries with seq greater than `after`, in order.
     fn entries_after(&self, strategy: &str, after: u64) -> Result<Vec<JournalEntry>, StoreError>;
@@ -102,7 +113,11 @@ pub trait StateStore: Send {
     fn last_seq(&self, strategy: &str) -> Result<u64, StoreError>;
 
     /// Saves a checkpoint, keeping only the newest few.
-    fn save_checkpoint(&mut self, strategy: &str, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+    fn save_checkpoint(
+        &mut self,
+        strategy: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), StoreError>;
 
     /// Kept checkpoints, newest first.
     fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError>;

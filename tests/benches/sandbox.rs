@@ -34,8 +34,26 @@ fn host_event(seq: u64, mid: f64) -> Event {
         timestamp_ms: seq * 200,
         kind: EventKind::Book(Book {
             market: format!("sim-{}", seq % 3),
-            bids: vec![Level { price: mid - 0.005, size: 100.0 }, Level { price: mid - 0.015, size: 200.0 }],
-            asks: vec![Level { price: mid + 0.005, size: 100.0 }, Level { price: mid + 0.015, size: 200.0 }],
+            bids: vec![
+                Level {
+                    price: mid - 0.005,
+                    size: 100.0,
+                },
+                Level {
+                    price: mid - 0.015,
+                    size: 200.0,
+                },
+            ],
+            asks: vec![
+                Level {
+                    price: mid + 0.005,
+                    size: 100.0,
+                },
+                Level {
+                    price: mid + 0.015,
+                    size: 200.0,
+                },
+            ],
         }),
     }
 }
@@ -47,8 +65,26 @@ fn guest_event(seq: u64, mid: f64) -> polybot_strategy::Event {
         timestamp_ms: seq * 200,
         kind: s::EventKind::Book(s::Book {
             market: format!("sim-{}", seq % 3),
-            bids: vec![s::Level { price: mid - 0.005, size: 100.0 }, s::Level { price: mid - 0.015, size: 200.0 }],
-            asks: vec![s::Level { price: mid + 0.005, size: 100.0 }, s::Level { price: mid + 0.015, size: 200.0 }],
+            bids: vec![
+                s::Level {
+                    price: mid - 0.005,
+                    size: 100.0,
+                },
+                s::Level {
+                    price: mid - 0.015,
+                    size: 200.0,
+                },
+            ],
+            asks: vec![
+                s::Level {
+                    price: mid + 0.005,
+                    size: 100.0,
+                },
+                s::Level {
+                    price: mid + 0.015,
+                    size: 200.0,
+                },
+            ],
         }),
     }
 }
@@ -59,7 +95,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let sandbox = sandbox(SandboxLimits::default());
         let module = load(&sandbox, "momentum");
@@ -79,7 +118,8 @@ fn main() {
 
         // The same momentum code, native.
         let mut native = momentum::Momentum::new(serde_json::from_str(config).unwrap()).unwrap();
-        let guest_events: Vec<polybot_strategy::Event> = mids().map(|(i, m)| guest_event(i, m)).collect();
+        let guest_events: Vec<polybot_strategy::Event> =
+            mids().map(|(i, m)| guest_event(i, m)).collect();
         let started = Instant::now();
         let mut native_actions = 0usize;
         let mut out = Vec::new();
@@ -89,7 +129,10 @@ fn main() {
             native_actions += out.len();
         }
         let native_cost = started.elapsed() / EVENTS as u32;
-        assert_eq!(actions, native_actions, "sandboxed and native momentum disagree");
+        assert_eq!(
+            actions, native_actions,
+            "sandboxed and native momentum disagree"
+        );
 
         // Trap → running again: new instance + restore.
         let mut recoveries = Vec::with_capacity(RECOVERIES);
@@ -103,23 +146,55 @@ fn main() {
         recoveries.sort();
 
         // A supervisor cell's whole per-event path.
-        let mut cell = start_cell(module.clone(), serde_json::json!({"cooldown_ms": 0}), quick_restarts(10), 1000).await;
+        let mut cell = start_cell(
+            module.clone(),
+            serde_json::json!({"cooldown_ms": 0}),
+            quick_restarts(10),
+            1000,
+        )
+        .await;
         let started = Instant::now();
         for event in &events {
-            cell.handle(event.timestamp_ms, event.kind.clone()).await.unwrap();
+            cell.handle(event.timestamp_ms, event.kind.clone())
+                .await
+                .unwrap();
         }
         let cell_cost = started.elapsed() / EVENTS as u32;
 
         println!();
         println!("| measurement                                   | value        | target     |");
         println!("|-----------------------------------------------|--------------|------------|");
-        println!("| trap → running (instantiate + restore), p50   | {:>9.1} µs | —          |", percentile(&recoveries, 0.50).as_secs_f64() * 1e6);
-        println!("| trap → running (instantiate + restore), p99   | {:>9.1} µs | ≤ 1000 µs  |", percentile(&recoveries, 0.99).as_secs_f64() * 1e6);
-        println!("| momentum per event, sandboxed                 | {:>9.3} µs | ≤ 2 µs     |", sandboxed.as_secs_f64() * 1e6);
-        println!("| momentum per event, native                    | {:>9.3} µs | —          |", native_cost.as_secs_f64() * 1e6);
-        println!("| sandboxed / native                            | {:>9.1} ×  | —          |", sandboxed.as_secs_f64() / native_cost.as_secs_f64());
-        println!("| supervisor cell per event (journal + call)    | {:>9.3} µs | —          |", cell_cost.as_secs_f64() * 1e6);
-        println!("| snapshot size                                 | {:>9} B  | —          |", snapshot.len());
-        println!("| orders placed over {EVENTS} events            | {:>12} | —          |", actions);
+        println!(
+            "| trap → running (instantiate + restore), p50   | {:>9.1} µs | —          |",
+            percentile(&recoveries, 0.50).as_secs_f64() * 1e6
+        );
+        println!(
+            "| trap → running (instantiate + restore), p99   | {:>9.1} µs | ≤ 1000 µs  |",
+            percentile(&recoveries, 0.99).as_secs_f64() * 1e6
+        );
+        println!(
+            "| momentum per event, sandboxed                 | {:>9.3} µs | ≤ 2 µs     |",
+            sandboxed.as_secs_f64() * 1e6
+        );
+        println!(
+            "| momentum per event, native                    | {:>9.3} µs | —          |",
+            native_cost.as_secs_f64() * 1e6
+        );
+        println!(
+            "| sandboxed / native                            | {:>9.1} ×  | —          |",
+            sandboxed.as_secs_f64() / native_cost.as_secs_f64()
+        );
+        println!(
+            "| supervisor cell per event (journal + call)    | {:>9.3} µs | —          |",
+            cell_cost.as_secs_f64() * 1e6
+        );
+        println!(
+            "| snapshot size                                 | {:>9} B  | —          |",
+            snapshot.len()
+        );
+        println!(
+            "| orders placed over {EVENTS} events            | {:>12} | —          |",
+            actions
+        );
     });
 }

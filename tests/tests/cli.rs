@@ -14,7 +14,11 @@ fn host() -> Command {
 }
 
 fn run_in(dir: &Path, args: &[&str]) -> Output {
-    host().current_dir(dir).args(args).output().expect("run polybot-host")
+    host()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run polybot-host")
 }
 
 fn stderr(output: &Output) -> String {
@@ -42,7 +46,10 @@ fn assert_bad_input(dir: &Path, args: &[&str], expected: &[&str]) {
     for needle in expected {
         assert!(line.contains(needle), "`{needle}` not in: {line}");
     }
-    assert!(!dir.join("data").exists(), "bad input left a data directory behind");
+    assert!(
+        !dir.join("data").exists(),
+        "bad input left a data directory behind"
+    );
 }
 
 #[test]
@@ -51,7 +58,16 @@ fn momentum_trades_on_the_simulated_market() {
     let momentum = guest("momentum");
     let output = run_in(
         dir.path(),
-        &["run", "--strategy", momentum.to_str().unwrap(), "--speed", "max", "--events", "20000", "--json"],
+        &[
+            "run",
+            "--strategy",
+            momentum.to_str().unwrap(),
+            "--speed",
+            "max",
+            "--events",
+            "20000",
+            "--json",
+        ],
     );
     assert!(output.status.success(), "stderr: {}", stderr(&output));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
@@ -72,7 +88,16 @@ fn momentum_trades_on_the_simulated_market() {
 fn a_second_start_uses_the_compiled_code_cache_and_the_same_seed_repeats() {
     let dir = tempfile::tempdir().unwrap();
     let momentum = guest("momentum");
-    let args = ["run", "--strategy", momentum.to_str().unwrap(), "--speed", "max", "--events", "3000", "--json"];
+    let args = [
+        "run",
+        "--strategy",
+        momentum.to_str().unwrap(),
+        "--speed",
+        "max",
+        "--events",
+        "3000",
+        "--json",
+    ];
     let first = run_in(dir.path(), &args);
     let second = host()
         .current_dir(dir.path())
@@ -81,23 +106,47 @@ fn a_second_start_uses_the_compiled_code_cache_and_the_same_seed_repeats() {
         .output()
         .unwrap();
     assert!(first.status.success() && second.status.success());
-    assert!(stderr(&second).contains("cached=true"), "{}", stderr(&second));
-    let report = |o: &Output| serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["report"].clone();
+    assert!(
+        stderr(&second).contains("cached=true"),
+        "{}",
+        stderr(&second)
+    );
+    let report = |o: &Output| {
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["report"].clone()
+    };
     assert_eq!(report(&first), report(&second), "same seed, same run");
 }
 
 #[test]
 fn a_faulty_strategy_is_restarted_and_the_run_completes() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "faulty.toml", b"[strategy]\nfault = \"panic\"\nafter_calls = 500\n[checkpoint]\nevery_events = 100\n");
+    let config = write(
+        dir.path(),
+        "faulty.toml",
+        b"[strategy]\nfault = \"panic\"\nafter_calls = 500\n[checkpoint]\nevery_events = 100\n",
+    );
     let faulty = guest("faulty");
     let output = run_in(
         dir.path(),
-        &["run", "--strategy", faulty.to_str().unwrap(), "--config", config.to_str().unwrap(), "--speed", "max", "--events", "3000", "--json"],
+        &[
+            "run",
+            "--strategy",
+            faulty.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--speed",
+            "max",
+            "--events",
+            "3000",
+            "--json",
+        ],
     );
     assert!(output.status.success(), "stderr: {}", stderr(&output));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert!(json["report"]["cell"]["restarts"].as_u64().unwrap() >= 5, "{json}");
+    assert!(
+        json["report"]["cell"]["restarts"].as_u64().unwrap() >= 5,
+        "{json}"
+    );
     assert_eq!(json["report"]["cell"]["quarantined"], 0);
 }
 
@@ -112,11 +161,24 @@ fn a_strategy_that_keeps_faulting_ends_fatal_with_exit_code_1() {
     let faulty = guest("faulty");
     let output = run_in(
         dir.path(),
-        &["run", "--strategy", faulty.to_str().unwrap(), "--config", config.to_str().unwrap(), "--speed", "max", "--events", "100"],
+        &[
+            "run",
+            "--strategy",
+            faulty.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--speed",
+            "max",
+            "--events",
+            "100",
+        ],
     );
     assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
     let line = error_line(&output);
-    assert!(line.contains("fatal") && line.contains("4 restarts"), "{line}");
+    assert!(
+        line.contains("fatal") && line.contains("4 restarts"),
+        "{line}"
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("state        fatal"));
 }
 
@@ -124,14 +186,22 @@ fn a_strategy_that_keeps_faulting_ends_fatal_with_exit_code_1() {
 fn a_file_that_is_not_wasm_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "notes.wasm", b"this is not a module");
-    assert_bad_input(dir.path(), &["run", "--strategy", path.to_str().unwrap()], &["notes.wasm", "not a WebAssembly file"]);
+    assert_bad_input(
+        dir.path(),
+        &["run", "--strategy", path.to_str().unwrap()],
+        &["notes.wasm", "not a WebAssembly file"],
+    );
 }
 
 #[test]
 fn a_core_module_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "core.wasm", b"\0asm\x01\0\0\0");
-    assert_bad_input(dir.path(), &["run", "--strategy", path.to_str().unwrap()], &["core.wasm", "core WebAssembly module", "wasm32-wasip2"]);
+    assert_bad_input(
+        dir.path(),
+        &["run", "--strategy", path.to_str().unwrap()],
+        &["core.wasm", "core WebAssembly module", "wasm32-wasip2"],
+    );
 }
 
 #[test]
@@ -139,7 +209,14 @@ fn a_component_without_the_strategy_exports_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     // The smallest valid component: no imports, no exports.
     let path = write(dir.path(), "empty.wasm", b"\0asm\x0d\0\x01\0");
-    assert_bad_input(dir.path(), &["run", "--strategy", path.to_str().unwrap()], &["empty.wasm", "does not implement the polybot:strategy world"]);
+    assert_bad_input(
+        dir.path(),
+        &["run", "--strategy", path.to_str().unwrap()],
+        &[
+            "empty.wasm",
+            "does not implement the polybot:strategy world",
+        ],
+    );
 }
 
 #[test]
@@ -147,24 +224,46 @@ fn a_truncated_component_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(guest("momentum")).unwrap();
     let path = write(dir.path(), "cut.wasm", &bytes[..bytes.len() / 2]);
-    assert_bad_input(dir.path(), &["run", "--strategy", path.to_str().unwrap()], &["cut.wasm", "not a valid WebAssembly component"]);
+    assert_bad_input(
+        dir.path(),
+        &["run", "--strategy", path.to_str().unwrap()],
+        &["cut.wasm", "not a valid WebAssembly component"],
+    );
 }
 
 #[test]
 fn a_missing_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    assert_bad_input(dir.path(), &["run", "--strategy", "nowhere.wasm"], &["nowhere.wasm", "cannot read"]);
+    assert_bad_input(
+        dir.path(),
+        &["run", "--strategy", "nowhere.wasm"],
+        &["nowhere.wasm", "cannot read"],
+    );
 }
 
 #[test]
 fn init_refusing_its_config_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "refuse.toml", b"[strategy]\nfail_init = \"threshold too high\"\n");
+    let config = write(
+        dir.path(),
+        "refuse.toml",
+        b"[strategy]\nfail_init = \"threshold too high\"\n",
+    );
     let faulty = guest("faulty");
     assert_bad_input(
         dir.path(),
-        &["run", "--strategy", faulty.to_str().unwrap(), "--config", config.to_str().unwrap()],
-        &["faulty.wasm", "init refused the configuration", "threshold too high"],
+        &[
+            "run",
+            "--strategy",
+            faulty.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[
+            "faulty.wasm",
+            "init refused the configuration",
+            "threshold too high",
+        ],
     );
 }
 
@@ -175,7 +274,13 @@ fn momentum_refuses_bad_parameters() {
     let momentum = guest("momentum");
     assert_bad_input(
         dir.path(),
-        &["run", "--strategy", momentum.to_str().unwrap(), "--config", config.to_str().unwrap()],
+        &[
+            "run",
+            "--strategy",
+            momentum.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
         &["init refused", "lookback must be at least 1"],
     );
 }
@@ -184,16 +289,32 @@ fn momentum_refuses_bad_parameters() {
 fn a_config_that_does_not_parse_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let momentum = guest("momentum");
-    let bad = write(dir.path(), "bad.toml", b"[supervisor]\nmax_restarts = \"many\"\n");
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        b"[supervisor]\nmax_restarts = \"many\"\n",
+    );
     assert_bad_input(
         dir.path(),
-        &["run", "--strategy", momentum.to_str().unwrap(), "--config", bad.to_str().unwrap()],
+        &[
+            "run",
+            "--strategy",
+            momentum.to_str().unwrap(),
+            "--config",
+            bad.to_str().unwrap(),
+        ],
         &["bad.toml", "max_restarts"],
     );
     let typo = write(dir.path(), "typo.toml", b"[sandbox]\nmemory = 5\n");
     assert_bad_input(
         dir.path(),
-        &["run", "--strategy", momentum.to_str().unwrap(), "--config", typo.to_str().unwrap()],
+        &[
+            "run",
+            "--strategy",
+            momentum.to_str().unwrap(),
+            "--config",
+            typo.to_str().unwrap(),
+        ],
         &["typo.toml", "memory"],
     );
 }
@@ -201,15 +322,28 @@ fn a_config_that_does_not_parse_is_named() {
 #[test]
 fn inspect_shows_the_contract() {
     let momentum = guest("momentum");
-    let output = host().args(["inspect", momentum.to_str().unwrap()]).output().unwrap();
+    let output = host()
+        .args(["inspect", momentum.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let text = String::from_utf8_lossy(&output.stdout);
-    for needle in ["on-event", "snapshot", "restore", "polybot:strategy/types", "momentum 0.1.0", "satisfies polybot:strategy"] {
+    for needle in [
+        "on-event",
+        "snapshot",
+        "restore",
+        "polybot:strategy/types",
+        "momentum 0.1.0",
+        "satisfies polybot:strategy",
+    ] {
         assert!(text.contains(needle), "`{needle}` not in:\n{text}");
     }
     let dir = tempfile::tempdir().unwrap();
     let empty = write(dir.path(), "empty.wasm", b"\0asm\x0d\0\x01\0");
-    let output = host().args(["inspect", empty.to_str().unwrap()]).output().unwrap();
+    let output = host()
+        .args(["inspect", empty.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(error_line(&output).contains("does not implement"));
 }
@@ -222,7 +356,13 @@ fn ctrl_c_stops_cleanly_with_a_summary() {
     let mut child = host()
         .current_dir(dir.path())
         .env("POLYBOT_LOG", "info")
-        .args(["run", "--strategy", momentum.to_str().unwrap(), "--speed", "1"])
+        .args([
+            "run",
+            "--strategy",
+            momentum.to_str().unwrap(),
+            "--speed",
+            "1",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -234,12 +374,18 @@ fn ctrl_c_stops_cleanly_with_a_summary() {
             break;
         }
     }
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "exit: {:?}", output.status);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("stopped by Ctrl-C") && stdout.contains("state        stopped"), "{stdout}");
+    assert!(
+        stdout.contains("stopped by Ctrl-C") && stdout.contains("state        stopped"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -249,7 +395,16 @@ fn help_explains_the_commands() {
     assert!(text.contains("run") && text.contains("inspect"));
     let output = host().args(["run", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--strategy", "--config", "--market", "--seed", "--speed", "--events", "--duration", "--data-dir"] {
+    for flag in [
+        "--strategy",
+        "--config",
+        "--market",
+        "--seed",
+        "--speed",
+        "--events",
+        "--duration",
+        "--data-dir",
+    ] {
         assert!(text.contains(flag), "{flag} missing from run --help");
     }
 }

@@ -9,7 +9,9 @@ use polybot_tests::sandbox;
 
 #[tokio::test]
 async fn momentum_built_with_cargo_component_runs_in_the_host() {
-    let available = Command::new("cargo").args(["component", "--version"]).output();
+    let available = Command::new("cargo")
+        .args(["component", "--version"])
+        .output();
     assert!(
         available.is_ok_and(|o| o.status.success()),
         "cargo-component is not installed; scripts/setup.sh installs it"
@@ -29,7 +31,9 @@ async fn momentum_built_with_cargo_component_runs_in_the_host() {
 
     let wasm = target_dir.join("wasm32-wasip1/release/momentum.wasm");
     let sandbox = sandbox(SandboxLimits::default());
-    let module = sandbox.load(&wasm).expect("the cargo-component build is a strategy");
+    let module = sandbox
+        .load(&wasm)
+        .expect("the cargo-component build is a strategy");
     let mut instance = module.instantiate("component-build").await.unwrap();
     let info = instance.describe().await.unwrap();
     assert_eq!(info.name, "momentum");

@@ -30,16 +30,27 @@ fn watch(cell: &mut Cell) -> Arc<Mutex<Vec<CellState>>> {
 async fn feed(cell: &mut Cell, n: u64) -> Vec<polybot_host::supervisor::Step> {
     let mut steps = Vec::new();
     for i in 0..n {
-        steps.push(cell.handle(1_000 + i, EventKind::Timer(i)).await.expect("handled"));
+        steps.push(
+            cell.handle(1_000 + i, EventKind::Timer(i))
+                .await
+                .expect("handled"),
+        );
     }
     steps
 }
 
 fn assert_recovered(states: &[CellState]) {
     let recovered = states.windows(3).any(|w| {
-        w == [CellState::Backoff, CellState::Recovering, CellState::Running]
+        w == [
+            CellState::Backoff,
+            CellState::Recovering,
+            CellState::Running,
+        ]
     });
-    assert!(recovered, "expected backoff → recovering → running in {states:?}");
+    assert!(
+        recovered,
+        "expected backoff → recovering → running in {states:?}"
+    );
 }
 
 /// A transient fault every `after_calls` calls of an instance; checkpoints every 4 events.
@@ -55,7 +66,10 @@ async fn transient_fault_is_recovered_exactly(fault: &str, limits: SandboxLimits
     .await;
     let states = watch(&mut cell);
     let steps = feed(&mut cell, 30).await;
-    assert!(steps.iter().all(|s| !s.quarantined), "a transient fault must not quarantine");
+    assert!(
+        steps.iter().all(|s| !s.quarantined),
+        "a transient fault must not quarantine"
+    );
     assert!(cell.stats().restarts >= 3, "stats: {:?}", cell.stats());
     assert_eq!(cell.state(), CellState::Running);
     assert_recovered(&states.lock().unwrap());
@@ -71,7 +85,10 @@ async fn transient_fault_is_recovered_exactly(fault: &str, limits: SandboxLimits
 async fn panic_is_contained_and_state_continues() {
     let cell = transient_fault_is_recovered_exactly("panic", SandboxLimits::default()).await;
     let fault = cell.stats().last_fault.clone().unwrap_or_default();
-    assert!(fault.contains("trapped") && fault.contains("configured panic"), "{fault}");
+    assert!(
+        fault.contains("trapped") && fault.contains("configured panic"),
+        "{fault}"
+    );
 }
 
 #[tokio::test]
@@ -83,7 +100,10 @@ async fn unreachable_is_contained_and_state_continues() {
 
 #[tokio::test]
 async fn deadline_overrun_is_contained_and_state_continues() {
-    let limits = SandboxLimits { call_deadline: Duration::from_millis(30), ..SandboxLimits::default() };
+    let limits = SandboxLimits {
+        call_deadline: Duration::from_millis(30),
+        ..SandboxLimits::default()
+    };
     let cell = transient_fault_is_recovered_exactly("loop", limits).await;
     let fault = cell.stats().last_fault.clone().unwrap_or_default();
     assert!(fault.contains("deadline"), "{fault}");
@@ -91,7 +111,10 @@ async fn deadline_overrun_is_contained_and_state_continues() {
 
 #[tokio::test]
 async fn memory_limit_is_contained_and_state_continues() {
-    let limits = SandboxLimits { memory_bytes: 16 << 20, ..SandboxLimits::default() };
+    let limits = SandboxLimits {
+        memory_bytes: 16 << 20,
+        ..SandboxLimits::default()
+    };
     let cell = transient_fault_is_recovered_exactly("hog", limits).await;
     let fault = cell.stats().last_fault.clone().unwrap_or_default();
     assert!(fault.contains("memory limit"), "{fault}");
@@ -99,13 +122,28 @@ async fn memory_limit_is_contained_and_state_continues() {
 
 #[tokio::test]
 async fn a_leak_hits_the_cap_and_a_fresh_instance_gets_past_it() {
-    let sandbox = sandbox(SandboxLimits { memory_bytes: 16 << 20, ..SandboxLimits::default() });
+    let sandbox = sandbox(SandboxLimits {
+        memory_bytes: 16 << 20,
+        ..SandboxLimits::default()
+    });
     let module = load(&sandbox, "faulty");
     // 2 MiB kept per event outside the state: the cap is hit every few events.
-    let mut cell = start_cell(module, json!({"leak_bytes": 2 << 20}), quick_restarts(50), 2).await;
+    let mut cell = start_cell(
+        module,
+        json!({"leak_bytes": 2 << 20}),
+        quick_restarts(50),
+        2,
+    )
+    .await;
     feed(&mut cell, 24).await;
     assert!(cell.stats().restarts >= 2, "stats: {:?}", cell.stats());
-    assert!(cell.stats().last_fault.as_deref().unwrap_or("").contains("memory limit"));
+    assert!(
+        cell.stats()
+            .last_fault
+            .as_deref()
+            .unwrap_or("")
+            .contains("memory limit")
+    );
     cell.stop().await;
     assert_eq!(faulty_state(&cell)["count"], 24);
 }
@@ -114,15 +152,27 @@ async fn a_leak_hits_the_cap_and_a_fresh_instance_gets_past_it() {
 async fn poison_event_is_quarantined_and_the_strategy_goes_on() {
     let sandbox = sandbox(SandboxLimits::default());
     let module = load(&sandbox, "faulty");
-    let mut cell = start_cell(module, json!({"fault": "panic", "at_seq": [5]}), quick_restarts(10), 3).await;
+    let mut cell = start_cell(
+        module,
+        json!({"fault": "panic", "at_seq": [5]}),
+        quick_restarts(10),
+        3,
+    )
+    .await;
     let steps = feed(&mut cell, 12).await;
-    let quarantined: Vec<u64> = steps.iter().filter(|s| s.quarantined).map(|s| s.seq).collect();
+    let quarantined: Vec<u64> = steps
+        .iter()
+        .filter(|s| s.quarantined)
+        .map(|s| s.seq)
+        .collect();
     assert_eq!(quarantined, vec![5]);
     assert_eq!(cell.stats().quarantined, 1);
     assert_eq!(cell.state(), CellState::Running);
     let events = cell.store().system_events().unwrap();
     assert!(
-        events.iter().any(|e| e.event_type == "quarantine" && e.message.contains("event 5")),
+        events
+            .iter()
+            .any(|e| e.event_type == "quarantine" && e.message.contains("event 5")),
         "{events:?}"
     );
     cell.stop().await;
@@ -137,7 +187,13 @@ async fn too_many_restarts_in_the_window_is_fatal() {
     let sandbox = sandbox(SandboxLimits::default());
     let module = load(&sandbox, "faulty");
     // Every instance faults on its first call: nothing can make progress.
-    let mut cell = start_cell(module, json!({"fault": "panic", "after_calls": 1}), quick_restarts(4), 1).await;
+    let mut cell = start_cell(
+        module,
+        json!({"fault": "panic", "after_calls": 1}),
+        quick_restarts(4),
+        1,
+    )
+    .await;
     let mut fatal = None;
     for i in 0..10 {
         match cell.handle(i, EventKind::Timer(i)).await {
@@ -149,10 +205,23 @@ async fn too_many_restarts_in_the_window_is_fatal() {
         }
     }
     let fatal = fatal.expect("the cell went fatal");
-    assert!(matches!(fatal, CellError::Fatal { restarts: 5, limit: 4, .. }), "{fatal}");
+    assert!(
+        matches!(
+            fatal,
+            CellError::Fatal {
+                restarts: 5,
+                limit: 4,
+                ..
+            }
+        ),
+        "{fatal}"
+    );
     assert_eq!(cell.state(), CellState::Fatal);
     // Fatal is final: later events are refused the same way.
-    assert!(matches!(cell.handle(99, EventKind::Timer(99)).await, Err(CellError::Fatal { .. })));
+    assert!(matches!(
+        cell.handle(99, EventKind::Timer(99)).await,
+        Err(CellError::Fatal { .. })
+    ));
     let events = cell.store().system_events().unwrap();
     assert!(events.iter().any(|e| e.event_type == "fatal"));
 }
@@ -162,9 +231,17 @@ async fn restarts_spread_beyond_the_window_are_not_fatal() {
     let sandbox = sandbox(SandboxLimits::default());
     let module = load(&sandbox, "faulty");
     // A fault every 5th call of an instance, and at most 2 restarts per minute.
-    let mut cell = start_cell(module, json!({"fault": "panic", "after_calls": 5}), quick_restarts(2), 1).await;
+    let mut cell = start_cell(
+        module,
+        json!({"fault": "panic", "after_calls": 5}),
+        quick_restarts(2),
+        1,
+    )
+    .await;
     for i in 0..40 {
-        cell.handle(i, EventKind::Timer(i)).await.expect("never fatal");
+        cell.handle(i, EventKind::Timer(i))
+            .await
+            .expect("never fatal");
         // Event time is not wall time: the window counts wall time, advanced here.
         tokio::time::advance(Duration::from_secs(31)).await;
     }
@@ -186,9 +263,17 @@ async fn refused_snapshots_fall_back_to_replay_from_the_start() {
     // Event 15 forces restarts; every restore is refused, so recovery is init + full replay.
     feed(&mut cell, 40).await;
     assert!(cell.stats().restarts >= 2);
-    assert!(cell.stats().replayed >= 28, "two full replays of 14 events: {:?}", cell.stats());
+    assert!(
+        cell.stats().replayed >= 28,
+        "two full replays of 14 events: {:?}",
+        cell.stats()
+    );
     let events = cell.store().system_events().unwrap();
-    assert!(events.iter().any(|e| e.event_type == "checkpoint-rejected" && e.message.contains("refusing")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event_type == "checkpoint-rejected" && e.message.contains("refusing"))
+    );
     assert!(events.iter().any(|e| e.event_type == "replay-from-start"));
     assert_eq!(cell.stats().divergences, 0);
     cell.stop().await;
@@ -199,11 +284,21 @@ fn momentum_books() -> Vec<EventKind> {
     let mut mid: f64 = 0.40;
     (0..300u64)
         .map(|i| {
-            mid = if (i / 20) % 2 == 0 { mid + 0.004 } else { mid - 0.004 };
+            mid = if (i / 20) % 2 == 0 {
+                mid + 0.004
+            } else {
+                mid - 0.004
+            };
             EventKind::Book(polybot_host::contract::Book {
                 market: "m".into(),
-                bids: vec![polybot_host::contract::Level { price: mid - 0.005, size: 100.0 }],
-                asks: vec![polybot_host::contract::Level { price: mid + 0.005, size: 100.0 }],
+                bids: vec![polybot_host::contract::Level {
+                    price: mid - 0.005,
+                    size: 100.0,
+                }],
+                asks: vec![polybot_host::contract::Level {
+                    price: mid + 0.005,
+                    size: 100.0,
+                }],
             })
         })
         .collect()
@@ -220,7 +315,12 @@ async fn momentum_resumes_from_its_journal_to_the_uninterrupted_state() {
     let mut reference = start_cell(module.clone(), config.clone(), quick_restarts(10), 1000).await;
     let mut orders = 0;
     for (i, book) in books.iter().enumerate() {
-        orders += reference.handle(i as u64 * 1000, book.clone()).await.unwrap().actions.len();
+        orders += reference
+            .handle(i as u64 * 1000, book.clone())
+            .await
+            .unwrap()
+            .actions
+            .len();
     }
     assert!(orders > 0, "momentum placed no orders");
     reference.stop().await;
@@ -240,10 +340,26 @@ async fn momentum_resumes_from_its_journal_to_the_uninterrupted_state() {
     };
     let mut resumed = Cell::start(spec, store).await.expect("resumes");
     assert_eq!(resumed.last_seq(), 300);
-    assert_eq!(resumed.stats().replayed, 300, "replayed the journal after checkpoint 0");
-    assert_eq!(resumed.stats().divergences, 0, "replay produced the recorded actions");
+    assert_eq!(
+        resumed.stats().replayed,
+        300,
+        "replayed the journal after checkpoint 0"
+    );
+    assert_eq!(
+        resumed.stats().divergences,
+        0,
+        "replay produced the recorded actions"
+    );
     resumed.stop().await;
 
-    let state = |cell: &Cell| cell.store().checkpoints(cell.name()).unwrap()[0].state.clone();
-    assert_eq!(state(&resumed), state(&reference), "resumed state equals the uninterrupted one");
+    let state = |cell: &Cell| {
+        cell.store().checkpoints(cell.name()).unwrap()[0]
+            .state
+            .clone()
+    };
+    assert_eq!(
+        state(&resumed),
+        state(&reference),
+        "resumed state equals the uninterrupted one"
+    );
 }

@@ -1,4 +1,5 @@
 //! Polymarket CLOB V2.
 pub mod auth;
 pub mod order;
+pub mod server;
 pub mod types;

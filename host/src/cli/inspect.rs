@@ -24,16 +24,20 @@ async fn inspect_async(path: &Path) -> Result<ExitCode, Failure> {
     match sandbox.load(path) {
         Ok(module) => {
             print_items(&engine, module.component());
-            let mut instance = module
-                .instantiate("inspect")
-                .await
-                .map_err(|e| Failure::bad_input(anyhow::anyhow!("{}: cannot instantiate: {e}", path.display())))?;
-            let info = instance
-                .describe()
-                .await
-                .map_err(|e| Failure::bad_input(anyhow::anyhow!("{}: describe failed: {e}", path.display())))?;
+            let mut instance = module.instantiate("inspect").await.map_err(|e| {
+                Failure::bad_input(anyhow::anyhow!(
+                    "{}: cannot instantiate: {e}",
+                    path.display()
+                ))
+            })?;
+            let info = instance.describe().await.map_err(|e| {
+                Failure::bad_input(anyhow::anyhow!("{}: describe failed: {e}", path.display()))
+            })?;
             println!("  sha256      {}", module.digest());
-            println!("  strategy    {} {} (state version {})", info.name, info.version, info.state_version);
+            println!(
+                "  strategy    {} {} (state version {})",
+                info.name, info.version, info.state_version
+            );
             println!("  contract    satisfies polybot:strategy@0.1.0");
             Ok(ExitCode::SUCCESS)
         }
@@ -44,7 +48,10 @@ async fn inspect_async(path: &Path) -> Result<ExitCode, Failure> {
             {
                 print_items(&engine, &component);
             }
-            Err(Failure::bad_input(LoadError::WrongWorld { path: p, reason }))
+            Err(Failure::bad_input(LoadError::WrongWorld {
+                path: p,
+                reason,
+            }))
         }
         Err(e) => Err(Failure::bad_input(e)),
     }

@@ -76,7 +76,9 @@ fn parse_speed(text: &str) -> Result<Speed, String> {
     }
     match text.parse::<f64>() {
         Ok(x) if x.is_finite() && x > 0.0 => Ok(Speed::Times(x)),
-        _ => Err(format!("`{text}` is not a speed: use a positive number or `max`")),
+        _ => Err(format!(
+            "`{text}` is not a speed: use a positive number or `max`"
+        )),
     }
 }
 
@@ -106,7 +108,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
 fn check_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !ok {
         anyhow::bail!("strategy name `{name}` must be 1–64 letters, digits, `-` or `_`");
     }
@@ -132,7 +136,10 @@ async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<Ex
         })?;
     // Started: only now does anything get written.
     if let Err(e) = module.save_to_cache() {
-        tracing::warn!("cannot cache compiled code in {}: {e}", args.data_dir.display());
+        tracing::warn!(
+            "cannot cache compiled code in {}: {e}",
+            args.data_dir.display()
+        );
     }
     let info = cell.info().clone();
     tracing::info!(
@@ -148,7 +155,11 @@ async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<Ex
         markets: if !args.markets.is_empty() {
             args.markets.clone()
         } else {
-            config.sim.markets.clone().unwrap_or_else(|| SimConfig::default().markets)
+            config
+                .sim
+                .markets
+                .clone()
+                .unwrap_or_else(|| SimConfig::default().markets)
         },
         tick_ms: config.sim.tick_ms,
         volatility: config.sim.volatility,
@@ -166,7 +177,10 @@ async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<Ex
     let progress = std::io::stderr()
         .is_terminal()
         .then(|| Progress::start(counters.clone(), args.events));
-    let limits = RunLimits { max_events: args.events, max_event_time: args.duration };
+    let limits = RunLimits {
+        max_events: args.events,
+        max_event_time: args.duration,
+    };
     let started = Instant::now();
     let shutdown = async {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -189,7 +203,9 @@ async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<Ex
     }
     match (&report.fatal, report.state) {
         (Some(fatal), _) => Err(Failure::runtime(anyhow::anyhow!("{fatal}"))),
-        (None, CellState::Fatal) => Err(Failure::runtime(anyhow::anyhow!("strategy {name} is fatal"))),
+        (None, CellState::Fatal) => Err(Failure::runtime(anyhow::anyhow!(
+            "strategy {name} is fatal"
+        ))),
         _ => Ok(ExitCode::SUCCESS),
     }
 }
@@ -203,7 +219,9 @@ fn print_summary(
 ) {
     let p = &report.portfolio;
     let span = match (report.first_event_ms, report.last_event_ms) {
-        (Some(a), Some(b)) => humantime::format_duration(Duration::from_millis(b.saturating_sub(a))).to_string(),
+        (Some(a), Some(b)) => {
+            humantime::format_duration(Duration::from_millis(b.saturating_sub(a))).to_string()
+        }
         _ => "0s".into(),
     };
     let rate = report.events as f64 / elapsed.as_secs_f64().max(1e-9);
@@ -215,10 +233,19 @@ fn print_summary(
         StopReason::Fatal => "strategy fatal",
     };
     println!("polybot run — {} ({stop})", report.strategy);
-    println!("  strategy     {} {} from {} (sha256 {})", info.name, info.version, args.strategy.display(), &digest[..12]);
+    println!(
+        "  strategy     {} {} from {} (sha256 {})",
+        info.name,
+        info.version,
+        args.strategy.display(),
+        &digest[..12]
+    );
     println!("  state        {}", report.state);
     println!("  events       {} over {span} of event time", report.events);
-    println!("  orders       {} placed, {} cancels, {} fills, {:.0} shares traded", report.orders, report.cancels, report.fills, p.volume);
+    println!(
+        "  orders       {} placed, {} cancels, {} fills, {:.0} shares traded",
+        report.orders, report.cancels, report.fills, p.volume
+    );
     println!(
         "  pnl          {:+.2} (realized {:+.2}, unrealized {:+.2}, fees {:.2}); cash {:.2}",
         p.total_pnl(),
@@ -229,12 +256,18 @@ fn print_summary(
     );
     println!(
         "  supervision  {} restarts, {} quarantined events, {} divergences, {} checkpoints",
-        report.cell.restarts, report.cell.quarantined, report.cell.divergences, report.cell.checkpoints
+        report.cell.restarts,
+        report.cell.quarantined,
+        report.cell.divergences,
+        report.cell.checkpoints
     );
     if let Some(fault) = &report.cell.last_fault {
         println!("  last fault   {fault}");
     }
-    println!("  wall time    {:.2} s ({rate:.0} events/s)", elapsed.as_secs_f64());
+    println!(
+        "  wall time    {:.2} s ({rate:.0} events/s)",
+        elapsed.as_secs_f64()
+    );
 }
 
 #[cfg(test)]

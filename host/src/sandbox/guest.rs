@@ -37,8 +37,16 @@ pub struct GuestState {
 impl GuestState {
     pub(crate) fn new(log: LogTarget, memory_bytes: usize) -> Self {
         let wasi = WasiCtxBuilder::new()
-            .stdout(LogStream { target: log.clone(), stream: "stdout", line: Vec::new() })
-            .stderr(LogStream { target: log.clone(), stream: "stderr", line: Vec::new() })
+            .stdout(LogStream {
+                target: log.clone(),
+                stream: "stdout",
+                line: Vec::new(),
+            })
+            .stderr(LogStream {
+                target: log.clone(),
+                stream: "stderr",
+                line: Vec::new(),
+            })
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
             .secure_random(Deterministic::new(vec![0x5a, 0xa5, 0x3c, 0xc3]))
@@ -48,7 +56,10 @@ impl GuestState {
         GuestState {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { limit: memory_bytes, hit: None },
+            limiter: MemoryLimiter {
+                limit: memory_bytes,
+                hit: None,
+            },
             log,
         }
     }
@@ -67,7 +78,10 @@ impl GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -148,7 +162,11 @@ impl LogStream {
         }
         let text = String::from_utf8_lossy(&self.line).into_owned();
         self.line.clear();
-        let level = if self.stream == "stderr" { LogLevel::Warn } else { LogLevel::Info };
+        let level = if self.stream == "stderr" {
+            LogLevel::Warn
+        } else {
+            LogLevel::Info
+        };
         self.target.emit(level, self.stream, &text);
         if self.stream == "stderr"
             && let Ok(mut recent) = self.target.recent_stderr.lock()
@@ -262,7 +280,11 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.hit = Some(desired);
-            return Err(MemoryLimitExceeded { limit: self.limit, desired }.into());
+            return Err(MemoryLimitExceeded {
+                limit: self.limit,
+                desired,
+            }
+            .into());
         }
         Ok(true)
     }

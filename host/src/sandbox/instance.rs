@@ -63,7 +63,10 @@ impl Instance {
         limits: &SandboxLimits,
         deadline_ticks: u64,
     ) -> Result<Self, CallError> {
-        let state = GuestState::new(LogTarget::new(strategy, limits.max_log_line), limits.memory_bytes);
+        let state = GuestState::new(
+            LogTarget::new(strategy, limits.max_log_line),
+            limits.memory_bytes,
+        );
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(deadline_ticks);
@@ -71,7 +74,12 @@ impl Instance {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| classify(&store, limits, e))?;
-        Ok(Instance { store, bindings, limits: limits.clone(), deadline_ticks })
+        Ok(Instance {
+            store,
+            bindings,
+            limits: limits.clone(),
+            deadline_ticks,
+        })
     }
 
     /// Calls `describe`.
@@ -111,9 +119,16 @@ impl Instance {
     }
 
     /// Calls `restore`; the inner `Err` is the strategy refusing the snapshot.
-    pub async fn restore(&mut self, state: &[u8], version: u32) -> Result<Result<(), String>, CallError> {
+    pub async fn restore(
+        &mut self,
+        state: &[u8],
+        version: u32,
+    ) -> Result<Result<(), String>, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.bindings.call_restore(&mut self.store, state, version).await;
+        let result = self
+            .bindings
+            .call_restore(&mut self.store, state, version)
+            .await;
         self.finish(result)
     }
 
@@ -127,14 +142,20 @@ impl Instance {
     }
 }
 
-fn classify(store: &Store<GuestState>, limits: &SandboxLimits, error: wasmtime::Error) -> CallError {
+fn classify(
+    store: &Store<GuestState>,
+    limits: &SandboxLimits,
+    error: wasmtime::Error,
+) -> CallError {
     if error.downcast_ref::<MemoryLimitExceeded>().is_some() || store.data().limiter.hit.is_some() {
-        return CallError::Guest(GuestFault::MemoryLimit { limit: limits.memory_bytes });
+        return CallError::Guest(GuestFault::MemoryLimit {
+            limit: limits.memory_bytes,
+        });
     }
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => {
-            CallError::Guest(GuestFault::Deadline { limit: limits.call_deadline })
-        }
+        Some(wasmtime::Trap::Interrupt) => CallError::Guest(GuestFault::Deadline {
+            limit: limits.call_deadline,
+        }),
         Some(trap) => {
             // A Rust panic prints its message to stderr before trapping; name it.
             let message = match store.data().recent_stderr() {

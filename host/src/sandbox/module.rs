@@ -23,7 +23,10 @@ use crate::contract::StrategyPre;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a WebAssembly file (it does not start with the `\\0asm` magic)")]
     NotWasm { path: PathBuf },
     #[error(
@@ -55,14 +58,23 @@ struct ModuleInner {
 }
 
 pub(super) fn load(sandbox: &Sandbox, path: &Path) -> Result<StrategyModule, LoadError> {
-    let bytes = std::fs::read(path)
-        .map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     check_header(path, &bytes)?;
     let digest: [u8; 32] = Sha256::digest(&bytes).into();
     let cache_file = sandbox.cache_dir.as_ref().map(|dir| {
         let mut hasher = DefaultHasher::new();
-        sandbox.engine.precompile_compatibility_hash().hash(&mut hasher);
-        dir.join(format!("{}-{:016x}.cwasm", hex::encode(&digest[..16]), hasher.finish()))
+        sandbox
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        dir.join(format!(
+            "{}-{:016x}.cwasm",
+            hex::encode(&digest[..16]),
+            hasher.finish()
+        ))
     });
 
     let cached = cache_file.as_deref().filter(|f| f.is_file()).and_then(|file| {
@@ -86,8 +98,10 @@ pub(super) fn load(sandbox: &Sandbox, path: &Path) -> Result<StrategyModule, Loa
         })?,
     };
 
-    let pre = check_world(&sandbox.linker, &component)
-        .map_err(|reason| LoadError::WrongWorld { path: path.to_path_buf(), reason })?;
+    let pre = check_world(&sandbox.linker, &component).map_err(|reason| LoadError::WrongWorld {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     Ok(StrategyModule {
         inner: Arc::new(ModuleInner {
             path: path.to_path_buf(),
@@ -106,11 +120,15 @@ pub(super) fn load(sandbox: &Sandbox, path: &Path) -> Result<StrategyModule, Loa
 /// with version 1 and layer 0.
 fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(LoadError::NotWasm { path: path.to_path_buf() });
+        return Err(LoadError::NotWasm {
+            path: path.to_path_buf(),
+        });
     }
     match bytes[6..8] {
         [1, 0] => Ok(()),
-        [0, 0] => Err(LoadError::CoreModule { path: path.to_path_buf() }),
+        [0, 0] => Err(LoadError::CoreModule {
+            path: path.to_path_buf(),
+        }),
         _ => Err(LoadError::Invalid {
             path: path.to_path_buf(),
             reason: format!("unknown WebAssembly layer {:?}", &bytes[4..8]),
@@ -122,8 +140,9 @@ fn check_world(
     linker: &Linker<GuestState>,
     component: &Component,
 ) -> Result<StrategyPre<GuestState>, String> {
-    let pre: InstancePre<GuestState> =
-        linker.instantiate_pre(component).map_err(|e| format!("{e:#}"))?;
+    let pre: InstancePre<GuestState> = linker
+        .instantiate_pre(component)
+        .map_err(|e| format!("{e:#}"))?;
     StrategyPre::new(pre).map_err(|e| format!("{e:#}"))
 }
 
@@ -190,7 +209,14 @@ impl StrategyModule {
 }
 
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let path = dir.join(format!(".tmp-{}-{}", std::process::id(), rand::random::<u64>()));
-    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+    let path = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
     Ok((path, file))
 }

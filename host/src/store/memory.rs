@@ -23,7 +23,10 @@ impl MemoryStore {
     }
 
     fn journal(&self, strategy: &str) -> &[JournalEntry] {
-        self.journals.get(strategy).map(Vec::as_slice).unwrap_or(&[])
+        self.journals
+            .get(strategy)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 }
 
@@ -37,11 +40,19 @@ impl StateStore for MemoryStore {
                 message: format!("seq {} does not follow {}", event.seq, expected - 1),
             });
         }
-        journal.push(JournalEntry { event: event.clone(), outcome: Outcome::Pending });
+        journal.push(JournalEntry {
+            event: event.clone(),
+            outcome: Outcome::Pending,
+        });
         Ok(())
     }
 
-    fn record_outcome(&mut self, strategy: &str, seq: u64, outcome: &Outcome) -> Result<(), StoreError> {
+    fn record_outcome(
+        &mut self,
+        strategy: &str,
+        seq: u64,
+        outcome: &Outcome,
+    ) -> Result<(), StoreError> {
         let entry = self
             .journals
             .get_mut(strategy)
@@ -68,7 +79,11 @@ impl StateStore for MemoryStore {
         Ok(self.journal(strategy).last().map_or(0, |e| e.event.seq))
     }
 
-    fn save_checkpoint(&mut self, strategy: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+    fn save_checkpoint(
+        &mut self,
+        strategy: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), StoreError> {
         let kept = self.checkpoints.entry(strategy.to_string()).or_default();
         kept.insert(0, checkpoint.clone());
         kept.truncate(KEPT_CHECKPOINTS);

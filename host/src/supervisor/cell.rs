@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use super::policy::{CheckpointPolicy, RestartPolicy, RestartWindow};
 use crate::contract::{Action, Event, EventKind, StrategyInfo, intent_id};
 use crate::sandbox::{CallError, Instance, StrategyModule};
-use crate::store::{Checkpoint, JournalEntry, Outcome, StateStore, StoreError, SystemEvent, wall_clock_ms};
+use crate::store::{
+    Checkpoint, JournalEntry, Outcome, StateStore, StoreError, SystemEvent, wall_clock_ms,
+};
 
 /// The states a cell moves through; their names are what users see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -94,7 +96,13 @@ pub enum CellError {
     #[error(
         "strategy {name} is fatal: {restarts} restarts within {window:?} (limit {limit}); last fault: {last_fault}"
     )]
-    Fatal { name: String, restarts: usize, window: Duration, limit: u32, last_fault: String },
+    Fatal {
+        name: String,
+        restarts: usize,
+        window: Duration,
+        limit: u32,
+        last_fault: String,
+    },
     #[error("strategy {name}: {source}")]
     Store { name: String, source: StoreError },
 }
@@ -143,11 +151,17 @@ impl Cell {
             .module
             .instantiate(&spec.name)
             .await
-            .map_err(|source| StartError::Instantiate { path: path.clone(), source })?;
+            .map_err(|source| StartError::Instantiate {
+                path: path.clone(),
+                source,
+            })?;
         let info = instance
             .describe()
             .await
-            .map_err(|source| StartError::Instantiate { path: path.clone(), source })?;
+            .map_err(|source| StartError::Instantiate {
+                path: path.clone(),
+                source,
+            })?;
         let mut cell = Cell {
             component: format!("supervisor/{}", spec.name),
             name: spec.name,
@@ -167,12 +181,18 @@ impl Cell {
             stats: CellStats::default(),
             observer: None,
         };
-        cell.system_event("state-change", format!("{} {}", cell.name, CellState::Starting));
+        cell.system_event(
+            "state-change",
+            format!("{} {}", cell.name, CellState::Starting),
+        );
 
         let last_seq = cell
             .store
             .last_seq(&cell.name)
-            .map_err(|source| StartError::Store { path: path.clone(), source })?;
+            .map_err(|source| StartError::Store {
+                path: path.clone(),
+                source,
+            })?;
         if last_seq == 0 {
             match instance.init(&cell.config_json).await {
                 Ok(Ok(())) => {}
@@ -239,8 +259,14 @@ impl Cell {
     /// call fails the same way), or a store failure.
     pub async fn handle(&mut self, timestamp_ms: u64, kind: EventKind) -> Result<Step, CellError> {
         self.check_not_fatal()?;
-        let event = Event { seq: self.last_seq + 1, timestamp_ms, kind };
-        self.store.append(&self.name, &event).map_err(|e| self.store_error(e))?;
+        let event = Event {
+            seq: self.last_seq + 1,
+            timestamp_ms,
+            kind,
+        };
+        self.store
+            .append(&self.name, &event)
+            .map_err(|e| self.store_error(e))?;
         self.last_seq = event.seq;
         self.stats.events += 1;
 
@@ -250,11 +276,14 @@ impl Cell {
                 self.set_state(CellState::Recovering);
                 if let Err(e) = self.recover(event.seq - 1).await {
                     // A fault while replaying earlier events; not this event's fault.
-                    self.after_fault(&e, &format!("recovering before event {}", event.seq)).await?;
+                    self.after_fault(&e, &format!("recovering before event {}", event.seq))
+                        .await?;
                     continue;
                 }
             }
-            let Some(instance) = self.instance.as_mut() else { continue };
+            let Some(instance) = self.instance.as_mut() else {
+                continue;
+            };
             match instance.on_event(&event).await {
                 Ok(actions) => {
                     self.set_state(CellState::Running);
@@ -277,7 +306,8 @@ impl Cell {
                     if faults_on_event >= self.restart.quarantine_after {
                         return self.quarantine(&event, &e).await;
                     }
-                    self.after_fault(&e, &format!("event {}", event.seq)).await?;
+                    self.after_fault(&e, &format!("event {}", event.seq))
+                        .await?;
                 }
             }
         }
@@ -320,7 +350,9 @@ impl Cell {
         self.stats.last_fault = Some(message);
         self.instance = None;
 
-        let restarts = self.window.record(Instant::now(), self.restart.restart_window);
+        let restarts = self
+            .window
+            .record(Instant::now(), self.restart.restart_window);
         if restarts > self.restart.max_restarts as usize {
             self.set_state(CellState::Fatal);
             let error = CellError::Fatal {
@@ -353,13 +385,20 @@ impl Cell {
         );
         tracing::error!(strategy = %self.name, "quarantined: {reason}");
         self.store
-            .record_outcome(&self.name, event.seq, &Outcome::Quarantined { reason: reason.clone() })
+            .record_outcome(
+                &self.name,
+                event.seq,
+                &Outcome::Quarantined {
+                    reason: reason.clone(),
+                },
+            )
             .map_err(|e| self.store_error(e))?;
         self.system_event("quarantine", reason.clone());
         self.stats.quarantined += 1;
         self.stats.last_fault = Some(reason);
         // Come back up now, without the poison event, so the cell is running again.
-        self.after_fault(error, &format!("event {}", event.seq)).await?;
+        self.after_fault(error, &format!("event {}", event.seq))
+            .await?;
         loop {
             self.set_state(CellState::Recovering);
             match self.recover(event.seq).await {
@@ -369,7 +408,11 @@ impl Cell {
         }
         self.set_state(CellState::Running);
         self.backoff = None;
-        Ok(Step { seq: event.seq, actions: Vec::new(), quarantined: true })
+        Ok(Step {
+            seq: event.seq,
+            actions: Vec::new(),
+            quarantined: true,
+        })
     }
 
     /// Builds a fresh instance holding the state after the handled events up to `upto`.
@@ -430,11 +473,17 @@ impl Cell {
             if !checkpoint.is_intact() {
                 self.system_event(
                     "checkpoint-rejected",
-                    format!("checkpoint at seq {} fails its checksum; trying an older one", checkpoint.seq),
+                    format!(
+                        "checkpoint at seq {} fails its checksum; trying an older one",
+                        checkpoint.seq
+                    ),
                 );
                 continue;
             }
-            match instance.restore(&checkpoint.state, checkpoint.state_version).await? {
+            match instance
+                .restore(&checkpoint.state, checkpoint.state_version)
+                .await?
+            {
                 Ok(()) => return Ok(checkpoint.seq),
                 Err(reason) => self.system_event(
                     "checkpoint-rejected",
@@ -448,7 +497,10 @@ impl Cell {
         // No usable checkpoint: start from init and replay the whole journal.
         match instance.init(&self.config_json).await? {
             Ok(()) => {
-                self.system_event("replay-from-start", "no usable checkpoint; replaying the journal from seq 1".into());
+                self.system_event(
+                    "replay-from-start",
+                    "no usable checkpoint; replaying the journal from seq 1".into(),
+                );
                 Ok(0)
             }
             Err(message) => Err(CallError::Host(wasmtime::Error::msg(format!(
@@ -459,7 +511,9 @@ impl Cell {
 
     async fn maybe_checkpoint(&mut self, event: &Event) -> Result<(), CellError> {
         let due_by_count = event.seq - self.last_checkpoint_seq >= self.checkpoint.every_events;
-        let due_by_time = event.timestamp_ms.saturating_sub(self.last_checkpoint_time_ms)
+        let due_by_time = event
+            .timestamp_ms
+            .saturating_sub(self.last_checkpoint_time_ms)
             >= self.checkpoint.every_event_time.as_millis() as u64;
         if !(due_by_count || due_by_time) {
             return Ok(());
@@ -467,7 +521,8 @@ impl Cell {
         if let Err(e) = self.take_checkpoint(event.timestamp_ms).await {
             // The event is handled and recorded; only the instance is lost.
             self.instance = None;
-            self.after_fault(&e, &format!("checkpoint after event {}", event.seq)).await?;
+            self.after_fault(&e, &format!("checkpoint after event {}", event.seq))
+                .await?;
         }
         Ok(())
     }
@@ -518,7 +573,10 @@ impl Cell {
     }
 
     fn store_error(&self, source: StoreError) -> CellError {
-        CellError::Store { name: self.name.clone(), source }
+        CellError::Store {
+            name: self.name.clone(),
+            source,
+        }
     }
 }
 

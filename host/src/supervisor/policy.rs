@@ -64,7 +64,10 @@ pub struct CheckpointPolicy {
 
 impl Default for CheckpointPolicy {
     fn default() -> Self {
-        CheckpointPolicy { every_events: 1000, every_event_time: Duration::from_secs(60) }
+        CheckpointPolicy {
+            every_events: 1000,
+            every_event_time: Duration::from_secs(60),
+        }
     }
 }
 
@@ -117,6 +120,9 @@ mod tests {
         assert!(delays[0] >= Duration::from_millis(10) && delays[0] < Duration::from_millis(20));
         assert!(delays[3] >= Duration::from_millis(80), "{delays:?}");
         // jitter may add up to the delay itself on top of the cap
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(200)), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_millis(200)),
+            "{delays:?}"
+        );
     }
 }

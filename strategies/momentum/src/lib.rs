@@ -154,10 +154,16 @@ impl Strategy for Momentum {
             return Err("lookback must be at least 1".into());
         }
         if !(params.threshold.is_finite() && params.threshold > 0.0 && params.threshold < 1.0) {
-            return Err(format!("threshold must be in (0, 1), got {}", params.threshold));
+            return Err(format!(
+                "threshold must be in (0, 1), got {}",
+                params.threshold
+            ));
         }
         if !(params.order_size.is_finite() && params.order_size > 0.0) {
-            return Err(format!("order_size must be positive, got {}", params.order_size));
+            return Err(format!(
+                "order_size must be positive, got {}",
+                params.order_size
+            ));
         }
         if !(params.max_position.is_finite() && params.max_position >= params.order_size) {
             return Err(format!(
@@ -211,14 +217,26 @@ mod tests {
             timestamp_ms: t,
             kind: EventKind::Book(Book {
                 market: "m".into(),
-                bids: vec![Level { price: mid - 0.005, size: 100.0 }],
-                asks: vec![Level { price: mid + 0.005, size: 100.0 }],
+                bids: vec![Level {
+                    price: mid - 0.005,
+                    size: 100.0,
+                }],
+                asks: vec![Level {
+                    price: mid + 0.005,
+                    size: 100.0,
+                }],
             }),
         }
     }
 
     fn params() -> Params {
-        Params { lookback: 3, threshold: 0.02, order_size: 5.0, max_position: 10.0, cooldown_ms: 0 }
+        Params {
+            lookback: 3,
+            threshold: 0.02,
+            order_size: 5.0,
+            max_position: 10.0,
+            cooldown_ms: 0,
+        }
     }
 
     #[test]
@@ -229,7 +247,9 @@ mod tests {
             s.on_event(&book(i as u64 + 1, i as u64 * 1000, mid), &mut actions);
         }
         assert_eq!(actions.len(), 1);
-        let Action::PlaceOrder(order) = &actions[0] else { panic!("not an order") };
+        let Action::PlaceOrder(order) = &actions[0] else {
+            panic!("not an order")
+        };
         assert_eq!(order.side, Side::Buy);
         assert!((order.price - 0.435).abs() < 1e-9);
         assert_eq!(s.markets["m"].in_flight.as_deref(), Some("4.0"));
@@ -279,9 +299,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_parameters() {
-        let bad = Params { lookback: 0, ..Params::default() };
+        let bad = Params {
+            lookback: 0,
+            ..Params::default()
+        };
         assert!(Momentum::new(bad).unwrap_err().contains("lookback"));
-        let bad = Params { max_position: 1.0, order_size: 5.0, ..Params::default() };
+        let bad = Params {
+            max_position: 1.0,
+            order_size: 5.0,
+            ..Params::default()
+        };
         assert!(Momentum::new(bad).unwrap_err().contains("max_position"));
     }
 
@@ -292,7 +319,11 @@ mod tests {
         s.on_event(&book(1, 0, 0.5), &mut actions);
         let bytes = s.snapshot();
         assert_eq!(Momentum::restore(&bytes, 1).unwrap(), s);
-        assert!(Momentum::restore(&bytes, 2).unwrap_err().contains("version 2"));
+        assert!(
+            Momentum::restore(&bytes, 2)
+                .unwrap_err()
+                .contains("version 2")
+        );
         assert!(Momentum::restore(b"{not json", 1).is_err());
     }
 }

@@ -20,6 +20,7 @@
 //! failure. Keep it that way — derive everything from events and state.
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code
 pub mod bindings {
     wit_bindgen::generate!({
         world: "strategy",
@@ -146,7 +147,11 @@ pub mod runtime {
     }
 
     pub fn init<S: Strategy>(cell: &RefCell<Option<S>>, config: &str) -> Result<(), String> {
-        let config = if config.trim().is_empty() { "{}" } else { config };
+        let config = if config.trim().is_empty() {
+            "{}"
+        } else {
+            config
+        };
         let config: S::Config =
             serde_json::from_str(config).map_err(|e| format!("bad configuration: {e}"))?;
         *cell.borrow_mut() = Some(S::new(config)?);
