@@ -5,9 +5,12 @@
 //! strategy, a config that does not parse, a strategy refusing its config).
 //! Errors are printed as one line naming the file and the problem.
 
+mod checkpoints;
 mod inspect;
 mod progress;
 mod run;
+mod sim_server;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +50,78 @@ pub enum Command {
         /// The component to inspect (`.wasm`).
         path: PathBuf,
     },
+    /// Show every strategy's state, restarts, journal position, last
+    /// checkpoint, trades and PnL, read from the store (works while the host
+    /// is down).
+    Status(status::StatusArgs),
+    /// List, show or verify the checkpoints in the store.
+    #[command(subcommand)]
+    Checkpoints(checkpoints::CheckpointsCommand),
+    /// Serve the Polymarket CLOB API shapes and market WebSocket on 127.0.0.1
+    /// from the simulated market, with fault injection, for the Polymarket
+    /// connector to run against offline.
+    SimServer(sim_server::SimServerArgs),
+}
+
+/// Where the host keeps its data; shared by every subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Where the host keeps its files: the SQLite database, checkpoint copies,
+    /// the backlog kept while a database is away, the compiled-module cache.
+    #[arg(long, default_value = "data", value_name = "DIR", global = true)]
+    pub data_dir: PathBuf,
+
+    /// The database: `postgres://user@host/db` for PostgreSQL, or
+    /// `sqlite:PATH` [default: sqlite in DIR/polybot.db].
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", global = true)]
+    pub store: Option<String>,
+}
+
+impl StoreArgs {
+    /// Opens the store, creating its files if needed.
+    ///
+    /// # Errors
+    /// A URL that does not parse, a database that cannot be reached, a data
+    /// directory that is not writable: bad input, exit code 2.
+    pub async fn open(&self) -> Result<crate::store::sql::SqlStore, Failure> {
+        use crate::store::sql::{SqlStore, StoreLocation};
+        let location = match &self.store {
+            Some(url) => StoreLocation::parse(url, &self.data_dir).map_err(Failure::bad_input)?,
+            None => StoreLocation::Sqlite(self.data_dir.join("polybot.db")),
+        };
+        SqlStore::open(location, &self.data_dir)
+            .await
+            .map_err(Failure::bad_input)
+    }
+
+    /// Opens a store that must already exist (for read-only commands): a
+    /// missing SQLite file is reported instead of created.
+    ///
+    /// # Errors
+    /// As [`StoreArgs::open`], and a missing database file.
+    pub async fn open_existing(&self) -> Result<crate::store::sql::SqlStore, Failure> {
+        if self.store.is_none() {
+            let db = self.data_dir.join("polybot.db");
+            if !db.is_file() {
+                return Err(Failure::bad_input(anyhow::anyhow!(
+                    "{}: no polybot database here (use --data-dir or --store)",
+                    db.display()
+                )));
+            }
+        }
+        self.open().await
+    }
+}
+
+/// Runs a subcommand's async body on a fresh runtime.
+pub(crate) fn block_on<T>(
+    body: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::runtime)?
+        .block_on(body)
 }
 
 /// An error with the exit code it maps to.
@@ -81,6 +156,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Inspect { path } => inspect::inspect(&path),
+        Command::Status(args) => status::status(args),
+        Command::Checkpoints(command) => checkpoints::checkpoints(command),
+        Command::SimServer(args) => sim_server::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,30 +1,42 @@
 //! The run loop: venue ticks in, strategy actions out, fills back in.
 //!
 //! Each market tick's events go to the strategy's cell one by one. The actions
-//! it returns are executed on the venue immediately, and the order updates and
-//! fills that come back are queued as further events at the same event time,
-//! so the strategy learns of its fills before the next market data. Timers the
-//! strategy sets fire when event time reaches them.
+//! it returns are executed on the venue, and the order updates and fills that
+//! come back are queued as further events at the same event time, so the
+//! strategy learns of its fills before the next market data. Timers the
+//! strategy set fire when event time reaches them.
+//!
+//! **Resuming.** When the strategy's journal already holds events (the host was
+//! killed or stopped), the cell has restored its state from them; the runner
+//! then *catches the venue up*: it drives the venue through the same history,
+//! checking each event against the journal and re-applying the journaled
+//! actions instead of asking the strategy again. For the simulated venue this
+//! rebuilds the market and the paper account exactly; the first event past the
+//! journal is where live handling continues, so a resumed run produces the
+//! same events as one that was never interrupted. Orders and fills are written
+//! to the store idempotently, so re-applying them never records them twice.
 //!
 //! Shutdown is a future passed in; when it resolves the loop finishes the event
 //! in hand, takes a final checkpoint and returns its report.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::contract::{Action, EventKind};
-use crate::supervisor::{Cell, CellError, CellState, CellStats};
+use crate::contract::{Action, EventKind, Fill, PlaceOrder, Side};
+use crate::store::{JournalEntry, OrderRecord, Outcome, TradeRecord, Write, wall_clock_ms};
+use crate::supervisor::{Cell, CellState, CellStats};
 use crate::venue::{PortfolioSummary, Venue};
 
 /// When a run ends by itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RunLimits {
-    /// Stop after this many strategy events.
+    /// Stop once the strategy's journal holds this many events (a resumed run
+    /// counts the events before it).
     pub max_events: Option<u64>,
-    /// Stop after this much event time.
+    /// Stop after this much event time from the journal's first event.
     pub max_event_time: Option<Duration>,
 }
 
@@ -55,6 +67,8 @@ pub enum StopReason {
     Shutdown,
     FeedEnded,
     Fatal,
+    /// The venue's history did not match the journal while catching up.
+    Diverged,
 }
 
 /// What a run did.
@@ -63,7 +77,13 @@ pub struct RunReport {
     pub strategy: String,
     pub state: CellState,
     pub stop: StopReason,
+    /// Journal length when the run started (0 on a fresh start).
+    pub resumed_at_seq: u64,
+    /// Journal length when it ended.
+    pub last_seq: u64,
+    /// Events handled live in this run.
     pub events: u64,
+    /// Orders, cancels and fills over the whole journal (re-applied ones included).
     pub orders: u64,
     pub cancels: u64,
     pub fills: u64,
@@ -71,38 +91,61 @@ pub struct RunReport {
     pub last_event_ms: Option<u64>,
     pub portfolio: PortfolioSummary,
     pub cell: CellStats,
-    /// The error that made the strategy fatal, if it did.
+    /// The error that ended the run, if one did.
     pub fatal: Option<String>,
 }
 
-/// Runs `cell` against `venue` until a limit, the feed's end, a fatal strategy or `shutdown`.
+/// Runs `cell` against `venue` until a limit, the feed's end, a fatal strategy
+/// or `shutdown`. `history` is the strategy's journal when resuming (empty on
+/// a fresh start); see the module docs.
 pub async fn run<V: Venue>(
     cell: &mut Cell,
     venue: &mut V,
+    history: Vec<JournalEntry>,
     limits: RunLimits,
     counters: Arc<RunCounters>,
     shutdown: impl Future<Output = ()>,
 ) -> RunReport {
     tokio::pin!(shutdown);
+    let resumed_at_seq = history.last().map_or(0, |e| e.event.seq);
+    let history = if venue.replays_history() {
+        history
+    } else {
+        if resumed_at_seq > 0 {
+            tracing::info!(
+                strategy = %cell.name(),
+                venue = venue.name(),
+                "the venue keeps its own state; continuing live after seq {resumed_at_seq}"
+            );
+        }
+        Vec::new()
+    };
+    let mut pending: VecDeque<JournalEntry> = history.into();
     let mut queue: VecDeque<(u64, EventKind)> = VecDeque::new();
     let mut timers: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let mut ledger = Ledger::default();
     let mut report = RunReport {
         strategy: cell.name().to_string(),
         state: cell.state(),
         stop: StopReason::FeedEnded,
+        resumed_at_seq,
+        last_seq: cell.last_seq(),
         events: 0,
         orders: 0,
         cancels: 0,
         fills: 0,
-        first_event_ms: None,
+        first_event_ms: pending.front().map(|e| e.event.timestamp_ms),
         last_event_ms: None,
         portfolio: venue.portfolio(),
         cell: cell.stats().clone(),
         fatal: None,
     };
+    if !pending.is_empty() {
+        tracing::info!(strategy = %cell.name(), seq = resumed_at_seq, "catching the venue up with the journal");
+    }
 
     'run: loop {
-        if limits.max_events.is_some_and(|max| report.events >= max) {
+        if pending.is_empty() && limits.max_events.is_some_and(|max| cell.last_seq() >= max) {
             report.stop = StopReason::EventLimit;
             break;
         }
@@ -126,7 +169,8 @@ pub async fn run<V: Venue>(
             }
         };
         let first = *report.first_event_ms.get_or_insert(tick.timestamp_ms);
-        if let Some(max) = limits.max_event_time
+        if pending.is_empty()
+            && let Some(max) = limits.max_event_time
             && tick.timestamp_ms.saturating_sub(first) > max.as_millis() as u64
         {
             report.stop = StopReason::TimeLimit;
@@ -145,25 +189,66 @@ pub async fn run<V: Venue>(
         );
 
         while let Some((timestamp_ms, kind)) = queue.pop_front() {
-            if matches!(kind, EventKind::Fill(_)) {
-                report.fills += 1;
-            }
-            let step = match cell.handle(timestamp_ms, kind).await {
-                Ok(step) => step,
-                Err(e) => {
-                    report.fatal = Some(e.to_string());
-                    report.stop = match e {
-                        CellError::Fatal { .. } | CellError::Store { .. } => StopReason::Fatal,
-                    };
-                    break 'run;
-                }
+            let fill = match &kind {
+                EventKind::Fill(fill) => Some(fill.clone()),
+                _ => None,
             };
-            report.events += 1;
+            // From the journal while catching up, from the strategy after.
+            let (seq, actions) = match pending.pop_front() {
+                Some(entry) => {
+                    if entry.event.kind != kind || entry.event.timestamp_ms != timestamp_ms {
+                        report.stop = StopReason::Diverged;
+                        report.fatal = Some(format!(
+                            "the venue's history does not match the journal at seq {} (was the \
+                             seed or the market configuration changed since this strategy's \
+                             data was written?)",
+                            entry.event.seq
+                        ));
+                        break 'run;
+                    }
+                    let actions = match entry.outcome {
+                        Outcome::Handled(actions) => actions,
+                        Outcome::Quarantined { .. } => Vec::new(),
+                    };
+                    (
+                        entry.event.seq,
+                        crate::supervisor::plan(entry.event.seq, actions),
+                    )
+                }
+                None => match cell.handle(timestamp_ms, kind).await {
+                    Ok(step) => {
+                        report.events += 1;
+                        (step.seq, step.actions)
+                    }
+                    Err(e) => {
+                        report.fatal = Some(e.to_string());
+                        report.stop = StopReason::Fatal;
+                        break 'run;
+                    }
+                },
+            };
             report.last_event_ms = Some(timestamp_ms);
-            for planned in step.actions {
+            if let Some(fill) = fill {
+                report.fills += 1;
+                let trade = ledger.trade(seq, &fill, timestamp_ms);
+                record(
+                    cell,
+                    Write::Trade {
+                        strategy: cell.name().to_string(),
+                        trade,
+                    },
+                )
+                .await;
+            }
+            for planned in actions {
                 let results = match &planned.action {
                     Action::PlaceOrder(order) => {
                         report.orders += 1;
+                        let record_write = Write::Order {
+                            strategy: cell.name().to_string(),
+                            order: order_record(&planned.intent_id, seq, order),
+                        };
+                        record(cell, record_write).await;
                         venue.place_order(&planned.intent_id, order).await
                     }
                     Action::CancelOrder(id) => {
@@ -180,17 +265,20 @@ pub async fn run<V: Venue>(
                     Err(e) => tracing::warn!(strategy = %cell.name(), "venue: {e}"),
                 }
             }
-            publish(
-                &counters,
-                &report,
-                cell.stats(),
-                venue.portfolio().total_pnl(),
-            );
+            if pending.is_empty() {
+                publish(
+                    &counters,
+                    &report,
+                    cell.stats(),
+                    venue.portfolio().total_pnl(),
+                );
+            }
         }
     }
 
     cell.stop().await;
     report.state = cell.state();
+    report.last_seq = cell.last_seq();
     report.portfolio = venue.portfolio();
     report.cell = cell.stats().clone();
     publish(
@@ -202,8 +290,84 @@ pub async fn run<V: Venue>(
     report
 }
 
+async fn record(cell: &Cell, write: Write) {
+    if let Err(e) = cell.store().write(write).await {
+        tracing::warn!(strategy = %cell.name(), "cannot record: {e}");
+    }
+}
+
+fn order_record(intent_id: &str, seq: u64, order: &PlaceOrder) -> OrderRecord {
+    OrderRecord {
+        intent_id: intent_id.to_string(),
+        seq,
+        market: order.market.clone(),
+        side: side_name(order.side).to_string(),
+        price: order.price,
+        size: order.size,
+        order_type: format!("{:?}", order.order_type).to_lowercase(),
+        created_at_ms: wall_clock_ms(),
+    }
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Buy => "buy",
+        Side::Sell => "sell",
+    }
+}
+
+/// Average-cost accounting per market, to give each fill its realised PnL.
+#[derive(Default)]
+struct Ledger {
+    positions: HashMap<String, (f64, f64)>,
+}
+
+impl Ledger {
+    fn trade(&mut self, seq: u64, fill: &Fill, executed_at_ms: u64) -> TradeRecord {
+        let (position, avg) = self
+            .positions
+            .entry(fill.market.clone())
+            .or_insert((0.0, 0.0));
+        let pnl = match fill.side {
+            Side::Buy => {
+                let cost = *avg * *position + fill.price * fill.size;
+                *position += fill.size;
+                *avg = if *position > 0.0 {
+                    cost / *position
+                } else {
+                    0.0
+                };
+                -fill.fee
+            }
+            Side::Sell => {
+                let size = fill.size.min(*position);
+                *position -= size;
+                let realised = (fill.price - *avg) * size - fill.fee;
+                if *position <= 1e-9 {
+                    *position = 0.0;
+                    *avg = 0.0;
+                }
+                realised
+            }
+        };
+        TradeRecord {
+            seq,
+            intent_id: fill.intent_id.clone(),
+            market: fill.market.clone(),
+            side: side_name(fill.side).to_string(),
+            price: fill.price,
+            size: fill.size,
+            fee: fill.fee,
+            pnl,
+            executed_at_ms,
+        }
+    }
+}
+
 fn publish(counters: &RunCounters, report: &RunReport, stats: &CellStats, pnl: f64) {
-    counters.events.store(report.events, Ordering::Relaxed);
+    counters
+        .events
+        .store(report.last_seq.max(report.events), Ordering::Relaxed);
     counters.orders.store(report.orders, Ordering::Relaxed);
     counters.fills.store(report.fills, Ordering::Relaxed);
     counters.restarts.store(stats.restarts, Ordering::Relaxed);

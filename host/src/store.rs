@@ -1,15 +1,19 @@
-//! Durable state: the journal of events, checkpoints and system events.
+//! Durable state: the journal of events, checkpoints, orders, trades and
+//! system events, behind one [`StateStore`] trait.
 //!
-//! Everything the supervisor must not lose goes through the [`StateStore`]
-//! trait, so the backing store can change (in memory, SQLite, PostgreSQL,
-//! local files) without the supervisor knowing.
+//! Implementations: [`memory::MemoryStore`] (one process, for tests and
+//! benchmarks), [`sql::SqlStore`] over SQLite (the embedded default, a file in
+//! the data directory) or PostgreSQL, and [`files`] for the atomic-write
+//! checkpoint copies and the local backlog used while a database is away.
 //!
-//! The journal invariant: an event is appended, with its seq, *before* its
-//! effects leave the host, and the actions a strategy returned for it are
-//! recorded next to it. Recovery restores a checkpoint and replays the journal
-//! after it; the recorded actions tell replay what was already sent.
+//! The journal invariant: an event is journaled, with its seq and the outcome
+//! the strategy gave it, and [`StateStore::sync`] has returned, *before* any of
+//! its effects leave the host. Writes are buffered and committed in groups, so
+//! only effects wait for a commit, not every event.
 
+pub mod files;
 pub mod memory;
+pub mod sql;
 
 use sha2::{Digest, Sha256};
 
@@ -17,9 +21,8 @@ use crate::contract::{Action, Event};
 
 /// What became of a journaled event.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Outcome {
-    /// Not handled yet (the host stopped or the strategy faulted before it finished).
-    Pending,
     /// Handled; these are the actions the strategy returned.
     Handled(Vec<Action>),
     /// Set aside after it repeatedly made the strategy fault; replay skips it.
@@ -46,6 +49,8 @@ pub struct Checkpoint {
     pub state: Vec<u8>,
     /// SHA-256 of `state`, checked before the state is used.
     pub checksum: [u8; 32],
+    /// Wall time it was taken, ms since the Unix epoch.
+    pub created_at_ms: u64,
 }
 
 impl Checkpoint {
@@ -64,6 +69,7 @@ impl Checkpoint {
             module_digest: module_digest.to_string(),
             state,
             checksum,
+            created_at_ms: wall_clock_ms(),
         }
     }
 
@@ -74,59 +80,191 @@ impl Checkpoint {
 }
 
 /// Something worth keeping a record of: state changes, faults, quarantines.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SystemEvent {
     /// Wall time, ms since the Unix epoch.
     pub timestamp_ms: u64,
     /// e.g. `state-change`, `fault`, `quarantine`, `divergence`, `checkpoint-rejected`.
     pub event_type: String,
-    /// Which part: `supervisor/<strategy>`.
+    /// Which part: `supervisor/<strategy>`, `store`, …
     pub component: String,
     pub message: String,
+    /// Identity for de-duplication when a backlog is resynced; filled in by
+    /// the store when empty.
+    #[serde(default)]
+    pub id: String,
+}
+
+/// An order intent as sent (or about to be sent) to the venue.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OrderRecord {
+    pub intent_id: String,
+    pub seq: u64,
+    pub market: String,
+    pub side: String,
+    pub price: f64,
+    pub size: f64,
+    pub order_type: String,
+    pub created_at_ms: u64,
+}
+
+/// A fill, with the profit it realised.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TradeRecord {
+    /// Journal seq of the fill event.
+    pub seq: u64,
+    pub intent_id: String,
+    pub market: String,
+    pub side: String,
+    pub price: f64,
+    pub size: f64,
+    pub fee: f64,
+    pub pnl: f64,
+    pub executed_at_ms: u64,
+}
+
+/// One strategy's standing, as `polybot-host status` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StrategyStatus {
+    pub name: String,
+    pub state: String,
+    pub restarts: u64,
+    pub last_seq: u64,
+    pub last_checkpoint_seq: Option<u64>,
+    /// Wall time of the newest checkpoint, ms since the Unix epoch.
+    pub last_checkpoint_at: Option<u64>,
+    pub trades: u64,
+    pub pnl: f64,
+    pub updated_at: u64,
+}
+
+/// A write buffered for the next group commit.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Write {
+    Journal {
+        strategy: String,
+        entry: JournalEntry,
+    },
+    Checkpoint {
+        strategy: String,
+        checkpoint: CheckpointFile,
+    },
+    Order {
+        strategy: String,
+        order: OrderRecord,
+    },
+    Trade {
+        strategy: String,
+        trade: TradeRecord,
+    },
+    SystemEvent(SystemEvent),
+    StrategyState {
+        strategy: String,
+        module_digest: String,
+        state: String,
+        restarts: u64,
+        at_ms: u64,
+    },
+}
+
+/// A checkpoint in a form that serialises (for the local backlog).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointFile {
+    pub seq: u64,
+    pub event_time_ms: u64,
+    pub state_version: u32,
+    pub module_digest: String,
+    pub state: Vec<u8>,
+    pub checksum: Vec<u8>,
+    pub created_at_ms: u64,
+}
+
+impl From<&Checkpoint> for CheckpointFile {
+    fn from(c: &Checkpoint) -> Self {
+        CheckpointFile {
+            seq: c.seq,
+            event_time_ms: c.event_time_ms,
+            state_version: c.state_version,
+            module_digest: c.module_digest.clone(),
+            state: c.state.clone(),
+            checksum: c.checksum.to_vec(),
+            created_at_ms: c.created_at_ms,
+        }
+    }
+}
+
+impl From<CheckpointFile> for Checkpoint {
+    fn from(c: CheckpointFile) -> Self {
+        let mut checksum = [0u8; 32];
+        if c.checksum.len() == 32 {
+            checksum.copy_from_slice(&c.checksum);
+        }
+        Checkpoint {
+            seq: c.seq,
+            event_time_ms: c.event_time_ms,
+            state_version: c.state_version,
+            module_digest: c.module_digest,
+            state: c.state,
+            checksum,
+            created_at_ms: c.created_at_ms,
+        }
+    }
 }
 
 /// A store failure, naming what was being done.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("store: {action}: {message}")]
 pub struct StoreError {
     pub action: String,
     pub message: String,
 }
 
-/// Where a strategy's durable state lives.
-pub trait StateStore: Send {
-    /// Appends an event to `strategy`'s journal. Seqs must follow on without gaps.
-    fn append(&mut self, strategy: &str, event: &Event) -> Result<(), StoreError>;
+impl StoreError {
+    pub fn new(action: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        StoreError {
+            action: action.into(),
+            message: message.to_string(),
+        }
+    }
+}
 
-    /// Records what became of the journaled event `seq`.
-    fn record_outcome(
-        &mut self,
+/// How many checkpoints per strategy are kept.
+pub const KEPT_CHECKPOINTS: usize = 3;
+
+/// Where strategies' durable state lives. Writes are buffered; [`Self::sync`]
+/// waits until everything written before it is durable.
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync {
+    /// Buffers a write for the next group commit.
+    async fn write(&self, write: Write) -> Result<(), StoreError>;
+
+    /// Waits until every write buffered so far is durable.
+    async fn sync(&self) -> Result<(), StoreError>;
+
+    /// Journal entries of `strategy` with seq greater than `after`, in order.
+    async fn entries_after(
+        &self,
         strategy: &str,
-        seq: u64,
-        outcome: &Outcome,
-    ) -> Result<(), StoreError>;
+        after: u64,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
 
-    /// Journal entries with seq greater than `after`, in order.
-    fn entries_after(&self, strategy: &str, after: u64) -> Result<Vec<JournalEntry>, StoreError>;
+    /// The seq of `strategy`'s last journaled event (0 if none).
+    async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError>;
 
-    /// The seq of the last journaled event (0 if none).
-    fn last_seq(&self, strategy: &str) -> Result<u64, StoreError>;
+    /// Kept checkpoints of `strategy`, newest first.
+    async fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError>;
 
-    /// Saves a checkpoint, keeping only the newest few.
-    fn save_checkpoint(
-        &mut self,
-        strategy: &str,
-        checkpoint: &Checkpoint,
-    ) -> Result<(), StoreError>;
+    /// System events, oldest first, at most `limit` of the newest.
+    async fn system_events(&self, limit: usize) -> Result<Vec<SystemEvent>, StoreError>;
 
-    /// Kept checkpoints, newest first.
-    fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError>;
+    /// Every strategy's standing.
+    async fn status(&self) -> Result<Vec<StrategyStatus>, StoreError>;
 
-    /// Keeps a system event.
-    fn record_system_event(&mut self, event: &SystemEvent) -> Result<(), StoreError>;
+    /// Order intents of `strategy`, in intent order.
+    async fn orders(&self, strategy: &str) -> Result<Vec<OrderRecord>, StoreError>;
 
-    /// System events, oldest first.
-    fn system_events(&self) -> Result<Vec<SystemEvent>, StoreError>;
+    /// Fills of `strategy`, in journal order.
+    async fn trades(&self, strategy: &str) -> Result<Vec<TradeRecord>, StoreError>;
 }
 
 /// Wall time now, in ms since the Unix epoch.

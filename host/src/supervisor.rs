@@ -17,5 +17,7 @@
 mod cell;
 mod policy;
 
-pub use cell::{Cell, CellError, CellSpec, CellState, CellStats, PlannedAction, StartError, Step};
+pub use cell::{
+    Cell, CellError, CellSpec, CellState, CellStats, PlannedAction, StartError, Step, plan,
+};
 pub use policy::{CheckpointPolicy, RestartPolicy};

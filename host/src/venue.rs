@@ -79,4 +79,12 @@ pub trait Venue: Send {
 
     /// Current money and positions.
     fn portfolio(&self) -> PortfolioSummary;
+
+    /// Whether the venue can be driven again through a strategy's journaled
+    /// history to rebuild its state after a restart (a deterministic simulated
+    /// venue can). A venue that cannot — a live market — keeps its own state
+    /// and is reconciled with instead; the runner then continues live.
+    fn replays_history(&self) -> bool {
+        false
+    }
 }

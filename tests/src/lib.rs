@@ -53,7 +53,7 @@ pub async fn start_cell(
             every_event_time: Duration::from_secs(24 * 3600),
         },
     };
-    match Cell::start(spec, Box::new(MemoryStore::new())).await {
+    match Cell::start(spec, std::sync::Arc::new(MemoryStore::new())).await {
         Ok(cell) => cell,
         Err(e) => panic!("cell did not start: {e}"),
     }

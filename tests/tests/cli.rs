@@ -85,8 +85,9 @@ fn momentum_trades_on_the_simulated_market() {
 }
 
 #[test]
-fn a_second_start_uses_the_compiled_code_cache_and_the_same_seed_repeats() {
+fn a_second_start_resumes_from_the_store_with_cached_code_and_the_same_seed_repeats() {
     let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
     let momentum = guest("momentum");
     let args = [
         "run",
@@ -98,23 +99,27 @@ fn a_second_start_uses_the_compiled_code_cache_and_the_same_seed_repeats() {
         "3000",
         "--json",
     ];
-    let first = run_in(dir.path(), &args);
-    let second = host()
+    let report = |o: &Output| {
+        assert!(o.status.success(), "stderr: {}", stderr(o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["report"].clone()
+    };
+    let first = report(&run_in(dir.path(), &args));
+    let elsewhere = report(&run_in(other.path(), &args));
+    // Same seed, same market, same strategy: the same trading, whatever the data directory.
+    for key in ["last_seq", "orders", "fills", "portfolio"] {
+        assert_eq!(first[key], elsewhere[key], "{key}");
+    }
+    // Started again on the same data: resumes at the end of its journal, with cached code.
+    let again = host()
         .current_dir(dir.path())
         .env("POLYBOT_LOG", "info")
         .args(args)
         .output()
         .unwrap();
-    assert!(first.status.success() && second.status.success());
-    assert!(
-        stderr(&second).contains("cached=true"),
-        "{}",
-        stderr(&second)
-    );
-    let report = |o: &Output| {
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["report"].clone()
-    };
-    assert_eq!(report(&first), report(&second), "same seed, same run");
+    assert!(stderr(&again).contains("cached=true"), "{}", stderr(&again));
+    let again = report(&again);
+    assert_eq!(again["resumed_at_seq"], first["last_seq"]);
+    assert_eq!(again["events"], 0, "nothing left to do");
 }
 
 #[test]

@@ -12,8 +12,12 @@ use polybot_tests::{load, quick_restarts, sandbox, start_cell};
 use serde_json::json;
 
 /// The `faulty` fixture's state, read from the cell's newest checkpoint.
-fn faulty_state(cell: &Cell) -> serde_json::Value {
-    let checkpoints = cell.store().checkpoints(cell.name()).expect("checkpoints");
+async fn faulty_state(cell: &Cell) -> serde_json::Value {
+    let checkpoints = cell
+        .store()
+        .checkpoints(cell.name())
+        .await
+        .expect("checkpoints");
     let newest = checkpoints.first().expect("a checkpoint");
     assert!(newest.is_intact());
     serde_json::from_slice(&newest.state).expect("faulty state is JSON")
@@ -74,7 +78,7 @@ async fn transient_fault_is_recovered_exactly(fault: &str, limits: SandboxLimits
     assert_eq!(cell.state(), CellState::Running);
     assert_recovered(&states.lock().unwrap());
     cell.stop().await;
-    let state = faulty_state(&cell);
+    let state = faulty_state(&cell).await;
     // Every event counted exactly once: the count continued across restarts.
     assert_eq!(state["count"], 30, "state: {state}");
     assert_eq!(state["last_seq"], 30);
@@ -145,7 +149,7 @@ async fn a_leak_hits_the_cap_and_a_fresh_instance_gets_past_it() {
             .contains("memory limit")
     );
     cell.stop().await;
-    assert_eq!(faulty_state(&cell)["count"], 24);
+    assert_eq!(faulty_state(&cell).await["count"], 24);
 }
 
 #[tokio::test]
@@ -168,7 +172,7 @@ async fn poison_event_is_quarantined_and_the_strategy_goes_on() {
     assert_eq!(quarantined, vec![5]);
     assert_eq!(cell.stats().quarantined, 1);
     assert_eq!(cell.state(), CellState::Running);
-    let events = cell.store().system_events().unwrap();
+    let events = cell.store().system_events(1000).await.unwrap();
     assert!(
         events
             .iter()
@@ -177,7 +181,7 @@ async fn poison_event_is_quarantined_and_the_strategy_goes_on() {
     );
     cell.stop().await;
     // Eleven events counted: the poison one is skipped, in replay too.
-    let state = faulty_state(&cell);
+    let state = faulty_state(&cell).await;
     assert_eq!(state["count"], 11, "state: {state}");
     assert_eq!(state["last_seq"], 12);
 }
@@ -222,7 +226,7 @@ async fn too_many_restarts_in_the_window_is_fatal() {
         cell.handle(99, EventKind::Timer(99)).await,
         Err(CellError::Fatal { .. })
     ));
-    let events = cell.store().system_events().unwrap();
+    let events = cell.store().system_events(1000).await.unwrap();
     assert!(events.iter().any(|e| e.event_type == "fatal"));
 }
 
@@ -268,7 +272,7 @@ async fn refused_snapshots_fall_back_to_replay_from_the_start() {
         "two full replays of 14 events: {:?}",
         cell.stats()
     );
-    let events = cell.store().system_events().unwrap();
+    let events = cell.store().system_events(1000).await.unwrap();
     assert!(
         events
             .iter()
@@ -277,7 +281,7 @@ async fn refused_snapshots_fall_back_to_replay_from_the_start() {
     assert!(events.iter().any(|e| e.event_type == "replay-from-start"));
     assert_eq!(cell.stats().divergences, 0);
     cell.stop().await;
-    assert_eq!(faulty_state(&cell)["count"], 39);
+    assert_eq!(faulty_state(&cell).await["count"], 39);
 }
 
 fn momentum_books() -> Vec<EventKind> {
@@ -330,7 +334,9 @@ async fn momentum_resumes_from_its_journal_to_the_uninterrupted_state() {
     for (i, book) in books.iter().enumerate() {
         crashed.handle(i as u64 * 1000, book.clone()).await.unwrap();
     }
-    let store = crashed.into_store();
+    // A crash: the cell is dropped without stop() and its final checkpoint.
+    let store = crashed.store().clone();
+    drop(crashed);
     let spec = polybot_host::supervisor::CellSpec {
         name: "under-test".into(),
         module,
@@ -352,14 +358,14 @@ async fn momentum_resumes_from_its_journal_to_the_uninterrupted_state() {
     );
     resumed.stop().await;
 
-    let state = |cell: &Cell| {
-        cell.store().checkpoints(cell.name()).unwrap()[0]
-            .state
-            .clone()
-    };
+    let resumed_state = resumed.store().checkpoints("under-test").await.unwrap()[0]
+        .state
+        .clone();
+    let reference_state = reference.store().checkpoints("under-test").await.unwrap()[0]
+        .state
+        .clone();
     assert_eq!(
-        state(&resumed),
-        state(&reference),
+        resumed_state, reference_state,
         "resumed state equals the uninterrupted one"
     );
 }

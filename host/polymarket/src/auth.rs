@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE};
 use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -124,7 +124,9 @@ impl Credentials {
             secret: Secret(req(ENV_API_SECRET)?),
             passphrase: Secret(req(ENV_API_PASSPHRASE)?),
             address: req(ENV_ADDRESS)?,
-            private_key: get(ENV_PRIVATE_KEY).filter(|v| !v.trim().is_empty()).map(Secret),
+            private_key: get(ENV_PRIVATE_KEY)
+                .filter(|v| !v.trim().is_empty())
+                .map(Secret),
         })
     }
 
@@ -246,8 +248,14 @@ mod tests {
     // python3 -c 'import hmac,hashlib,base64; k=base64.urlsafe_b64decode("c2VjcmV0LWtleS0xMjM0NQ=="); m=b"1700000000POST/order"+b"{\"a\":1}"; print(base64.urlsafe_b64encode(hmac.new(k,m,hashlib.sha256).digest()).decode())'
     #[test]
     fn l2_signature_matches_independent_vector() {
-        let sig = l2_signature("c2VjcmV0LWtleS0xMjM0NQ==", "1700000000", "POST", "/order", "{\"a\":1}")
-            .expect("valid secret");
+        let sig = l2_signature(
+            "c2VjcmV0LWtleS0xMjM0NQ==",
+            "1700000000",
+            "POST",
+            "/order",
+            "{\"a\":1}",
+        )
+        .expect("valid secret");
         assert_eq!(sig, "U1MDuYd15yoLSJq1Om9jjj1P-6nf-Ci55k5mgSrtY1s=");
     }
 
@@ -275,11 +283,19 @@ mod tests {
 
     #[test]
     fn headers_carry_all_five_names() {
-        let h = creds().l2_headers(1700000000, "POST", "/order", "{}").expect("headers");
+        let h = creds()
+            .l2_headers(1700000000, "POST", "/order", "{}")
+            .expect("headers");
         let names: Vec<_> = h.pairs().iter().map(|(n, _)| *n).collect();
         assert_eq!(
             names,
-            ["POLY_ADDRESS", "POLY_SIGNATURE", "POLY_TIMESTAMP", "POLY_API_KEY", "POLY_PASSPHRASE"]
+            [
+                "POLY_ADDRESS",
+                "POLY_SIGNATURE",
+                "POLY_TIMESTAMP",
+                "POLY_API_KEY",
+                "POLY_PASSPHRASE"
+            ]
         );
         assert_eq!(h.timestamp, "1700000000");
     }
@@ -287,7 +303,10 @@ mod tests {
     #[test]
     fn debug_never_prints_secrets() {
         let c = creds();
-        let shown = format!("{c:?} {:?}", c.l2_headers(1, "GET", "/", "").expect("headers"));
+        let shown = format!(
+            "{c:?} {:?}",
+            c.l2_headers(1, "GET", "/", "").expect("headers")
+        );
         assert!(!shown.contains("c2VjcmV0"), "{shown}");
         assert!(!shown.contains("pass-phrase-xyz"), "{shown}");
         assert!(!shown.contains("deadbeef"), "{shown}");
@@ -319,7 +338,10 @@ POLYMARKET_PRIVATE_KEY=\"0xdeadbeefcafe\"\n";
         for mode in [0o640, 0o604, 0o644] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
             let err = Credentials::from_file(&path).expect_err("must refuse");
-            assert!(matches!(err, AuthError::InsecurePermissions { .. }), "{err}");
+            assert!(
+                matches!(err, AuthError::InsecurePermissions { .. }),
+                "{err}"
+            );
             assert!(err.to_string().contains("chmod 600"));
         }
     }

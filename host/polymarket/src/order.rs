@@ -143,7 +143,10 @@ pub struct Amounts {
 pub fn amounts(side: Side, price: f64, size: f64, tick_size: f64) -> Result<Amounts, OrderError> {
     let tick_micros = (tick_size * 1e6).round();
     if !tick_size.is_finite() || ![100_000.0, 10_000.0, 1_000.0, 100.0].contains(&tick_micros) {
-        return Err(invalid("tick_size", format!("{tick_size} is not one of 0.1, 0.01, 0.001, 0.0001")));
+        return Err(invalid(
+            "tick_size",
+            format!("{tick_size} is not one of 0.1, 0.01, 0.001, 0.0001"),
+        ));
     }
     if !price.is_finite() || !size.is_finite() {
         return Err(invalid("price", "price and size must be finite"));
@@ -151,16 +154,23 @@ pub fn amounts(side: Side, price: f64, size: f64, tick_size: f64) -> Result<Amou
     let tick_micros = tick_micros as u64;
     let ticks = (price / tick_size).round();
     if ticks < 1.0 || ticks * tick_micros as f64 > 1e6 - tick_micros as f64 {
-        return Err(invalid("price", format!("{price} is outside [{tick_size}, {}]", 1.0 - tick_size)));
+        return Err(invalid(
+            "price",
+            format!("{price} is outside [{tick_size}, {}]", 1.0 - tick_size),
+        ));
     }
     let price_micros = ticks as u64 * tick_micros;
     // The epsilon keeps 0.29 * 100 = 28.999999999999996 from losing a cent.
     let centi = (size * 100.0 + 1e-6).floor();
-    if centi < 1.0 || centi > 1e12 {
-        return Err(invalid("size", format!("{size} shares is below 0.01 or absurdly large")));
+    if !(1.0..=1e12).contains(&centi) {
+        return Err(invalid(
+            "size",
+            format!("{size} shares is below 0.01 or absurdly large"),
+        ));
     }
     let size_micros = centi as u64 * 10_000;
-    let usdc_micros = price_micros * size_micros / 1_000_000;
+    // u128: the product of two micro-amounts can exceed u64 before the division.
+    let usdc_micros = (u128::from(price_micros) * u128::from(size_micros) / 1_000_000) as u64;
     let (maker, taker) = match side {
         Side::Buy => (usdc_micros, size_micros),
         Side::Sell => (size_micros, usdc_micros),
@@ -218,7 +228,11 @@ pub struct SignedOrder {
 
 /// The EIP-712 domain of the V2 exchange.
 pub fn domain(neg_risk: bool) -> Eip712Domain {
-    let contract = if neg_risk { NEG_RISK_EXCHANGE } else { EXCHANGE };
+    let contract = if neg_risk {
+        NEG_RISK_EXCHANGE
+    } else {
+        EXCHANGE
+    };
     // The constants above are valid addresses; parse cannot fail, but fall back to zero
     // rather than panic (a wrong domain shows up at once as a rejected signature).
     let contract = Address::from_str(contract).unwrap_or(Address::ZERO);
@@ -236,7 +250,8 @@ fn parse_b256(field: &'static str, s: &str) -> Result<B256, OrderError> {
 }
 
 fn parse_u256(field: &'static str, s: &str) -> Result<U256, OrderError> {
-    U256::from_str_radix(s, 10).map_err(|e| invalid(field, format!("{s:?} is not a decimal uint256: {e}")))
+    U256::from_str_radix(s, 10)
+        .map_err(|e| invalid(field, format!("{s:?} is not a decimal uint256: {e}")))
 }
 
 fn parse_address(field: &'static str, s: &str) -> Result<Address, OrderError> {
@@ -311,7 +326,8 @@ impl OrderSigner {
     /// # Errors
     /// [`OrderError::BadPrivateKey`].
     pub fn from_private_key(hex_key: &str) -> Result<Self, OrderError> {
-        let signer = PrivateKeySigner::from_str(hex_key.trim()).map_err(|_| OrderError::BadPrivateKey)?;
+        let signer =
+            PrivateKeySigner::from_str(hex_key.trim()).map_err(|_| OrderError::BadPrivateKey)?;
         let maker = signer.address();
         Ok(OrderSigner {
             signer,
@@ -407,7 +423,9 @@ mod tests {
         OrderIntent {
             strategy: "momentum".into(),
             intent_id: id.into(),
-            token_id: "71321045679252212594626385532706912750332728571942532289631379312455583992563".into(),
+            token_id:
+                "71321045679252212594626385532706912750332728571942532289631379312455583992563"
+                    .into(),
             side: Side::Buy,
             price: 0.45,
             size: 10.0,
@@ -427,6 +445,22 @@ mod tests {
         let b = s.sign(&intent("7/0"), "api-key").expect("sign");
         assert_eq!(a.order_hash, b.order_hash);
         assert_eq!(a.body, b.body);
+    }
+
+    /// Computed independently with Python's `eth-account` (see `scripts/eip712_vector.py`).
+    #[test]
+    fn hash_and_signature_match_independent_vector() {
+        let s = OrderSigner::from_private_key(KEY).expect("key");
+        let o = s.sign(&intent("7/0"), "k").expect("sign");
+        assert_eq!(o.wire.order.salt, 8358845814502268);
+        assert_eq!(
+            o.order_hash,
+            "0x023c5220929087bab400ff1005dad0013f4e20c3858a8e7d4dc3b058f0b7748b"
+        );
+        assert_eq!(
+            o.wire.order.signature,
+            "0x87d835be6c75a693336de8b3d667d9c4dc74bd1c4ef36e6fd78828cc33870a691335442c672862fa1fd06f0d1c5bcf7b2c89d2539094f4a4d93a28c0d872a7111c"
+        );
     }
 
     #[test]
@@ -452,8 +486,14 @@ mod tests {
             assert!(o.order_hash.starts_with("0x"));
             assert_eq!(o.order_hash.len(), 66);
             assert!(o.order_hash[2..].chars().all(|c| c.is_ascii_hexdigit()));
-            assert_eq!(o.wire.order.hash(neg_risk).expect("hash").to_string(), o.order_hash);
-            assert_eq!(o.wire.order.recover_signer(neg_risk).expect("recover"), s.address());
+            assert_eq!(
+                o.wire.order.hash(neg_risk).expect("hash").to_string(),
+                o.order_hash
+            );
+            assert_eq!(
+                o.wire.order.recover_signer(neg_risk).expect("recover"),
+                s.address()
+            );
         }
         // The domain matters: the neg-risk hash differs.
         let mut n = intent("1/0");
@@ -477,7 +517,10 @@ mod tests {
         assert_eq!(v["order"]["signatureType"], 0);
         assert_eq!(v["order"]["timestamp"], "1735689600000");
         assert_eq!(v["order"]["expiration"], "0");
-        assert_eq!(v["order"]["taker"], "0x0000000000000000000000000000000000000000");
+        assert_eq!(
+            v["order"]["taker"],
+            "0x0000000000000000000000000000000000000000"
+        );
         assert_eq!(v["order"]["signature"].as_str().expect("sig").len(), 132);
         assert_eq!(v["owner"], "api-key");
         assert_eq!(v["orderType"], "GTC");
@@ -499,10 +542,19 @@ mod tests {
 
     #[test]
     fn bad_token_and_key_are_typed_errors() {
-        assert!(matches!(OrderSigner::from_private_key("zz"), Err(OrderError::BadPrivateKey)));
+        assert!(matches!(
+            OrderSigner::from_private_key("zz"),
+            Err(OrderError::BadPrivateKey)
+        ));
         let s = OrderSigner::from_private_key(KEY).expect("key");
         let mut i = intent("x");
         i.token_id = "not-a-number".into();
-        assert!(matches!(s.sign(&i, "k"), Err(OrderError::Invalid { field: "tokenId", .. })));
+        assert!(matches!(
+            s.sign(&i, "k"),
+            Err(OrderError::Invalid {
+                field: "tokenId",
+                ..
+            })
+        ));
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::types::{Level, MarketEvent, OrderBook, OpenOrder, Side, TickSizeChange};
+use crate::types::{Level, MarketEvent, OpenOrder, OrderBook, Side, TickSizeChange};
 use faults::FaultEngine;
 use state::{Frame, SimState};
 
@@ -117,7 +117,10 @@ impl SimServer {
     ///
     /// # Errors
     /// The bind error.
-    pub async fn start(addr: SocketAddr, options: SimOptions) -> std::io::Result<(SimHandle, FeedHandle)> {
+    pub async fn start(
+        addr: SocketAddr,
+        options: SimOptions,
+    ) -> std::io::Result<(SimHandle, FeedHandle)> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (events, _) = broadcast::channel(4096);
@@ -237,7 +240,11 @@ impl SimHandle {
         st.order_ids
             .iter()
             .filter_map(|id| st.orders.get(id))
-            .filter_map(|o| crate::types::parse_open_order(o.to_json().to_string().as_bytes()).ok().flatten())
+            .filter_map(|o| {
+                crate::types::parse_open_order(o.to_json().to_string().as_bytes())
+                    .ok()
+                    .flatten()
+            })
             .collect()
     }
 }
@@ -259,16 +266,38 @@ fn levels(pairs: &[(f64, f64)]) -> Vec<Level> {
 impl FeedHandle {
     /// Sets a token's book from `(price, size)` pairs in any order. The first book of a token
     /// is streamed as a `book` event, later ones as a `price_change` with the differences.
-    pub fn publish_book(&self, token_id: &str, market: &str, bids: &[(f64, f64)], asks: &[(f64, f64)], timestamp_ms: u64) {
+    pub fn publish_book(
+        &self,
+        token_id: &str,
+        market: &str,
+        bids: &[(f64, f64)],
+        asks: &[(f64, f64)],
+        timestamp_ms: u64,
+    ) {
         self.publish(token_id, market, bids, asks, timestamp_ms, false);
     }
 
     /// Like [`FeedHandle::publish_book`] but always streamed as a full `book` event.
-    pub fn publish_snapshot(&self, token_id: &str, market: &str, bids: &[(f64, f64)], asks: &[(f64, f64)], timestamp_ms: u64) {
+    pub fn publish_snapshot(
+        &self,
+        token_id: &str,
+        market: &str,
+        bids: &[(f64, f64)],
+        asks: &[(f64, f64)],
+        timestamp_ms: u64,
+    ) {
         self.publish(token_id, market, bids, asks, timestamp_ms, true);
     }
 
-    fn publish(&self, token_id: &str, market: &str, bids: &[(f64, f64)], asks: &[(f64, f64)], ts: u64, snapshot: bool) {
+    fn publish(
+        &self,
+        token_id: &str,
+        market: &str,
+        bids: &[(f64, f64)],
+        asks: &[(f64, f64)],
+        ts: u64,
+        snapshot: bool,
+    ) {
         let mut book = OrderBook {
             market: market.to_string(),
             asset_id: token_id.to_string(),
@@ -298,7 +327,13 @@ impl FeedHandle {
     }
 
     /// Sets tick size, minimum order size and neg-risk for a published token.
-    pub fn set_market_params(&self, token_id: &str, tick_size: f64, min_order_size: f64, neg_risk: bool) {
+    pub fn set_market_params(
+        &self,
+        token_id: &str,
+        tick_size: f64,
+        min_order_size: f64,
+        neg_risk: bool,
+    ) {
         let mut st = self.shared.state();
         let frame = st.books.get_mut(token_id).and_then(|b| {
             let old = b.tick_size.unwrap_or(0.01);
@@ -319,7 +354,14 @@ impl FeedHandle {
     }
 
     /// A trade by other participants: streamed as `last_trade_price`.
-    pub fn publish_trade(&self, token_id: &str, side: Side, price: f64, size: f64, timestamp_ms: u64) {
+    pub fn publish_trade(
+        &self,
+        token_id: &str,
+        side: Side,
+        price: f64,
+        size: f64,
+        timestamp_ms: u64,
+    ) {
         let mut st = self.shared.state();
         let frame = st.publish_trade(token_id, side, price, size, timestamp_ms);
         self.shared.broadcast(Some(frame));
@@ -328,6 +370,7 @@ impl FeedHandle {
     /// Sends arbitrary events as one frame (an array when there are several), without
     /// changing state — for testing how clients handle what the venue may send.
     pub fn publish_raw(&self, events: &[MarketEvent]) {
+        // Held so this frame is ordered with snapshots taken by subscribing sockets.
         let _st = self.shared.state();
         self.shared.broadcast(Some(Frame::of(events)));
     }

@@ -7,7 +7,7 @@
 //!
 //! Does not own: HTTP status handling (see `rest`), order signing (see `order`) or any I/O.
 //!
-//! Parsing goes through `serde_json::Value` and the small [`Obj`] accessor instead of derived
+//! Parsing goes through `serde_json::Value` and the small `Obj` accessor instead of derived
 //! `Deserialize` impls because the venue is loose about types (decimals as strings in one place,
 //! as numbers in another, two names for the midpoint) and because an error has to say *which*
 //! field broke, which serde's positional messages do not.
@@ -59,7 +59,11 @@ pub enum ParseError {
 }
 
 impl ParseError {
-    pub(crate) fn field(what: &'static str, field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn field(
+        what: &'static str,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         ParseError::Field {
             what,
             field: field.into(),
@@ -137,13 +141,21 @@ pub(crate) struct Obj<'a> {
 
 impl<'a> Obj<'a> {
     /// Views `v` as an object; `path` is where it sits in the payload (`""` for the root).
-    pub(crate) fn new(what: &'static str, path: impl Into<String>, v: &'a Value) -> Result<Self, ParseError> {
+    pub(crate) fn new(
+        what: &'static str,
+        path: impl Into<String>,
+        v: &'a Value,
+    ) -> Result<Self, ParseError> {
         let path = path.into();
         match v {
             Value::Object(map) => Ok(Obj { what, path, map }),
             other => Err(ParseError::field(
                 what,
-                if path.is_empty() { "<root>".into() } else { path },
+                if path.is_empty() {
+                    "<root>".into()
+                } else {
+                    path
+                },
                 format!("expected an object, got {}", type_name(other)),
             )),
         }
@@ -172,7 +184,8 @@ impl<'a> Obj<'a> {
 
     pub(crate) fn string(&self, field: &str) -> Result<String, ParseError> {
         let v = self.req(field)?;
-        as_string(v).ok_or_else(|| self.err(field, format!("expected a string, got {}", type_name(v))))
+        as_string(v)
+            .ok_or_else(|| self.err(field, format!("expected a string, got {}", type_name(v))))
     }
 
     pub(crate) fn opt_string(&self, field: &str) -> Result<Option<String>, ParseError> {
@@ -195,7 +208,9 @@ impl<'a> Obj<'a> {
             None => Ok(None),
             // Empty strings appear for "no value" in several responses (`makingAmount: ""`).
             Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(v) => as_f64(v).map(Some).map_err(|reason| self.err(field, reason)),
+            Some(v) => as_f64(v)
+                .map(Some)
+                .map_err(|reason| self.err(field, reason)),
         }
     }
 
@@ -209,7 +224,9 @@ impl<'a> Obj<'a> {
         match self.get(field) {
             None => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(v) => as_u64(v).map(Some).map_err(|reason| self.err(field, reason)),
+            Some(v) => as_u64(v)
+                .map(Some)
+                .map_err(|reason| self.err(field, reason)),
         }
     }
 
@@ -266,7 +283,9 @@ fn as_string(v: &Value) -> Option<String> {
 
 pub(crate) fn as_f64(v: &Value) -> Result<f64, String> {
     let x = match v {
-        Value::Number(n) => n.as_f64().ok_or_else(|| format!("number {n} is not representable"))?,
+        Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| format!("number {n} is not representable"))?,
         Value::String(s) => s
             .trim()
             .parse::<f64>()
@@ -300,7 +319,11 @@ pub fn fmt_decimal(x: f64) -> String {
     // binary floating-point noise such as 0.30000000000000004.
     let s = format!("{x:.6}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "-0" { "0".to_string() } else { s.to_string() }
+    if s.is_empty() || s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use super::progress::Progress;
 use crate::config::HostConfig;
 use crate::runner::{self, RunCounters, RunLimits, RunReport, StopReason};
 use crate::sandbox::Sandbox;
-use crate::store::memory::MemoryStore;
+use crate::store::StateStore;
 use crate::supervisor::{Cell, CellSpec, CellState, StartError};
 use crate::venue::sim::SimConfig;
 use crate::venue::simulated::{Pacing, SimVenue};
@@ -47,17 +47,17 @@ pub struct RunArgs {
     #[arg(long, default_value = "1", value_parser = parse_speed)]
     pub speed: Speed,
 
-    /// Stop after this many strategy events.
+    /// Stop once the strategy has handled this many events in all (a resumed
+    /// run counts the events before it).
     #[arg(long, conflicts_with = "duration")]
     pub events: Option<u64>,
 
-    /// Stop after this much event time (e.g. `90s`, `6h`, `7d`).
+    /// Stop after this much event time from the strategy's first event (e.g. `90s`, `6h`, `7d`).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Where the host keeps its files (compiled-module cache).
-    #[arg(long, default_value = "data", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 
     /// Print the final report as JSON on stdout instead of a table.
     #[arg(long)]
@@ -118,9 +118,17 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<ExitCode, Failure> {
-    let sandbox = Sandbox::new(config.sandbox.clone(), Some(args.data_dir.join("cache")))
+    let data_dir = args.store.data_dir.clone();
+    let sandbox = Sandbox::new(config.sandbox.clone(), Some(data_dir.join("cache")))
         .map_err(Failure::bad_input)?;
     let module = sandbox.load(&args.strategy).map_err(Failure::bad_input)?;
+    preflight(&module, &name, &config.strategy_json()).await?;
+    // The module and its configuration are good; now the store may create its files.
+    let store: Arc<dyn StateStore> = Arc::new(args.store.open().await?);
+    let history = store
+        .entries_after(&name, 0)
+        .await
+        .map_err(Failure::runtime)?;
     let spec = CellSpec {
         name: name.clone(),
         module: module.clone(),
@@ -128,7 +136,7 @@ async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<Ex
         restart: config.supervisor.clone(),
         checkpoint: config.checkpoint.clone(),
     };
-    let mut cell = Cell::start(spec, Box::new(MemoryStore::new()))
+    let mut cell = Cell::start(spec, store.clone())
         .await
         .map_err(|e| match e {
             StartError::Store { .. } => Failure::runtime(e),
@@ -136,10 +144,7 @@ async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<Ex
         })?;
     // Started: only now does anything get written.
     if let Err(e) = module.save_to_cache() {
-        tracing::warn!(
-            "cannot cache compiled code in {}: {e}",
-            args.data_dir.display()
-        );
+        tracing::warn!("cannot cache compiled code in {}: {e}", data_dir.display());
     }
     let info = cell.info().clone();
     tracing::info!(
@@ -189,7 +194,7 @@ async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<Ex
             std::future::pending::<()>().await;
         }
     };
-    let report = runner::run(&mut cell, &mut venue, limits, counters, shutdown).await;
+    let report = runner::run(&mut cell, &mut venue, history, limits, counters, shutdown).await;
     if let Some(progress) = progress {
         progress.finish();
     }
@@ -207,6 +212,31 @@ async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<Ex
             "strategy {name} is fatal"
         ))),
         _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Instantiates the strategy once and hands it its configuration, so a module
+/// that cannot start, or refuses its configuration, is reported before
+/// anything is written.
+async fn preflight(
+    module: &crate::sandbox::StrategyModule,
+    name: &str,
+    config_json: &str,
+) -> Result<(), Failure> {
+    let path = module.path().display().to_string();
+    let mut instance = module.instantiate(name).await.map_err(|source| {
+        Failure::bad_input(StartError::Instantiate {
+            path: path.clone(),
+            source,
+        })
+    })?;
+    match instance.init(config_json).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(message)) => Err(Failure::bad_input(StartError::InitRefused {
+            path,
+            message,
+        })),
+        Err(source) => Err(Failure::bad_input(StartError::Instantiate { path, source })),
     }
 }
 
@@ -231,6 +261,7 @@ fn print_summary(
         StopReason::Shutdown => "stopped by Ctrl-C",
         StopReason::FeedEnded => "market feed ended",
         StopReason::Fatal => "strategy fatal",
+        StopReason::Diverged => "venue history does not match the journal",
     };
     println!("polybot run — {} ({stop})", report.strategy);
     println!(
@@ -241,7 +272,16 @@ fn print_summary(
         &digest[..12]
     );
     println!("  state        {}", report.state);
-    println!("  events       {} over {span} of event time", report.events);
+    if report.resumed_at_seq > 0 {
+        println!(
+            "  resumed      at seq {} from the journal",
+            report.resumed_at_seq
+        );
+    }
+    println!(
+        "  events       {} handled in this run, {} in all, over {span} of event time",
+        report.events, report.last_seq
+    );
     println!(
         "  orders       {} placed, {} cancels, {} fills, {:.0} shares traded",
         report.orders, report.cancels, report.fills, p.volume

@@ -1,20 +1,28 @@
-//! An in-memory [`StateStore`]: the journal, checkpoints and system events in
-//! plain collections. It makes recovery from a strategy fault exact within one
-//! host process; it does not survive the process.
+//! An in-memory [`StateStore`]: plain collections behind a mutex. It makes
+//! recovery from a strategy fault exact within one host process; it does not
+//! survive the process. Used by tests and benchmarks.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
-use super::{Checkpoint, JournalEntry, Outcome, StateStore, StoreError, SystemEvent};
-use crate::contract::Event;
+use super::{
+    Checkpoint, JournalEntry, KEPT_CHECKPOINTS, OrderRecord, StateStore, StoreError,
+    StrategyStatus, SystemEvent, TradeRecord, Write,
+};
 
-/// How many checkpoints per strategy are kept.
-pub const KEPT_CHECKPOINTS: usize = 3;
+#[derive(Default)]
+struct Inner {
+    journals: HashMap<String, Vec<JournalEntry>>,
+    checkpoints: HashMap<String, Vec<Checkpoint>>,
+    orders: HashMap<String, Vec<OrderRecord>>,
+    trades: HashMap<String, Vec<TradeRecord>>,
+    states: HashMap<String, (String, u64, u64)>,
+    system_events: Vec<SystemEvent>,
+}
 
 #[derive(Default)]
 pub struct MemoryStore {
-    journals: HashMap<String, Vec<JournalEntry>>,
-    checkpoints: HashMap<String, Vec<Checkpoint>>,
-    system_events: Vec<SystemEvent>,
+    inner: Mutex<Inner>,
 }
 
 impl MemoryStore {
@@ -22,84 +30,144 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn journal(&self, strategy: &str) -> &[JournalEntry] {
-        self.journals
-            .get(strategy)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::new("lock the memory store", "poisoned"))
     }
 }
 
+#[async_trait::async_trait]
 impl StateStore for MemoryStore {
-    fn append(&mut self, strategy: &str, event: &Event) -> Result<(), StoreError> {
-        let journal = self.journals.entry(strategy.to_string()).or_default();
-        let expected = journal.last().map_or(1, |e| e.event.seq + 1);
-        if event.seq != expected {
-            return Err(StoreError {
-                action: format!("append to {strategy}'s journal"),
-                message: format!("seq {} does not follow {}", event.seq, expected - 1),
-            });
+    async fn write(&self, write: Write) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        match write {
+            Write::Journal { strategy, entry } => {
+                let journal = inner.journals.entry(strategy.clone()).or_default();
+                let expected = journal.last().map_or(1, |e| e.event.seq + 1);
+                if entry.event.seq != expected {
+                    return Err(StoreError::new(
+                        format!("append to {strategy}'s journal"),
+                        format!("seq {} does not follow {}", entry.event.seq, expected - 1),
+                    ));
+                }
+                journal.push(entry);
+            }
+            Write::Checkpoint {
+                strategy,
+                checkpoint,
+            } => {
+                let kept = inner.checkpoints.entry(strategy).or_default();
+                kept.insert(0, checkpoint.into());
+                kept.truncate(KEPT_CHECKPOINTS);
+            }
+            Write::Order { strategy, order } => {
+                inner.orders.entry(strategy).or_default().push(order)
+            }
+            Write::Trade { strategy, trade } => {
+                inner.trades.entry(strategy).or_default().push(trade)
+            }
+            Write::SystemEvent(event) => inner.system_events.push(event),
+            Write::StrategyState {
+                strategy,
+                state,
+                restarts,
+                at_ms,
+                ..
+            } => {
+                inner.states.insert(strategy, (state, restarts, at_ms));
+            }
         }
-        journal.push(JournalEntry {
-            event: event.clone(),
-            outcome: Outcome::Pending,
-        });
         Ok(())
     }
 
-    fn record_outcome(
-        &mut self,
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn entries_after(
+        &self,
         strategy: &str,
-        seq: u64,
-        outcome: &Outcome,
-    ) -> Result<(), StoreError> {
-        let entry = self
+        after: u64,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let inner = self.lock()?;
+        let journal = inner
             .journals
-            .get_mut(strategy)
-            .and_then(|j| {
-                let first = j.first()?.event.seq;
-                j.get_mut(usize::try_from(seq.checked_sub(first)?).ok()?)
-            })
-            .filter(|e| e.event.seq == seq)
-            .ok_or_else(|| StoreError {
-                action: format!("record the outcome of {strategy}'s event {seq}"),
-                message: "no such journal entry".into(),
-            })?;
-        entry.outcome = outcome.clone();
-        Ok(())
-    }
-
-    fn entries_after(&self, strategy: &str, after: u64) -> Result<Vec<JournalEntry>, StoreError> {
-        let journal = self.journal(strategy);
+            .get(strategy)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let start = journal.partition_point(|e| e.event.seq <= after);
         Ok(journal[start..].to_vec())
     }
 
-    fn last_seq(&self, strategy: &str) -> Result<u64, StoreError> {
-        Ok(self.journal(strategy).last().map_or(0, |e| e.event.seq))
+    async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .journals
+            .get(strategy)
+            .and_then(|j| j.last())
+            .map_or(0, |e| e.event.seq))
     }
 
-    fn save_checkpoint(
-        &mut self,
-        strategy: &str,
-        checkpoint: &Checkpoint,
-    ) -> Result<(), StoreError> {
-        let kept = self.checkpoints.entry(strategy.to_string()).or_default();
-        kept.insert(0, checkpoint.clone());
-        kept.truncate(KEPT_CHECKPOINTS);
-        Ok(())
+    async fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        Ok(self
+            .lock()?
+            .checkpoints
+            .get(strategy)
+            .cloned()
+            .unwrap_or_default())
     }
 
-    fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError> {
-        Ok(self.checkpoints.get(strategy).cloned().unwrap_or_default())
+    async fn system_events(&self, limit: usize) -> Result<Vec<SystemEvent>, StoreError> {
+        let inner = self.lock()?;
+        let start = inner.system_events.len().saturating_sub(limit);
+        Ok(inner.system_events[start..].to_vec())
     }
 
-    fn record_system_event(&mut self, event: &SystemEvent) -> Result<(), StoreError> {
-        self.system_events.push(event.clone());
-        Ok(())
+    async fn status(&self) -> Result<Vec<StrategyStatus>, StoreError> {
+        let inner = self.lock()?;
+        let mut names: Vec<&String> = inner.states.keys().collect();
+        names.sort();
+        Ok(names
+            .into_iter()
+            .map(|name| {
+                let (state, restarts, at) = inner.states[name].clone();
+                let newest = inner.checkpoints.get(name).and_then(|c| c.first());
+                let trades = inner.trades.get(name).map(Vec::as_slice).unwrap_or(&[]);
+                StrategyStatus {
+                    name: name.clone(),
+                    state,
+                    restarts,
+                    last_seq: inner
+                        .journals
+                        .get(name)
+                        .and_then(|j| j.last())
+                        .map_or(0, |e| e.event.seq),
+                    last_checkpoint_seq: newest.map(|c| c.seq),
+                    last_checkpoint_at: newest.map(|c| c.created_at_ms),
+                    trades: trades.len() as u64,
+                    pnl: trades.iter().map(|t| t.pnl).sum(),
+                    updated_at: at,
+                }
+            })
+            .collect())
     }
 
-    fn system_events(&self) -> Result<Vec<SystemEvent>, StoreError> {
-        Ok(self.system_events.clone())
+    async fn orders(&self, strategy: &str) -> Result<Vec<OrderRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .orders
+            .get(strategy)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn trades(&self, strategy: &str) -> Result<Vec<TradeRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .trades
+            .get(strategy)
+            .cloned()
+            .unwrap_or_default())
     }
 }

@@ -21,7 +21,7 @@ use super::policy::{CheckpointPolicy, RestartPolicy, RestartWindow};
 use crate::contract::{Action, Event, EventKind, StrategyInfo, intent_id};
 use crate::sandbox::{CallError, Instance, StrategyModule};
 use crate::store::{
-    Checkpoint, JournalEntry, Outcome, StateStore, StoreError, SystemEvent, wall_clock_ms,
+    Checkpoint, JournalEntry, Outcome, StateStore, StoreError, SystemEvent, Write, wall_clock_ms,
 };
 
 /// The states a cell moves through; their names are what users see.
@@ -126,7 +126,7 @@ pub struct Cell {
     info: StrategyInfo,
     restart: RestartPolicy,
     checkpoint: CheckpointPolicy,
-    store: Box<dyn StateStore>,
+    store: Arc<dyn StateStore>,
     instance: Option<Instance>,
     state: CellState,
     window: RestartWindow,
@@ -134,6 +134,7 @@ pub struct Cell {
     last_seq: u64,
     last_checkpoint_seq: u64,
     last_checkpoint_time_ms: u64,
+    last_event_time_ms: u64,
     stats: CellStats,
     observer: Option<Arc<dyn Fn(CellState) + Send + Sync>>,
 }
@@ -145,7 +146,7 @@ impl Cell {
     /// # Errors
     /// A [`StartError`] when the strategy cannot be instantiated or refuses its
     /// configuration.
-    pub async fn start(spec: CellSpec, store: Box<dyn StateStore>) -> Result<Cell, StartError> {
+    pub async fn start(spec: CellSpec, store: Arc<dyn StateStore>) -> Result<Cell, StartError> {
         let path = spec.module.path().display().to_string();
         let mut instance = spec
             .module
@@ -178,21 +179,25 @@ impl Cell {
             last_seq: 0,
             last_checkpoint_seq: 0,
             last_checkpoint_time_ms: 0,
+            last_event_time_ms: 0,
             stats: CellStats::default(),
             observer: None,
         };
         cell.system_event(
             "state-change",
             format!("{} {}", cell.name, CellState::Starting),
-        );
+        )
+        .await;
+        cell.persist_state().await;
 
-        let last_seq = cell
-            .store
-            .last_seq(&cell.name)
-            .map_err(|source| StartError::Store {
-                path: path.clone(),
-                source,
-            })?;
+        let last_seq =
+            cell.store
+                .last_seq(&cell.name)
+                .await
+                .map_err(|source| StartError::Store {
+                    path: path.clone(),
+                    source,
+                })?;
         if last_seq == 0 {
             match instance.init(&cell.config_json).await {
                 Ok(Ok(())) => {}
@@ -207,11 +212,13 @@ impl Cell {
         } else {
             cell.last_seq = last_seq;
             drop(instance);
+            cell.set_state(CellState::Recovering).await;
             if let Err(e) = cell.recover(last_seq).await {
-                cell.system_event("fault", format!("resuming at seq {last_seq} failed: {e}"));
+                cell.system_event("fault", format!("resuming at seq {last_seq} failed: {e}"))
+                    .await;
             }
         }
-        cell.set_state(CellState::Running);
+        cell.set_state(CellState::Running).await;
         Ok(cell)
     }
 
@@ -241,14 +248,8 @@ impl Cell {
     }
 
     /// The store the cell writes to.
-    pub fn store(&self) -> &dyn StateStore {
-        self.store.as_ref()
-    }
-
-    /// Gives up the cell without a final checkpoint — as a crash would — and
-    /// returns its store, so another cell can resume from it.
-    pub fn into_store(self) -> Box<dyn StateStore> {
-        self.store
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
     }
 
     /// Journals an event and hands it to the strategy, recovering from faults
@@ -264,16 +265,11 @@ impl Cell {
             timestamp_ms,
             kind,
         };
-        self.store
-            .append(&self.name, &event)
-            .map_err(|e| self.store_error(e))?;
-        self.last_seq = event.seq;
-        self.stats.events += 1;
 
         let mut faults_on_event = 0u32;
         loop {
             if self.instance.is_none() {
-                self.set_state(CellState::Recovering);
+                self.set_state(CellState::Recovering).await;
                 if let Err(e) = self.recover(event.seq - 1).await {
                     // A fault while replaying earlier events; not this event's fault.
                     self.after_fault(&e, &format!("recovering before event {}", event.seq))
@@ -286,11 +282,18 @@ impl Cell {
             };
             match instance.on_event(&event).await {
                 Ok(actions) => {
-                    self.set_state(CellState::Running);
+                    self.set_state(CellState::Running).await;
                     self.backoff = None;
-                    self.store
-                        .record_outcome(&self.name, event.seq, &Outcome::Handled(actions.clone()))
-                        .map_err(|e| self.store_error(e))?;
+                    let leaves_host = actions
+                        .iter()
+                        .any(|a| matches!(a, Action::PlaceOrder(_) | Action::CancelOrder(_)));
+                    self.journal(event.clone(), Outcome::Handled(actions.clone()))
+                        .await?;
+                    if leaves_host {
+                        // Write-ahead: the event and its actions are durable
+                        // before any order or cancel leaves the host.
+                        self.store.sync().await.map_err(|e| self.store_error(e))?;
+                    }
                     self.maybe_checkpoint(&event).await?;
                     return Ok(Step {
                         seq: event.seq,
@@ -313,19 +316,54 @@ impl Cell {
         }
     }
 
-    /// Takes a final checkpoint and stops.
+    /// Takes a final checkpoint, stops, and waits for the store to be durable.
     pub async fn stop(&mut self) {
         if self.state != CellState::Fatal && self.instance.is_some() {
             let seq = self.last_seq;
             if seq > self.last_checkpoint_seq
-                && let Err(e) = self.take_checkpoint(self.last_checkpoint_time_ms).await
+                && let Err(e) = self.take_checkpoint(self.last_event_time_ms).await
             {
                 tracing::warn!(strategy = %self.name, "final checkpoint failed: {e}");
             }
         }
         self.instance = None;
         if self.state != CellState::Fatal {
-            self.set_state(CellState::Stopped);
+            self.set_state(CellState::Stopped).await;
+        }
+        if let Err(e) = self.store.sync().await {
+            tracing::error!(strategy = %self.name, "store did not confirm the final writes: {e}");
+        }
+    }
+
+    /// Appends a handled or quarantined event to the journal.
+    async fn journal(&mut self, event: Event, outcome: Outcome) -> Result<(), CellError> {
+        let seq = event.seq;
+        let time = event.timestamp_ms;
+        let entry = JournalEntry { event, outcome };
+        self.store
+            .write(Write::Journal {
+                strategy: self.name.clone(),
+                entry,
+            })
+            .await
+            .map_err(|e| self.store_error(e))?;
+        self.last_seq = seq;
+        self.last_event_time_ms = time;
+        self.stats.events += 1;
+        Ok(())
+    }
+
+    /// Records the cell's state and restart count in the store.
+    async fn persist_state(&mut self) {
+        let write = Write::StrategyState {
+            strategy: self.name.clone(),
+            module_digest: self.module.digest(),
+            state: self.state.to_string(),
+            restarts: self.stats.restarts,
+            at_ms: wall_clock_ms(),
+        };
+        if let Err(e) = self.store.write(write).await {
+            tracing::warn!(strategy = %self.name, "cannot record state: {e}");
         }
     }
 
@@ -346,7 +384,7 @@ impl Cell {
     async fn after_fault(&mut self, error: &CallError, during: &str) -> Result<(), CellError> {
         let message = format!("{during}: {error}");
         tracing::warn!(strategy = %self.name, "fault: {message}");
-        self.system_event("fault", message.clone());
+        self.system_event("fault", message.clone()).await;
         self.stats.last_fault = Some(message);
         self.instance = None;
 
@@ -354,7 +392,7 @@ impl Cell {
             .window
             .record(Instant::now(), self.restart.restart_window);
         if restarts > self.restart.max_restarts as usize {
-            self.set_state(CellState::Fatal);
+            self.set_state(CellState::Fatal).await;
             let error = CellError::Fatal {
                 name: self.name.clone(),
                 restarts,
@@ -363,11 +401,11 @@ impl Cell {
                 last_fault: self.stats.last_fault.clone().unwrap_or_default(),
             };
             tracing::error!("{error}");
-            self.system_event("fatal", error.to_string());
+            self.system_event("fatal", error.to_string()).await;
             return Err(error);
         }
         self.stats.restarts += 1;
-        self.set_state(CellState::Backoff);
+        self.set_state(CellState::Backoff).await;
         let restart = &self.restart;
         let delay = self
             .backoff
@@ -384,29 +422,27 @@ impl Cell {
             event.seq, self.restart.quarantine_after
         );
         tracing::error!(strategy = %self.name, "quarantined: {reason}");
-        self.store
-            .record_outcome(
-                &self.name,
-                event.seq,
-                &Outcome::Quarantined {
-                    reason: reason.clone(),
-                },
-            )
-            .map_err(|e| self.store_error(e))?;
-        self.system_event("quarantine", reason.clone());
+        self.journal(
+            event.clone(),
+            Outcome::Quarantined {
+                reason: reason.clone(),
+            },
+        )
+        .await?;
+        self.system_event("quarantine", reason.clone()).await;
         self.stats.quarantined += 1;
         self.stats.last_fault = Some(reason);
         // Come back up now, without the poison event, so the cell is running again.
         self.after_fault(error, &format!("event {}", event.seq))
             .await?;
         loop {
-            self.set_state(CellState::Recovering);
+            self.set_state(CellState::Recovering).await;
             match self.recover(event.seq).await {
                 Ok(()) => break,
                 Err(e) => self.after_fault(&e, "recovering after quarantine").await?,
             }
         }
-        self.set_state(CellState::Running);
+        self.set_state(CellState::Running).await;
         self.backoff = None;
         Ok(Step {
             seq: event.seq,
@@ -419,26 +455,22 @@ impl Cell {
     async fn recover(&mut self, upto: u64) -> Result<(), CallError> {
         let started = std::time::Instant::now();
         let mut instance = self.module.instantiate(&self.name).await?;
-        let from = self.restore_newest(&mut instance).await?;
+        let from = self.restore_newest(&mut instance, upto).await?;
         let entries = self
             .store
             .entries_after(&self.name, from)
+            .await
             .map_err(|e| CallError::Host(wasmtime::Error::msg(e.to_string())))?;
         let mut replayed = 0u64;
         for entry in entries.iter().take_while(|e| e.event.seq <= upto) {
             let JournalEntry { event, outcome } = entry;
             let recorded = match outcome {
                 Outcome::Quarantined { .. } => continue,
-                Outcome::Handled(actions) => Some(actions),
-                // Journaled but never handled: the host stopped first. Its
-                // actions were never acted on, so they are not compared.
-                Outcome::Pending => None,
+                Outcome::Handled(actions) => actions,
             };
             let actions = instance.on_event(event).await?;
             replayed += 1;
-            if let Some(recorded) = recorded
-                && recorded != &actions
-            {
+            if recorded != &actions {
                 self.stats.divergences += 1;
                 let message = format!(
                     "replay of event {} returned {} actions where {} were recorded; nothing re-sent",
@@ -447,7 +479,7 @@ impl Cell {
                     recorded.len()
                 );
                 tracing::warn!(strategy = %self.name, "divergence: {message}");
-                self.system_event("divergence", message);
+                self.system_event("divergence", message).await;
             }
         }
         self.stats.replayed += replayed;
@@ -464,12 +496,18 @@ impl Cell {
 
     /// Restores the newest checkpoint the strategy accepts; returns its seq. Falls
     /// back to older ones, then to `init` and a replay from the start.
-    async fn restore_newest(&mut self, instance: &mut Instance) -> Result<u64, CallError> {
+    async fn restore_newest(
+        &mut self,
+        instance: &mut Instance,
+        upto: u64,
+    ) -> Result<u64, CallError> {
         let checkpoints = self
             .store
             .checkpoints(&self.name)
+            .await
             .map_err(|e| CallError::Host(wasmtime::Error::msg(e.to_string())))?;
-        for checkpoint in checkpoints {
+        // A checkpoint past the journal (its events were lost with a crash) cannot be used.
+        for checkpoint in checkpoints.into_iter().filter(|c| c.seq <= upto) {
             if !checkpoint.is_intact() {
                 self.system_event(
                     "checkpoint-rejected",
@@ -477,7 +515,8 @@ impl Cell {
                         "checkpoint at seq {} fails its checksum; trying an older one",
                         checkpoint.seq
                     ),
-                );
+                )
+                .await;
                 continue;
             }
             match instance
@@ -485,13 +524,16 @@ impl Cell {
                 .await?
             {
                 Ok(()) => return Ok(checkpoint.seq),
-                Err(reason) => self.system_event(
-                    "checkpoint-rejected",
-                    format!(
-                        "strategy refused the checkpoint at seq {} (state version {}): {reason}",
-                        checkpoint.seq, checkpoint.state_version
-                    ),
-                ),
+                Err(reason) => {
+                    self.system_event(
+                        "checkpoint-rejected",
+                        format!(
+                            "strategy refused the checkpoint at seq {} (state version {}): {reason}",
+                            checkpoint.seq, checkpoint.state_version
+                        ),
+                    )
+                    .await
+                }
             }
         }
         // No usable checkpoint: start from init and replay the whole journal.
@@ -500,7 +542,8 @@ impl Cell {
                 self.system_event(
                     "replay-from-start",
                     "no usable checkpoint; replaying the journal from seq 1".into(),
-                );
+                )
+                .await;
                 Ok(0)
             }
             Err(message) => Err(CallError::Host(wasmtime::Error::msg(format!(
@@ -540,7 +583,11 @@ impl Cell {
             state,
         );
         self.store
-            .save_checkpoint(&self.name, &checkpoint)
+            .write(Write::Checkpoint {
+                strategy: self.name.clone(),
+                checkpoint: (&checkpoint).into(),
+            })
+            .await
             .map_err(|e| CallError::Host(wasmtime::Error::msg(e.to_string())))?;
         self.last_checkpoint_seq = self.last_seq;
         self.last_checkpoint_time_ms = event_time_ms;
@@ -548,26 +595,29 @@ impl Cell {
         Ok(())
     }
 
-    fn set_state(&mut self, state: CellState) {
+    async fn set_state(&mut self, state: CellState) {
         if self.state == state {
             return;
         }
         tracing::info!(strategy = %self.name, from = %self.state, to = %state, "state change");
         self.state = state;
-        self.system_event("state-change", format!("{} {state}", self.name));
+        self.system_event("state-change", format!("{} {state}", self.name))
+            .await;
+        self.persist_state().await;
         if let Some(observer) = &self.observer {
             observer(state);
         }
     }
 
-    fn system_event(&mut self, event_type: &str, message: String) {
+    async fn system_event(&mut self, event_type: &str, message: String) {
         let event = SystemEvent {
             timestamp_ms: wall_clock_ms(),
             event_type: event_type.to_string(),
             component: self.component.clone(),
             message,
+            id: String::new(),
         };
-        if let Err(e) = self.store.record_system_event(&event) {
+        if let Err(e) = self.store.write(Write::SystemEvent(event)).await {
             tracing::warn!(strategy = %self.name, "cannot keep system event: {e}");
         }
     }
@@ -581,7 +631,7 @@ impl Cell {
 }
 
 /// Names the actions: a `place-order` at index `i` of event `seq` is intent `seq.i`.
-fn plan(seq: u64, actions: Vec<Action>) -> Vec<PlannedAction> {
+pub fn plan(seq: u64, actions: Vec<Action>) -> Vec<PlannedAction> {
     actions
         .into_iter()
         .enumerate()

@@ -137,6 +137,11 @@ impl Venue for SimVenue {
     fn portfolio(&self) -> PortfolioSummary {
         self.paper.summary()
     }
+
+    fn replays_history(&self) -> bool {
+        // Same seed, same market: the journal's history can be replayed exactly.
+        true
+    }
 }
 
 #[cfg(test)]

@@ -174,7 +174,8 @@ impl FaultEngine {
         for i in 0..self.plan.rules.len() {
             let rule = &self.plan.rules[i];
             let is_latency = matches!(rule.fault, Fault::Latency { .. });
-            if (!is_latency && chosen.is_some()) || !endpoint_matches(&rule.endpoint, method, path) {
+            if (!is_latency && chosen.is_some()) || !endpoint_matches(&rule.endpoint, method, path)
+            {
                 continue;
             }
             if rule.count == Some(0) {
@@ -249,10 +250,13 @@ fn fault_response(fault: &Fault) -> Option<Response> {
             StatusCode::SERVICE_UNAVAILABLE,
             "Trading is currently in cancel-only mode",
         ),
-        Fault::Unavailable { cancel_only: false } => {
-            error_json(StatusCode::SERVICE_UNAVAILABLE, "Trading is currently disabled")
+        Fault::Unavailable { cancel_only: false } => error_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Trading is currently disabled",
+        ),
+        Fault::ServerError => {
+            error_json(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
         }
-        Fault::ServerError => error_json(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
         Fault::MalformedJson => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
@@ -269,7 +273,11 @@ fn fault_response(fault: &Fault) -> Option<Response> {
 }
 
 /// Axum middleware applying the plan to every HTTP route it wraps.
-pub(crate) async fn middleware(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+pub(crate) async fn middleware(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let (latency, fault) = shared.faults().pick(&method, &path);
@@ -300,9 +308,18 @@ mod tests {
             .and("*", Fault::Latency { ms: 5 }, 1)
             .and("/book", Fault::ServerError, 1);
         let mut e = FaultEngine::new(plan);
-        assert_eq!(e.pick("GET", "/book"), (Duration::from_millis(5), Some(Fault::TooEarly)));
-        assert_eq!(e.pick("GET", "/book"), (Duration::ZERO, Some(Fault::TooEarly)));
-        assert_eq!(e.pick("GET", "/book"), (Duration::ZERO, Some(Fault::ServerError)));
+        assert_eq!(
+            e.pick("GET", "/book"),
+            (Duration::from_millis(5), Some(Fault::TooEarly))
+        );
+        assert_eq!(
+            e.pick("GET", "/book"),
+            (Duration::ZERO, Some(Fault::TooEarly))
+        );
+        assert_eq!(
+            e.pick("GET", "/book"),
+            (Duration::ZERO, Some(Fault::ServerError))
+        );
         assert_eq!(e.pick("GET", "/book"), (Duration::ZERO, None));
         assert_eq!(e.pick("WS", "/ws/market"), (Duration::ZERO, None));
     }
@@ -321,7 +338,9 @@ mod tests {
         };
         let run = |plan: FaultPlan| {
             let mut e = FaultEngine::new(plan);
-            (0..64).map(|_| e.pick("WS", "/ws/market").1.is_some()).collect::<Vec<_>>()
+            (0..64)
+                .map(|_| e.pick("WS", "/ws/market").1.is_some())
+                .collect::<Vec<_>>()
         };
         let a = run(plan.clone());
         assert_eq!(a, run(plan));
@@ -336,8 +355,14 @@ mod tests {
             {"fault":{"kind":"unavailable","cancel_only":true},"probability":0.1}]}"#;
         let plan: FaultPlan = serde_json::from_str(text).expect("plan");
         assert_eq!(plan.rules[1].endpoint, "*");
-        assert_eq!(plan.rules[0].fault, Fault::RateLimited { retry_after_s: Some(2) });
-        let back: FaultPlan = serde_json::from_str(&serde_json::to_string(&plan).expect("ser")).expect("de");
+        assert_eq!(
+            plan.rules[0].fault,
+            Fault::RateLimited {
+                retry_after_s: Some(2)
+            }
+        );
+        let back: FaultPlan =
+            serde_json::from_str(&serde_json::to_string(&plan).expect("ser")).expect("de");
         assert_eq!(back, plan);
     }
 }

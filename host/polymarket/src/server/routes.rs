@@ -72,11 +72,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/data/order/{hash}", get(get_order))
         .route("/data/trades", get(trades))
         .route("/v1/heartbeats", post(heartbeat))
-        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), faults::middleware));
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            faults::middleware,
+        ));
     Router::new()
         .merge(api)
         .route("/ws/market", get(super::ws::upgrade))
-        .route("/admin/faults", get(get_faults).post(set_faults).delete(clear_faults))
+        .route(
+            "/admin/faults",
+            get(get_faults).post(set_faults).delete(clear_faults),
+        )
         .with_state(shared)
 }
 
@@ -126,7 +132,10 @@ async fn books(State(s): State<Arc<Shared>>, body: Bytes) -> Res {
 }
 
 fn no_quote() -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, "No orderbook exists for the requested token id".into())
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "No orderbook exists for the requested token id".into(),
+    )
 }
 
 async fn midpoint(State(s): State<Arc<Shared>>, Query(q): Q) -> Res {
@@ -164,7 +173,10 @@ async fn last_trade_price(State(s): State<Arc<Shared>>, Query(q): Q) -> Res {
 async fn prices_history(State(s): State<Arc<Shared>>, Query(q): Q) -> Res {
     let token = token_param(&q, "market")?;
     let parse = |k: &str| q.get(k).and_then(|v| v.parse::<u64>().ok());
-    let (start, end) = (parse("startTs").unwrap_or(0), parse("endTs").unwrap_or(u64::MAX));
+    let (start, end) = (
+        parse("startTs").unwrap_or(0),
+        parse("endTs").unwrap_or(u64::MAX),
+    );
     let st = s.state();
     let history: Vec<Value> = st
         .history
@@ -286,8 +298,19 @@ async fn gamma_markets(State(s): State<Arc<Shared>>, Query(q): Q) -> Res {
 }
 
 /// Checks the five L2 headers against the configured credential and recomputes the HMAC.
-fn authenticate(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
-    let unauthorized = |why: &str| ApiError(StatusCode::UNAUTHORIZED, format!("Unauthorized/Invalid api key: {why}"));
+fn authenticate(
+    s: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let unauthorized = |why: &str| {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            format!("Unauthorized/Invalid api key: {why}"),
+        )
+    };
     let h = |name: &str| {
         headers
             .get(name)
@@ -295,25 +318,43 @@ fn authenticate(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, bod
             .ok_or_else(|| unauthorized(&format!("missing header {name}")))
     };
     let creds = &s.opts.credentials;
-    let (_address, signature, timestamp) = (h("POLY_ADDRESS")?, h("POLY_SIGNATURE")?, h("POLY_TIMESTAMP")?);
+    let (_address, signature, timestamp) = (
+        h("POLY_ADDRESS")?,
+        h("POLY_SIGNATURE")?,
+        h("POLY_TIMESTAMP")?,
+    );
     if h("POLY_API_KEY")? != creds.api_key || h("POLY_PASSPHRASE")? != creds.passphrase {
         return Err(unauthorized("unknown api key or passphrase"));
     }
     let body = std::str::from_utf8(body).map_err(|_| ApiError::bad("body is not UTF-8"))?;
-    let expected = crate::auth::l2_signature(&creds.secret, timestamp, method.as_str(), uri.path(), body)
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "server secret misconfigured".into()))?;
+    let expected =
+        crate::auth::l2_signature(&creds.secret, timestamp, method.as_str(), uri.path(), body)
+            .map_err(|_| {
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server secret misconfigured".into(),
+                )
+            })?;
     if expected != signature {
         return Err(unauthorized("bad signature"));
     }
     Ok(())
 }
 
-async fn post_order(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Res {
+async fn post_order(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
     authenticate(&s, &method, &uri, &headers, &body)?;
-    let req: PostOrderBody =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("Invalid order payload: {e}")))?;
+    let req: PostOrderBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("Invalid order payload: {e}")))?;
     if req.owner != s.opts.credentials.api_key {
-        return Err(ApiError::bad("the order owner has to be the owner of the API KEY"));
+        return Err(ApiError::bad(
+            "the order owner has to be the owner of the API KEY",
+        ));
     }
     let neg_risk = s
         .state()
@@ -326,9 +367,17 @@ async fn post_order(State(s): State<Arc<Shared>>, method: Method, uri: Uri, head
         .hash(neg_risk)
         .map_err(|e| ApiError::bad(format!("Invalid order payload: {e}")))?;
     if s.opts.verify_signatures {
-        let recovered = req.order.recover_signer(neg_risk).map_err(|e| ApiError::bad(format!("INVALID_SIGNATURE: {e}")))?;
-        if !recovered.to_checksum(None).eq_ignore_ascii_case(&req.order.signer) {
-            return Err(ApiError::bad("INVALID_SIGNATURE: signature does not match signer"));
+        let recovered = req
+            .order
+            .recover_signer(neg_risk)
+            .map_err(|e| ApiError::bad(format!("INVALID_SIGNATURE: {e}")))?;
+        if !recovered
+            .to_checksum(None)
+            .eq_ignore_ascii_case(&req.order.signer)
+        {
+            return Err(ApiError::bad(
+                "INVALID_SIGNATURE: signature does not match signer",
+            ));
         }
     }
     let mut st = s.state();
@@ -341,22 +390,44 @@ async fn post_order(State(s): State<Arc<Shared>>, method: Method, uri: Uri, head
     }
 }
 
-async fn cancel_order(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Res {
+async fn cancel_order(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
     authenticate(&s, &method, &uri, &headers, &body)?;
-    let req: HashMap<String, String> = serde_json::from_slice(&body).map_err(|_| ApiError::bad("Invalid payload"))?;
-    let id = req.get("orderID").ok_or_else(|| ApiError::bad("Invalid payload: orderID missing"))?;
+    let req: HashMap<String, String> =
+        serde_json::from_slice(&body).map_err(|_| ApiError::bad("Invalid payload"))?;
+    let id = req
+        .get("orderID")
+        .ok_or_else(|| ApiError::bad("Invalid payload: orderID missing"))?;
     let resp = s.state().cancel([id.as_str()]);
     ok(resp)
 }
 
-async fn cancel_orders(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Res {
+async fn cancel_orders(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
     authenticate(&s, &method, &uri, &headers, &body)?;
-    let ids: Vec<String> = serde_json::from_slice(&body).map_err(|_| ApiError::bad("Invalid payload"))?;
+    let ids: Vec<String> =
+        serde_json::from_slice(&body).map_err(|_| ApiError::bad("Invalid payload"))?;
     let resp = s.state().cancel(ids.iter().map(String::as_str));
     ok(resp)
 }
 
-async fn cancel_all(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Res {
+async fn cancel_all(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
     authenticate(&s, &method, &uri, &headers, &body)?;
     let mut st = s.state();
     let ids = st.live_ids(None, None);
@@ -364,9 +435,16 @@ async fn cancel_all(State(s): State<Arc<Shared>>, method: Method, uri: Uri, head
     ok(resp)
 }
 
-async fn cancel_market_orders(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Res {
+async fn cancel_market_orders(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
     authenticate(&s, &method, &uri, &headers, &body)?;
-    let req: HashMap<String, String> = serde_json::from_slice(&body).map_err(|_| ApiError::bad("Invalid payload"))?;
+    let req: HashMap<String, String> =
+        serde_json::from_slice(&body).map_err(|_| ApiError::bad("Invalid payload"))?;
     let nonempty = |k: &str| req.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let mut st = s.state();
     let ids = st.live_ids(nonempty("market"), nonempty("asset_id"));
@@ -374,7 +452,13 @@ async fn cancel_market_orders(State(s): State<Arc<Shared>>, method: Method, uri:
     ok(resp)
 }
 
-async fn open_orders(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, Query(q): Q) -> Res {
+async fn open_orders(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Res {
     authenticate(&s, &method, &uri, &headers, b"")?;
     let nonempty = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let st = s.state();
@@ -388,22 +472,43 @@ async fn open_orders(State(s): State<Arc<Shared>>, method: Method, uri: Uri, hea
     ok(paginate(items, q.get("next_cursor"), s.opts.page_size)?)
 }
 
-async fn get_order(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, Path(hash): Path<String>) -> Res {
+async fn get_order(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(hash): Path<String>,
+) -> Res {
     authenticate(&s, &method, &uri, &headers, b"")?;
     let st = s.state();
     match st.orders.get(&hash) {
         Some(o) => ok(o.to_json()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("order {hash} not found"))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("order {hash} not found"),
+        )),
     }
 }
 
-async fn trades(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, Query(q): Q) -> Res {
+async fn trades(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Res {
     authenticate(&s, &method, &uri, &headers, b"")?;
     let items = s.state().trades.clone();
     ok(paginate(items, q.get("next_cursor"), s.opts.page_size)?)
 }
 
-async fn heartbeat(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Res {
+async fn heartbeat(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
     authenticate(&s, &method, &uri, &headers, &body)?;
     let mut st = s.state();
     let id = match &st.heartbeat {
@@ -425,7 +530,8 @@ async fn get_faults(State(s): State<Arc<Shared>>) -> Res {
 }
 
 async fn set_faults(State(s): State<Arc<Shared>>, body: Bytes) -> Res {
-    let plan: FaultPlan = serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("Invalid fault plan: {e}")))?;
+    let plan: FaultPlan = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("Invalid fault plan: {e}")))?;
     *s.faults() = faults::FaultEngine::new(plan);
     ok(json!({ "ok": true }))
 }

@@ -117,16 +117,21 @@ impl SimState {
                     tokens.push(token.to_string());
                 }
             }
-            None => self.markets.push((market.to_string(), vec![token.to_string()])),
+            None => self
+                .markets
+                .push((market.to_string(), vec![token.to_string()])),
         }
     }
 
     fn record_mid(&mut self, token: &str, ts_ms: u64) {
         if let Some(mid) = self.books.get(token).and_then(OrderBook::midpoint) {
-            self.history.entry(token.to_string()).or_default().push(PricePoint {
-                t: ts_ms / 1000,
-                p: (mid * 1e6).round() / 1e6,
-            });
+            self.history
+                .entry(token.to_string())
+                .or_default()
+                .push(PricePoint {
+                    t: ts_ms / 1000,
+                    p: (mid * 1e6).round() / 1e6,
+                });
         }
     }
 
@@ -171,7 +176,14 @@ impl SimState {
     }
 
     /// A trade by others in the public market: updates the last trade price and history.
-    pub(crate) fn publish_trade(&mut self, token: &str, side: Side, price: f64, size: f64, ts_ms: u64) -> Frame {
+    pub(crate) fn publish_trade(
+        &mut self,
+        token: &str,
+        side: Side,
+        price: f64,
+        size: f64,
+        ts_ms: u64,
+    ) -> Frame {
         let market = match self.books.get_mut(token) {
             Some(b) => {
                 b.last_trade_price = Some(price);
@@ -179,10 +191,13 @@ impl SimState {
             }
             None => String::new(),
         };
-        self.history.entry(token.to_string()).or_default().push(PricePoint {
-            t: ts_ms / 1000,
-            p: price,
-        });
+        self.history
+            .entry(token.to_string())
+            .or_default()
+            .push(PricePoint {
+                t: ts_ms / 1000,
+                p: price,
+            });
         Frame::of(&[MarketEvent::LastTradePrice(crate::types::LastTrade {
             asset_id: token.to_string(),
             market,
@@ -203,11 +218,19 @@ impl SimState {
         now_ms: u64,
     ) -> Result<(Value, Option<Frame>), Reject> {
         if self.orders.contains_key(&id) {
-            return Err(Reject(format!("INVALID_ORDER_DUPLICATED: order {id} already exists")));
+            return Err(Reject(format!(
+                "INVALID_ORDER_DUPLICATED: order {id} already exists"
+            )));
         }
         let o = &body.order;
-        let maker: u64 = o.maker_amount.parse().map_err(|_| Reject("invalid makerAmount".into()))?;
-        let taker: u64 = o.taker_amount.parse().map_err(|_| Reject("invalid takerAmount".into()))?;
+        let maker: u64 = o
+            .maker_amount
+            .parse()
+            .map_err(|_| Reject("invalid makerAmount".into()))?;
+        let taker: u64 = o
+            .taker_amount
+            .parse()
+            .map_err(|_| Reject("invalid takerAmount".into()))?;
         let (usdc, shares) = match o.side {
             Side::Buy => (maker, taker),
             Side::Sell => (taker, maker),
@@ -227,7 +250,9 @@ impl SimState {
         }
         let min_size = book.and_then(|b| b.min_order_size).unwrap_or(0.0);
         if size + EPS < min_size {
-            return Err(Reject(format!("INVALID_ORDER_MIN_SIZE: size {size} below {min_size}")));
+            return Err(Reject(format!(
+                "INVALID_ORDER_MIN_SIZE: size {size} below {min_size}"
+            )));
         }
         let market = book.map(|b| b.market.clone()).unwrap_or_default();
 
@@ -242,9 +267,15 @@ impl SimState {
                 Side::Sell => b.bids.clone(),
             })
             .unwrap_or_default();
-        let available: f64 = opposite.iter().take_while(|l| crosses(l)).map(|l| l.size).sum();
+        let available: f64 = opposite
+            .iter()
+            .take_while(|l| crosses(l))
+            .map(|l| l.size)
+            .sum();
         if body.post_only && available > EPS {
-            return Err(Reject("INVALID_POST_ONLY_ORDER: order crosses the book".into()));
+            return Err(Reject(
+                "INVALID_POST_ONLY_ORDER: order crosses the book".into(),
+            ));
         }
         if body.order_type == OrderType::Fok && available + EPS < size {
             return Err(Reject(format!(
@@ -259,7 +290,10 @@ impl SimState {
                 break;
             }
             let q = remaining.min(l.size);
-            fills.push(Level { price: l.price, size: q });
+            fills.push(Level {
+                price: l.price,
+                size: q,
+            });
             remaining -= q;
         }
         let matched = size - remaining.max(0.0);
@@ -346,10 +380,13 @@ impl SimState {
                 }));
                 trade_ids.push(tid);
             }
-            self.history.entry(o.token_id.clone()).or_default().push(PricePoint {
-                t: now_ms / 1000,
-                p: fills.last().map_or(price, |f| f.price),
-            });
+            self.history
+                .entry(o.token_id.clone())
+                .or_default()
+                .push(PricePoint {
+                    t: now_ms / 1000,
+                    p: fills.last().map_or(price, |f| f.price),
+                });
         }
 
         let rests = matches!(body.order_type, OrderType::Gtc | OrderType::Gtd) && remaining > EPS;
@@ -371,14 +408,24 @@ impl SimState {
             price,
             original_size: size,
             size_matched: matched,
-            status: if rests || remaining <= EPS { status.clone() } else { OrderStatus::Canceled },
+            status: if rests || remaining <= EPS {
+                status.clone()
+            } else {
+                OrderStatus::Canceled
+            },
             created_at: now_ms / 1000,
             expiration: o.expiration.parse().unwrap_or(0),
             order_type: body.order_type,
         };
         self.orders.insert(id.clone(), order);
         self.order_ids.push(id.clone());
-        let amount = |x: f64| if x > 0.0 { fmt_decimal(x) } else { String::new() };
+        let amount = |x: f64| {
+            if x > 0.0 {
+                fmt_decimal(x)
+            } else {
+                String::new()
+            }
+        };
         let resp = json!({
             "success": true,
             "errorMsg": "",
@@ -403,7 +450,10 @@ impl SimState {
                     canceled.push(id.to_string());
                 }
                 Some(_) => {
-                    not_canceled.insert(id.into(), "order can't be canceled: already matched or canceled".into());
+                    not_canceled.insert(
+                        id.into(),
+                        "order can't be canceled: already matched or canceled".into(),
+                    );
                 }
                 None => {
                     not_canceled.insert(id.into(), "order not found".into());
@@ -431,7 +481,10 @@ fn diff(old: &OrderBook, new: &OrderBook) -> Vec<PriceChangeEntry> {
     let bb = new.best_bid().map(|l| l.price);
     let ba = new.best_ask().map(|l| l.price);
     let mut out = Vec::new();
-    for (side, before, after) in [(Side::Buy, &old.bids, &new.bids), (Side::Sell, &old.asks, &new.asks)] {
+    for (side, before, after) in [
+        (Side::Buy, &old.bids, &new.bids),
+        (Side::Sell, &old.asks, &new.asks),
+    ] {
         let key = |p: f64| (p * 1e6).round() as i64;
         let mut levels: BTreeMap<i64, (f64, f64, f64)> = BTreeMap::new();
         for l in before {

@@ -18,9 +18,9 @@ use axum::response::Response;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+use super::Shared;
 use super::faults::Fault;
 use super::state::Frame;
-use super::Shared;
 use crate::types::MarketEvent;
 
 pub(crate) async fn upgrade(State(s): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {

@@ -152,7 +152,11 @@ fn levels(o: &Obj<'_>, field: &str) -> Result<Vec<Level>, ParseError> {
             ));
         }
         if size < 0.0 {
-            return Err(ParseError::field(o.what, l.path_of("size"), format!("negative size {size}")));
+            return Err(ParseError::field(
+                o.what,
+                l.path_of("size"),
+                format!("negative size {size}"),
+            ));
         }
         out.push(Level { price, size });
     }

@@ -194,7 +194,11 @@ fn encoded_array(o: &Obj<'_>, field: &str) -> Result<Vec<Value>, ParseError> {
         Some(Value::String(s)) if s.trim().is_empty() => Ok(Vec::new()),
         Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
             Ok(Value::Array(a)) => Ok(a),
-            Ok(_) => Err(ParseError::field(GAMMA, o.path_of(field), "encoded value is not an array")),
+            Ok(_) => Err(ParseError::field(
+                GAMMA,
+                o.path_of(field),
+                "encoded value is not an array",
+            )),
             Err(e) => Err(ParseError::field(
                 GAMMA,
                 o.path_of(field),
@@ -213,6 +217,10 @@ fn plain_string(o: &Obj<'_>, field: &str, v: &Value) -> Result<String, ParseErro
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
-        _ => Err(ParseError::field(GAMMA, o.path_of(field), "expected string items")),
+        _ => Err(ParseError::field(
+            GAMMA,
+            o.path_of(field),
+            "expected string items",
+        )),
     }
 }

@@ -87,7 +87,11 @@ fn string_list(o: &Obj<'_>, field: &str) -> Result<Vec<String>, ParseError> {
         .enumerate()
         .map(|(i, v)| match v {
             Value::String(s) => Ok(s.clone()),
-            _ => Err(ParseError::field(o.what, o.path_of(&format!("{field}[{i}]")), "expected a string")),
+            _ => Err(ParseError::field(
+                o.what,
+                o.path_of(&format!("{field}[{i}]")),
+                "expected a string",
+            )),
         })
         .collect()
 }

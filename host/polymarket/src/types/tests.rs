@@ -53,9 +53,21 @@ fn book_is_normalised_best_first() {
     let b = parse_book(BOOK.as_bytes()).expect("book");
     assert_eq!(b.asset_id, "123");
     assert_eq!(b.timestamp_ms, 1750428146322);
-    assert_eq!(b.bids.iter().map(|l| l.price).collect::<Vec<_>>(), [0.48, 0.47, 0.46]);
-    assert_eq!(b.asks.iter().map(|l| l.price).collect::<Vec<_>>(), [0.52, 0.53, 0.54]);
-    assert_eq!(b.best_bid(), Some(Level { price: 0.48, size: 30.0 }));
+    assert_eq!(
+        b.bids.iter().map(|l| l.price).collect::<Vec<_>>(),
+        [0.48, 0.47, 0.46]
+    );
+    assert_eq!(
+        b.asks.iter().map(|l| l.price).collect::<Vec<_>>(),
+        [0.52, 0.53, 0.54]
+    );
+    assert_eq!(
+        b.best_bid(),
+        Some(Level {
+            price: 0.48,
+            size: 30.0
+        })
+    );
     assert!(approx(b.midpoint().expect("mid"), 0.5));
     assert_eq!(b.tick_size, Some(0.01));
     assert_eq!(b.neg_risk, Some(false));
@@ -70,7 +82,11 @@ fn empty_book_sides_parse_but_have_no_midpoint() {
     let b = parse_book(br#"{"asset_id":"1","bids":[],"asks":[]}"#).expect("book");
     assert_eq!(b.midpoint(), None);
     for bad in [&b""[..], b"{}", b"[]", b"null", br#"{"asset_id":"1"}"#] {
-        assert!(parse_book(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        assert!(
+            parse_book(bad).is_err(),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
 
@@ -80,7 +96,10 @@ fn apply_level_inserts_replaces_and_removes() {
     b.apply_level(Side::Buy, 0.49, 7.0);
     b.apply_level(Side::Sell, 0.52, 0.0);
     b.apply_level(Side::Buy, 0.47, 1.0);
-    assert_eq!(b.bids.iter().map(|l| (l.price, l.size)).collect::<Vec<_>>(), [(0.49, 7.0), (0.48, 30.0), (0.47, 1.0), (0.46, 10.0)]);
+    assert_eq!(
+        b.bids.iter().map(|l| (l.price, l.size)).collect::<Vec<_>>(),
+        [(0.49, 7.0), (0.48, 30.0), (0.47, 1.0), (0.46, 10.0)]
+    );
     assert_eq!(b.best_ask().expect("ask").price, 0.53);
 }
 
@@ -94,29 +113,71 @@ fn books_array() {
 #[test]
 fn scalar_shapes() {
     assert_eq!(parse_midpoint(MID.as_bytes()).expect("mid"), 0.45);
-    assert_eq!(parse_midpoint(MID_PRICE.as_bytes()).expect("mid_price"), 0.45);
-    assert_eq!(parse_midpoint(br#"{"mid":0.45}"#).expect("numeric mid"), 0.45);
-    assert!(matches!(parse_midpoint(b"{}"), Err(ParseError::Field { .. })));
+    assert_eq!(
+        parse_midpoint(MID_PRICE.as_bytes()).expect("mid_price"),
+        0.45
+    );
+    assert_eq!(
+        parse_midpoint(br#"{"mid":0.45}"#).expect("numeric mid"),
+        0.45
+    );
+    assert!(matches!(
+        parse_midpoint(b"{}"),
+        Err(ParseError::Field { .. })
+    ));
     assert_eq!(parse_price(PRICE.as_bytes()).expect("price"), 0.52);
     assert_eq!(parse_spread(SPREAD.as_bytes()).expect("spread"), 0.04);
-    assert_eq!(parse_last_trade_price(LAST.as_bytes()).expect("last"), (0.5, Some(Side::Buy)));
-    assert_eq!(parse_last_trade_price(br#"{"price":"0.5","side":""}"#).expect("last").1, None);
+    assert_eq!(
+        parse_last_trade_price(LAST.as_bytes()).expect("last"),
+        (0.5, Some(Side::Buy))
+    );
+    assert_eq!(
+        parse_last_trade_price(br#"{"price":"0.5","side":""}"#)
+            .expect("last")
+            .1,
+        None
+    );
     let h = parse_prices_history(HISTORY.as_bytes()).expect("history");
-    assert_eq!(h, [PricePoint { t: 1700000000, p: 0.51 }, PricePoint { t: 1700000060, p: 0.52 }]);
+    assert_eq!(
+        h,
+        [
+            PricePoint {
+                t: 1700000000,
+                p: 0.51
+            },
+            PricePoint {
+                t: 1700000060,
+                p: 0.52
+            }
+        ]
+    );
     assert_eq!(parse_tick_size(TICK.as_bytes()).expect("tick"), 0.01);
     assert!(parse_tick_size(br#"{"minimum_tick_size":0}"#).is_err());
     assert_eq!(parse_server_time(b"1700000000").expect("time"), 1700000000);
-    assert_eq!(parse_server_time(br#""1700000000""#).expect("time"), 1700000000);
+    assert_eq!(
+        parse_server_time(br#""1700000000""#).expect("time"),
+        1700000000
+    );
 }
 
 #[test]
 fn field_errors_name_the_field() {
     let err = parse_price(br#"{"price":true}"#).expect_err("bool price");
     assert!(err.to_string().contains("`price`"), "{err}");
-    let err = parse_book(br#"{"asset_id":"1","bids":[{"price":"x","size":"1"}],"asks":[]}"#).expect_err("bad level");
+    let err = parse_book(br#"{"asset_id":"1","bids":[{"price":"x","size":"1"}],"asks":[]}"#)
+        .expect_err("bad level");
     assert!(err.to_string().contains("bids[0].price"), "{err}");
     let err = parse_midpoint(b"<html><body>502 Bad Gateway</body></html>").expect_err("html");
-    assert!(matches!(err, ParseError::NotJson { what: "midpoint", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ParseError::NotJson {
+                what: "midpoint",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("<html>"));
     assert!(parse_price(br#"{"price":"NaN"}"#).is_err());
     assert!(parse_price(br#"{"price":"inf"}"#).is_err());
@@ -130,7 +191,8 @@ fn markets_page_and_cursor() {
     assert_eq!(p.data.len(), 2);
     assert_eq!(p.data[0].tokens[1].token_id, "2");
     assert_eq!(p.data[0].minimum_tick_size, Some(0.01));
-    let last = parse_markets_page(br#"{"limit":1,"count":0,"next_cursor":"LTE=","data":[]}"#).expect("last");
+    let last = parse_markets_page(br#"{"limit":1,"count":0,"next_cursor":"LTE=","data":[]}"#)
+        .expect("last");
     assert!(last.is_last());
 }
 
@@ -144,28 +206,40 @@ fn gamma_decodes_string_encoded_arrays_and_v2_position_ids() {
     assert_eq!(g[0].accepting_orders, Some(true));
     assert_eq!(g[1].token_ids, ["333", "444"]);
     assert_eq!(g[1].version.as_deref(), Some("v2"));
-    let err = parse_gamma_markets(br#"[{"id":"1","clobTokenIds":"[\"1\","}]"#).expect_err("broken encoding");
+    let err = parse_gamma_markets(br#"[{"id":"1","clobTokenIds":"[\"1\","}]"#)
+        .expect_err("broken encoding");
     assert!(err.to_string().contains("clobTokenIds"), "{err}");
 }
 
 #[test]
 fn ws_object_and_array_frames() {
     let one = parse_ws_frame(WS_BOOK).expect("book frame");
-    assert!(matches!(&one[..], [MarketEvent::Book(b)] if b.best_bid().map(|l| l.price) == Some(0.48)));
+    assert!(
+        matches!(&one[..], [MarketEvent::Book(b)] if b.best_bid().map(|l| l.price) == Some(0.48))
+    );
     let many = parse_ws_frame(WS_ARRAY).expect("array frame");
     assert_eq!(many.len(), 5);
-    assert!(matches!(&many[0], MarketEvent::PriceChange(pc) if pc.changes[0].size == 200.0 && pc.changes[0].side == Side::Buy));
-    assert!(matches!(&many[1], MarketEvent::LastTradePrice(t) if t.price == 0.456 && t.size == 219.21));
+    assert!(
+        matches!(&many[0], MarketEvent::PriceChange(pc) if pc.changes[0].size == 200.0 && pc.changes[0].side == Side::Buy)
+    );
+    assert!(
+        matches!(&many[1], MarketEvent::LastTradePrice(t) if t.price == 0.456 && t.size == 219.21)
+    );
     assert!(matches!(&many[2], MarketEvent::TickSizeChange(t) if t.new_tick_size == 0.001));
     assert!(matches!(&many[3], MarketEvent::BestBidAsk(b) if b.spread == Some(0.02)));
-    assert!(matches!(&many[4], MarketEvent::Unknown { event_type, .. } if event_type == "new_market"));
+    assert!(
+        matches!(&many[4], MarketEvent::Unknown { event_type, .. } if event_type == "new_market")
+    );
     // Wire round trip of every known event.
     for e in &many[..4] {
         let text = e.to_wire().to_string();
         assert_eq!(&parse_ws_frame(&text).expect("reparse")[0], e);
     }
     assert!(parse_ws_frame("PONG").is_err());
-    assert!(parse_ws_frame(r#"{"event_type":"price_change","price_changes":[{"asset_id":"1"}]}"#).is_err());
+    assert!(
+        parse_ws_frame(r#"{"event_type":"price_change","price_changes":[{"asset_id":"1"}]}"#)
+            .is_err()
+    );
 }
 
 #[test]
@@ -176,20 +250,45 @@ fn order_responses() {
     assert_eq!(p.making_amount, None);
     let c = parse_cancel_response(CANCEL.as_bytes()).expect("cancel");
     assert_eq!(c.canceled, ["0x1"]);
-    assert_eq!(c.not_canceled.get("0x2").map(String::as_str), Some("order not found"));
-    let o = parse_open_order(ORDER.as_bytes()).expect("order").expect("some");
-    assert_eq!((o.status.clone(), o.side, o.original_size, o.size_matched), (OrderStatus::Live, Side::Buy, 10.0, 2.0));
+    assert_eq!(
+        c.not_canceled.get("0x2").map(String::as_str),
+        Some("order not found")
+    );
+    let o = parse_open_order(ORDER.as_bytes())
+        .expect("order")
+        .expect("some");
+    assert_eq!(
+        (o.status.clone(), o.side, o.original_size, o.size_matched),
+        (OrderStatus::Live, Side::Buy, 10.0, 2.0)
+    );
     assert_eq!(parse_open_order(b"null").expect("null"), None);
     let bare = format!("[{ORDER}]");
-    assert_eq!(parse_open_orders(bare.as_bytes()).expect("bare").data.len(), 1);
+    assert_eq!(
+        parse_open_orders(bare.as_bytes()).expect("bare").data.len(),
+        1
+    );
     let paged = format!(r#"{{"data":[{ORDER}],"next_cursor":"MQ=="}}"#);
-    assert_eq!(parse_open_orders(paged.as_bytes()).expect("paged").next_cursor.as_deref(), Some("MQ=="));
+    assert_eq!(
+        parse_open_orders(paged.as_bytes())
+            .expect("paged")
+            .next_cursor
+            .as_deref(),
+        Some("MQ==")
+    );
     let t = parse_trades(TRADES.as_bytes()).expect("trades");
     assert_eq!(t.next_cursor, None);
     assert_eq!(t.data[0].maker_orders[0].order_id, "0x9");
     assert_eq!(t.data[0].match_time, Some(1700000001));
-    assert_eq!(parse_heartbeat(br#"{"heartbeat_id":"hb"}"#).expect("hb").heartbeat_id, "hb");
-    assert_eq!(parse_error_body(br#"{"error":"Invalid token id"}"#).as_deref(), Some("Invalid token id"));
+    assert_eq!(
+        parse_heartbeat(br#"{"heartbeat_id":"hb"}"#)
+            .expect("hb")
+            .heartbeat_id,
+        "hb"
+    );
+    assert_eq!(
+        parse_error_body(br#"{"error":"Invalid token id"}"#).as_deref(),
+        Some("Invalid token id")
+    );
     assert_eq!(parse_error_body(b"<html>"), None);
 }
 
@@ -222,7 +321,9 @@ const VALID: &[&str] = &[
 ];
 
 /// Replacements that swap a JSON value's type at a string, number or literal.
-const SWAPS: &[&str] = &["null", "true", "[]", "{}", "\"\"", "-1", "1e400", "\"x\"", "0.5", "[[[]]]"];
+const SWAPS: &[&str] = &[
+    "null", "true", "[]", "{}", "\"\"", "-1", "1e400", "\"x\"", "0.5", "[[[]]]",
+];
 
 /// Replaces the JSON value after the `n`-th `:` with `swap` (a type swap in a valid payload).
 fn swap_value(text: &str, n: usize, swap: &str) -> String {

@@ -70,7 +70,10 @@ pub enum MarketEvent {
     TickSizeChange(TickSizeChange),
     BestBidAsk(BestBidAsk),
     /// An event type this version does not know, kept whole.
-    Unknown { event_type: String, raw: Value },
+    Unknown {
+        event_type: String,
+        raw: Value,
+    },
 }
 
 const WHAT: &str = "ws frame";
@@ -208,7 +211,9 @@ impl MarketEvent {
     pub fn asset_ids(&self) -> Vec<&str> {
         match self {
             MarketEvent::Book(b) => vec![b.asset_id.as_str()],
-            MarketEvent::PriceChange(pc) => pc.changes.iter().map(|c| c.asset_id.as_str()).collect(),
+            MarketEvent::PriceChange(pc) => {
+                pc.changes.iter().map(|c| c.asset_id.as_str()).collect()
+            }
             MarketEvent::LastTradePrice(t) => vec![t.asset_id.as_str()],
             MarketEvent::TickSizeChange(t) => vec![t.asset_id.as_str()],
             MarketEvent::BestBidAsk(b) => vec![b.asset_id.as_str()],

@@ -1,0 +1,83 @@
+//! `polybot-host status`: every strategy's standing, read from the store, so
+//! it works while the host is down.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{Failure, StoreArgs, block_on};
+use crate::store::{StateStore, wall_clock_ms};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON for scripts: `{"strategies": [{"name", "state", "restarts", …}]}`.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also show this many recent system events.
+    #[arg(long, default_value_t = 10)]
+    pub events: usize,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
+    block_on(async {
+        let store = args.store.open_existing().await?;
+        let strategies = store.status().await.map_err(Failure::runtime)?;
+        let events = store
+            .system_events(args.events)
+            .await
+            .map_err(Failure::runtime)?;
+        if args.json {
+            let json = serde_json::json!({ "strategies": strategies, "system_events": events });
+            println!("{json:#}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if strategies.is_empty() {
+            println!("no strategies in {}", store.location().describe());
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "{:<20} {:<11} {:>8} {:>10} {:>10} {:>12} {:>8} {:>12}",
+            "strategy", "state", "restarts", "last seq", "checkpoint", "ckpt age", "trades", "pnl"
+        );
+        let now = wall_clock_ms();
+        for s in &strategies {
+            let age = s
+                .last_checkpoint_at
+                .map(|at| {
+                    humantime::format_duration(Duration::from_secs(now.saturating_sub(at) / 1000))
+                        .to_string()
+                })
+                .unwrap_or_else(|| "—".into());
+            println!(
+                "{:<20} {:<11} {:>8} {:>10} {:>10} {:>12} {:>8} {:>+12.2}",
+                s.name,
+                s.state,
+                s.restarts,
+                s.last_seq,
+                s.last_checkpoint_seq.map_or("—".into(), |v| v.to_string()),
+                age,
+                s.trades,
+                s.pnl
+            );
+        }
+        if !events.is_empty() {
+            println!("\nrecent system events");
+            for e in &events {
+                let at = std::time::UNIX_EPOCH + Duration::from_millis(e.timestamp_ms);
+                println!(
+                    "  {}  {:<18} {:<24} {}",
+                    humantime::format_rfc3339_millis(at),
+                    e.event_type,
+                    e.component,
+                    e.message
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,529 @@
+//! The SQL each database runs. One implementation, stamped out for SQLite and
+//! PostgreSQL by `sql_backend!`: the schema (see `migrations/`) keeps times as
+//! integer milliseconds in both, so the statements are the same text, with
+//! `$N` placeholders that both drivers accept.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sqlx::{QueryBuilder, Row};
+
+use crate::store::{
+    Checkpoint, JournalEntry, KEPT_CHECKPOINTS, OrderRecord, StoreError, StrategyStatus,
+    SystemEvent, TradeRecord, Write,
+};
+
+/// A database failure, classified: transient ones (connection lost, server
+/// shutting down, busy) send the store to its local-file fallback.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl From<sqlx::Error> for BackendError {
+    fn from(e: sqlx::Error) -> Self {
+        let transient = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                // PostgreSQL: class 08 connection exception, 57P0x shutdown,
+                // 53xxx insufficient resources. SQLite: 5 busy, 6 locked,
+                // 10 I/O error, 13 full.
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code.starts_with("53")
+                    || matches!(code.as_ref(), "5" | "6" | "10" | "13")
+            }),
+            _ => false,
+        };
+        BackendError {
+            message: e.to_string(),
+            transient,
+        }
+    }
+}
+
+impl From<BackendError> for StoreError {
+    fn from(e: BackendError) -> Self {
+        StoreError::new("database", e.message)
+    }
+}
+
+/// What the store needs from a database.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// e.g. `sqlite data/polybot.db`.
+    fn describe(&self) -> String;
+    /// Applies the schema migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Commits a group of writes in one transaction. Idempotent.
+    async fn commit(&self, writes: &[Write]) -> Result<(), BackendError>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), BackendError>;
+    async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError>;
+    async fn entries_after(
+        &self,
+        strategy: &str,
+        after: u64,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
+    async fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError>;
+    async fn system_events(&self, limit: usize) -> Result<Vec<SystemEvent>, StoreError>;
+    async fn status(&self) -> Result<Vec<StrategyStatus>, StoreError>;
+    async fn orders(&self, strategy: &str) -> Result<Vec<OrderRecord>, StoreError>;
+    async fn trades(&self, strategy: &str) -> Result<Vec<TradeRecord>, StoreError>;
+}
+
+/// Rows per multi-row INSERT: well under both databases' parameter limits.
+const ROWS_PER_INSERT: usize = 500;
+
+fn read_err(action: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |e| StoreError::new(action, e)
+}
+
+macro_rules! sql_backend {
+    ($name:ident, $db:ty, $pool:ty) => {
+        /// A connected database; see the module docs.
+        pub struct $name {
+            pool: $pool,
+            describe: String,
+            /// Strategy name → row id, filled after commits that created them.
+            ids: Mutex<HashMap<String, i64>>,
+        }
+
+        impl $name {
+            fn from_pool(pool: $pool, describe: String) -> Self {
+                $name { pool, describe, ids: Mutex::new(HashMap::new()) }
+            }
+
+            fn cached_id(&self, strategy: &str) -> Option<i64> {
+                self.ids.lock().ok()?.get(strategy).copied()
+            }
+
+            async fn strategy_id(&self, strategy: &str) -> Result<Option<i64>, StoreError> {
+                if let Some(id) = self.cached_id(strategy) {
+                    return Ok(Some(id));
+                }
+                let row = sqlx::query("SELECT id FROM strategies WHERE name = $1")
+                    .bind(strategy)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(read_err("look up a strategy"))?;
+                Ok(row.map(|r| r.get::<i64, _>(0)))
+            }
+
+            async fn commit_group(&self, writes: &[Write]) -> Result<(), sqlx::Error> {
+                let mut tx = self.pool.begin().await?;
+                let mut ids: HashMap<String, i64> = HashMap::new();
+                for write in writes {
+                    let name = match write {
+                        Write::Journal { strategy, .. }
+                        | Write::Checkpoint { strategy, .. }
+                        | Write::Order { strategy, .. }
+                        | Write::Trade { strategy, .. }
+                        | Write::StrategyState { strategy, .. } => strategy,
+                        Write::SystemEvent(_) => continue,
+                    };
+                    if ids.contains_key(name) {
+                        continue;
+                    }
+                    let id = match self.cached_id(name) {
+                        Some(id) => id,
+                        None => {
+                            let now = crate::store::wall_clock_ms() as i64;
+                            sqlx::query(
+                                "INSERT INTO strategies (name, created_at_ms, updated_at_ms) VALUES ($1, $2, $2) \
+                                 ON CONFLICT (name) DO NOTHING",
+                            )
+                            .bind(name)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query("SELECT id FROM strategies WHERE name = $1")
+                                .bind(name)
+                                .fetch_one(&mut *tx)
+                                .await?
+                                .get::<i64, _>(0)
+                        }
+                    };
+                    ids.insert(name.clone(), id);
+                }
+
+                let journal: Vec<(i64, &JournalEntry)> = writes
+                    .iter()
+                    .filter_map(|w| match w {
+                        Write::Journal { strategy, entry } => Some((ids[strategy], entry)),
+                        _ => None,
+                    })
+                    .collect();
+                for chunk in journal.chunks(ROWS_PER_INSERT) {
+                    let mut insert = QueryBuilder::<$db>::new(
+                        "INSERT INTO journal (strategy_id, seq, event_time_ms, entry) ",
+                    );
+                    insert.push_values(chunk, |mut row, (id, entry)| {
+                        row.push_bind(*id)
+                            .push_bind(entry.event.seq as i64)
+                            .push_bind(entry.event.timestamp_ms as i64)
+                            .push_bind(serde_json::to_string(entry).unwrap_or_default());
+                    });
+                    insert.push(" ON CONFLICT (strategy_id, seq) DO NOTHING");
+                    insert.build().execute(&mut *tx).await?;
+                }
+
+                for write in writes {
+                    match write {
+                        Write::Journal { .. } => {}
+                        Write::Checkpoint { strategy, checkpoint: c } => {
+                            let id = ids[strategy];
+                            sqlx::query(
+                                "INSERT INTO checkpoints (strategy_id, seq, event_time_ms, state_version, \
+                                 module_digest, state, checksum, created_at_ms) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (strategy_id, seq) DO NOTHING",
+                            )
+                            .bind(id)
+                            .bind(c.seq as i64)
+                            .bind(c.event_time_ms as i64)
+                            .bind(c.state_version as i32)
+                            .bind(&c.module_digest)
+                            .bind(&c.state)
+                            .bind(&c.checksum)
+                            .bind(c.created_at_ms as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query(
+                                "DELETE FROM checkpoints WHERE strategy_id = $1 AND seq NOT IN \
+                                 (SELECT seq FROM checkpoints WHERE strategy_id = $1 ORDER BY seq DESC LIMIT $2)",
+                            )
+                            .bind(id)
+                            .bind(KEPT_CHECKPOINTS as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::Order { strategy, order: o } => {
+                            sqlx::query(
+                                "INSERT INTO orders (strategy_id, intent_id, seq, market, side, price, size, \
+                                 order_type, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                                 ON CONFLICT (strategy_id, intent_id) DO NOTHING",
+                            )
+                            .bind(ids[strategy])
+                            .bind(&o.intent_id)
+                            .bind(o.seq as i64)
+                            .bind(&o.market)
+                            .bind(&o.side)
+                            .bind(o.price)
+                            .bind(o.size)
+                            .bind(&o.order_type)
+                            .bind(o.created_at_ms as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::Trade { strategy, trade: t } => {
+                            sqlx::query(
+                                "INSERT INTO trades (strategy_id, seq, intent_id, market, side, price, size, fee, \
+                                 pnl, executed_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                                 ON CONFLICT (strategy_id, seq) DO NOTHING",
+                            )
+                            .bind(ids[strategy])
+                            .bind(t.seq as i64)
+                            .bind(&t.intent_id)
+                            .bind(&t.market)
+                            .bind(&t.side)
+                            .bind(t.price)
+                            .bind(t.size)
+                            .bind(t.fee)
+                            .bind(t.pnl)
+                            .bind(t.executed_at_ms as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::SystemEvent(e) => {
+                            sqlx::query(
+                                "INSERT INTO system_events (timestamp_ms, event_type, component, message, dedup_key) \
+                                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dedup_key) DO NOTHING",
+                            )
+                            .bind(e.timestamp_ms as i64)
+                            .bind(&e.event_type)
+                            .bind(&e.component)
+                            .bind(&e.message)
+                            .bind(&e.id)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::StrategyState { strategy, module_digest, state, restarts, at_ms } => {
+                            sqlx::query(
+                                "UPDATE strategies SET state = $2, restarts = $3, module_digest = $4, \
+                                 updated_at_ms = $5 WHERE id = $1",
+                            )
+                            .bind(ids[strategy])
+                            .bind(state)
+                            .bind(*restarts as i64)
+                            .bind(module_digest)
+                            .bind(*at_ms as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                }
+                tx.commit().await?;
+                if let Ok(mut cached) = self.ids.lock() {
+                    cached.extend(ids);
+                }
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Backend for $name {
+            fn describe(&self) -> String {
+                self.describe.clone()
+            }
+
+            async fn migrate(&self) -> Result<(), StoreError> {
+                self.migrator()
+                    .run(&self.pool)
+                    .await
+                    .map_err(|e| StoreError::new(format!("migrate {}", self.describe), e))
+            }
+
+            async fn commit(&self, writes: &[Write]) -> Result<(), BackendError> {
+                self.commit_group(writes).await.map_err(BackendError::from)
+            }
+
+            async fn ping(&self) -> Result<(), BackendError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError> {
+                let Some(id) = self.strategy_id(strategy).await? else { return Ok(0) };
+                let row = sqlx::query("SELECT MAX(seq) FROM journal WHERE strategy_id = $1")
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(read_err("read the journal"))?;
+                Ok(row.get::<Option<i64>, _>(0).unwrap_or(0) as u64)
+            }
+
+            async fn entries_after(&self, strategy: &str, after: u64) -> Result<Vec<JournalEntry>, StoreError> {
+                let Some(id) = self.strategy_id(strategy).await? else { return Ok(Vec::new()) };
+                let rows = sqlx::query("SELECT seq, entry FROM journal WHERE strategy_id = $1 AND seq > $2 ORDER BY seq")
+                    .bind(id)
+                    .bind(after as i64)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(read_err("read the journal"))?;
+                rows.iter()
+                    .map(|row| {
+                        let seq: i64 = row.get(0);
+                        let text: String = row.get(1);
+                        serde_json::from_str(&text).map_err(|e| {
+                            StoreError::new(format!("read {strategy}'s journal entry {seq}"), format!("corrupt entry: {e}"))
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError> {
+                let Some(id) = self.strategy_id(strategy).await? else { return Ok(Vec::new()) };
+                let rows = sqlx::query(
+                    "SELECT seq, event_time_ms, state_version, module_digest, state, checksum, created_at_ms \
+                     FROM checkpoints WHERE strategy_id = $1 ORDER BY seq DESC LIMIT $2",
+                )
+                .bind(id)
+                .bind(KEPT_CHECKPOINTS as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_err("read checkpoints"))?;
+                Ok(rows
+                    .iter()
+                    .map(|row| {
+                        let sum: Vec<u8> = row.get(5);
+                        let mut checksum = [0u8; 32];
+                        if sum.len() == 32 {
+                            checksum.copy_from_slice(&sum);
+                        }
+                        Checkpoint {
+                            seq: row.get::<i64, _>(0) as u64,
+                            event_time_ms: row.get::<i64, _>(1) as u64,
+                            state_version: row.get::<i32, _>(2) as u32,
+                            module_digest: row.get(3),
+                            state: row.get(4),
+                            checksum,
+                            created_at_ms: row.get::<i64, _>(6) as u64,
+                        }
+                    })
+                    .collect())
+            }
+
+            async fn system_events(&self, limit: usize) -> Result<Vec<SystemEvent>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT timestamp_ms, event_type, component, message, dedup_key FROM \
+                     (SELECT * FROM system_events ORDER BY id DESC LIMIT $1) recent ORDER BY id",
+                )
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_err("read system events"))?;
+                Ok(rows
+                    .iter()
+                    .map(|row| SystemEvent {
+                        timestamp_ms: row.get::<i64, _>(0) as u64,
+                        event_type: row.get(1),
+                        component: row.get(2),
+                        message: row.get(3),
+                        id: row.get(4),
+                    })
+                    .collect())
+            }
+
+            async fn status(&self) -> Result<Vec<StrategyStatus>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT s.name, s.state, s.restarts, s.updated_at_ms, \
+                       (SELECT MAX(seq) FROM journal j WHERE j.strategy_id = s.id), \
+                       (SELECT MAX(seq) FROM checkpoints c WHERE c.strategy_id = s.id), \
+                       (SELECT MAX(created_at_ms) FROM checkpoints c WHERE c.strategy_id = s.id), \
+                       (SELECT COUNT(*) FROM trades t WHERE t.strategy_id = s.id), \
+                       (SELECT SUM(pnl) FROM trades t WHERE t.strategy_id = s.id) \
+                     FROM strategies s ORDER BY s.name",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_err("read strategy status"))?;
+                Ok(rows
+                    .iter()
+                    .map(|row| StrategyStatus {
+                        name: row.get(0),
+                        state: row.get(1),
+                        restarts: row.get::<i64, _>(2) as u64,
+                        updated_at: row.get::<i64, _>(3) as u64,
+                        last_seq: row.get::<Option<i64>, _>(4).unwrap_or(0) as u64,
+                        last_checkpoint_seq: row.get::<Option<i64>, _>(5).map(|v| v as u64),
+                        last_checkpoint_at: row.get::<Option<i64>, _>(6).map(|v| v as u64),
+                        trades: row.get::<i64, _>(7) as u64,
+                        pnl: row.get::<Option<f64>, _>(8).unwrap_or(0.0),
+                    })
+                    .collect())
+            }
+
+            async fn orders(&self, strategy: &str) -> Result<Vec<OrderRecord>, StoreError> {
+                let Some(id) = self.strategy_id(strategy).await? else { return Ok(Vec::new()) };
+                let rows = sqlx::query(
+                    "SELECT intent_id, seq, market, side, price, size, order_type, created_at_ms \
+                     FROM orders WHERE strategy_id = $1 ORDER BY seq, intent_id",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_err("read orders"))?;
+                Ok(rows
+                    .iter()
+                    .map(|row| OrderRecord {
+                        intent_id: row.get(0),
+                        seq: row.get::<i64, _>(1) as u64,
+                        market: row.get(2),
+                        side: row.get(3),
+                        price: row.get(4),
+                        size: row.get(5),
+                        order_type: row.get(6),
+                        created_at_ms: row.get::<i64, _>(7) as u64,
+                    })
+                    .collect())
+            }
+
+            async fn trades(&self, strategy: &str) -> Result<Vec<TradeRecord>, StoreError> {
+                let Some(id) = self.strategy_id(strategy).await? else { return Ok(Vec::new()) };
+                let rows = sqlx::query(
+                    "SELECT seq, intent_id, market, side, price, size, fee, pnl, executed_at_ms \
+                     FROM trades WHERE strategy_id = $1 ORDER BY seq",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_err("read trades"))?;
+                Ok(rows
+                    .iter()
+                    .map(|row| TradeRecord {
+                        seq: row.get::<i64, _>(0) as u64,
+                        intent_id: row.get(1),
+                        market: row.get(2),
+                        side: row.get(3),
+                        price: row.get(4),
+                        size: row.get(5),
+                        fee: row.get(6),
+                        pnl: row.get(7),
+                        executed_at_ms: row.get::<i64, _>(8) as u64,
+                    })
+                    .collect())
+            }
+        }
+    };
+}
+
+sql_backend!(SqliteBackend, sqlx::Sqlite, sqlx::SqlitePool);
+sql_backend!(PostgresBackend, sqlx::Postgres, sqlx::PgPool);
+
+impl SqliteBackend {
+    /// Opens (creating) a SQLite file in WAL mode with `synchronous=FULL`.
+    ///
+    /// # Errors
+    /// The file cannot be created or opened, naming it.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        use sqlx::sqlite::{
+            SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+        };
+        let action = || format!("open SQLite database {}", path.display());
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::new(action(), e))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::new(action(), e))?;
+        Ok(Self::from_pool(pool, format!("sqlite {}", path.display())))
+    }
+
+    fn migrator(&self) -> sqlx::migrate::Migrator {
+        sqlx::migrate!("../migrations/sqlite")
+    }
+}
+
+impl PostgresBackend {
+    /// Connects to PostgreSQL.
+    ///
+    /// # Errors
+    /// The URL does not parse or the server cannot be reached, naming it
+    /// (without its password).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+        let describe = super::StoreLocation::Postgres(url.to_string()).describe();
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::new(format!("parse database URL {describe}"), e))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::new(format!("connect to {describe}"), e))?;
+        Ok(Self::from_pool(pool, describe))
+    }
+
+    fn migrator(&self) -> sqlx::migrate::Migrator {
+        sqlx::migrate!("../migrations/postgres")
+    }
+}
