@@ -12,7 +12,7 @@ fn main() {
         .expect("tests/ sits in the workspace")
         .to_path_buf();
     let target_dir = workspace.join("target").join("guests");
-    for watched in ["strategies", "wit"] {
+    for watched in ["strategies", "wit", "Cargo.toml", "Cargo.lock"] {
         println!(
             "cargo:rerun-if-changed={}",
             workspace.join(watched).display()

@@ -58,3 +58,70 @@ pub async fn start_cell(
         Err(e) => panic!("cell did not start: {e}"),
     }
 }
+
+pub mod proxy;
+
+/// A fresh, uniquely named database on the machine's PostgreSQL server
+/// (127.0.0.1:5432, user `postgres`), dropped when the guard is dropped.
+pub struct TempDatabase {
+    pub name: String,
+}
+
+/// The shared PostgreSQL server tests create their databases on.
+pub const POSTGRES: &str = "127.0.0.1:5432";
+
+impl TempDatabase {
+    /// Creates the database.
+    pub fn create(prefix: &str) -> TempDatabase {
+        let name = format!(
+            "{prefix}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+                % 1_000_000_000
+        );
+        psql("test", &format!("CREATE DATABASE {name}"));
+        TempDatabase { name }
+    }
+
+    /// Its URL through `addr` (the server itself, or a proxy in front of it).
+    pub fn url_via(&self, addr: &str) -> String {
+        format!("postgres://postgres@{addr}/{}", self.name)
+    }
+
+    /// Its URL on the server.
+    pub fn url(&self) -> String {
+        self.url_via(POSTGRES)
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        psql(
+            "test",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn psql(database: &str, sql: &str) {
+    let status = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            sql,
+        ])
+        .status()
+        .expect("run psql");
+    assert!(status.success(), "psql failed: {sql}");
+}

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use backend::{Backend, BackendError, PostgresBackend, SqliteBackend};
 
@@ -94,7 +94,7 @@ impl StoreLocation {
 
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
+        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
             let creds = &url[scheme + 3..at];
             let user = creds.split(':').next().unwrap_or("");
             format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
@@ -127,6 +127,7 @@ pub struct SqlStore {
     instance: String,
     counter: AtomicU64,
     location: StoreLocation,
+    outage: watch::Receiver<bool>,
 }
 
 impl SqlStore {
@@ -137,10 +138,17 @@ impl SqlStore {
     /// The database cannot be reached or migrated, or the data directory is
     /// not writable — each named.
     pub async fn open(location: StoreLocation, data_dir: &Path) -> Result<SqlStore, StoreError> {
-        check_writable(data_dir)?;
         let backend: Arc<dyn Backend> = match &location {
-            StoreLocation::Sqlite(path) => Arc::new(SqliteBackend::open(path).await?),
-            StoreLocation::Postgres(url) => Arc::new(PostgresBackend::connect(url).await?),
+            StoreLocation::Sqlite(path) => {
+                check_writable(data_dir)?;
+                Arc::new(SqliteBackend::open(path).await?)
+            }
+            StoreLocation::Postgres(url) => {
+                // Reach the database before creating anything locally.
+                let backend = PostgresBackend::connect(url).await?;
+                check_writable(data_dir)?;
+                Arc::new(backend)
+            }
         };
         Self::with_backend(backend, location, data_dir).await
     }
@@ -167,7 +175,8 @@ impl SqlStore {
             );
         }
         let (tx, rx) = mpsc::channel(65_536);
-        tokio::spawn(writer(backend.clone(), rx, backlog));
+        let (outage_tx, outage) = watch::channel(false);
+        tokio::spawn(writer(backend.clone(), rx, backlog, outage_tx));
         Ok(SqlStore {
             tx,
             backend,
@@ -176,12 +185,19 @@ impl SqlStore {
             instance: format!("{}-{}", std::process::id(), wall_clock_ms()),
             counter: AtomicU64::new(0),
             location,
+            outage,
         })
     }
 
     /// Where the data lives.
     pub fn location(&self) -> &StoreLocation {
         &self.location
+    }
+
+    /// `true` while the database is unreachable and writes go to local files;
+    /// back to `false` once the backlog is resynced.
+    pub fn outage(&self) -> watch::Receiver<bool> {
+        self.outage.clone()
     }
 
     fn lock(
@@ -358,20 +374,29 @@ impl StateStore for SqlStore {
 }
 
 /// The single writer: group commits, and the backlog while the database is away.
-async fn writer(backend: Arc<dyn Backend>, mut rx: mpsc::Receiver<Command>, backlog: Backlog) {
+async fn writer(
+    backend: Arc<dyn Backend>,
+    mut rx: mpsc::Receiver<Command>,
+    backlog: Backlog,
+    outage_flag: watch::Sender<bool>,
+) {
     let mut outage: Option<Outage> = None;
     loop {
         let command = match &mut outage {
             None => rx.recv().await,
             Some(o) => {
+                // Retry on schedule even while writes keep arriving.
+                if tokio::time::Instant::now() >= o.next_retry {
+                    if try_resync(backend.as_ref(), &backlog, o).await {
+                        outage = None;
+                        outage_flag.send_replace(false);
+                    }
+                    continue;
+                }
+                let next_retry = o.next_retry;
                 tokio::select! {
                     command = rx.recv() => command,
-                    () = tokio::time::sleep(o.retry_in) => {
-                        if try_resync(backend.as_ref(), &backlog, o).await {
-                            outage = None;
-                        }
-                        continue;
-                    }
+                    () = tokio::time::sleep_until(next_retry) => continue,
                 }
             }
         };
@@ -409,6 +434,7 @@ async fn writer(backend: Arc<dyn Backend>, mut rx: mpsc::Receiver<Command>, back
                     let appended = backlog.append(&writes);
                     o.batches += 1;
                     outage = Some(o);
+                    outage_flag.send_replace(true);
                     appended
                 }
                 Err(e) => Err(StoreError::new(
@@ -435,25 +461,33 @@ async fn writer(backend: Arc<dyn Backend>, mut rx: mpsc::Receiver<Command>, back
 struct Outage {
     since: std::time::Instant,
     retry_in: Duration,
+    next_retry: tokio::time::Instant,
     batches: usize,
     writes: usize,
 }
 
 impl Outage {
     fn new() -> Self {
+        let retry_in = Duration::from_millis(100);
         Outage {
             since: std::time::Instant::now(),
-            retry_in: Duration::from_millis(100),
+            retry_in,
+            next_retry: tokio::time::Instant::now() + retry_in,
             batches: 0,
             writes: 0,
         }
+    }
+
+    fn retry_later(&mut self) {
+        self.retry_in = (self.retry_in * 2).min(MAX_RETRY);
+        self.next_retry = tokio::time::Instant::now() + self.retry_in;
     }
 }
 
 /// Tries to replay the backlog; true when the database is caught up.
 async fn try_resync(backend: &dyn Backend, backlog: &Backlog, outage: &mut Outage) -> bool {
     if backend.ping().await.is_err() {
-        outage.retry_in = (outage.retry_in * 2).min(MAX_RETRY);
+        outage.retry_later();
         return false;
     }
     match resync(backend, backlog).await {
@@ -474,7 +508,7 @@ async fn try_resync(backend: &dyn Backend, backlog: &Backlog, outage: &mut Outag
         }
         Err(e) => {
             tracing::warn!("resync interrupted, will retry: {e}");
-            outage.retry_in = (outage.retry_in * 2).min(MAX_RETRY);
+            outage.retry_later();
             false
         }
     }

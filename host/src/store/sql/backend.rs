@@ -514,6 +514,19 @@ impl PostgresBackend {
         let describe = super::StoreLocation::Postgres(url.to_string()).describe();
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::new(format!("parse database URL {describe}"), e))?;
+        // One direct connection first: its error says why (refused, unknown
+        // host, bad password), where the pool would only say it timed out.
+        {
+            use sqlx::Connection;
+            let connection = tokio::time::timeout(
+                Duration::from_secs(5),
+                sqlx::postgres::PgConnection::connect_with(&options),
+            )
+            .await
+            .map_err(|_| StoreError::new(format!("connect to {describe}"), "no answer within 5 s"))?
+            .map_err(|e| StoreError::new(format!("connect to {describe}"), e))?;
+            let _ = connection.close().await;
+        }
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(3))
