@@ -1,0 +1,109 @@
+//! The seed's test 2, "database connection loss": PostgreSQL goes away mid-run
+//! (every connection cut by a fault proxy, new ones refused) for a sustained
+//! outage and comes back. The strategy keeps trading throughout; journal and
+//! checkpoints go to local files; after the database returns the backlog is
+//! resynced, and the database then holds every journal entry and checkpoint
+//! exactly once — the same journal an uninterrupted run produces.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use polybot_host::runner::{self, RunCounters, RunLimits};
+use polybot_host::sandbox::SandboxLimits;
+use polybot_host::store::memory::MemoryStore;
+use polybot_host::store::sql::{Backend, PostgresBackend, SqlStore, StoreLocation};
+use polybot_host::store::StateStore;
+use polybot_host::supervisor::{Cell, CellSpec, CheckpointPolicy};
+use polybot_host::venue::paper::PaperConfig;
+use polybot_host::venue::sim::SimConfig;
+use polybot_host::venue::simulated::{Pacing, SimVenue};
+use polybot_tests::proxy::FaultProxy;
+use polybot_tests::{POSTGRES, TempDatabase, load, quick_restarts, sandbox};
+
+fn spec(module: polybot_host::sandbox::StrategyModule) -> CellSpec {
+    CellSpec {
+        name: "momentum".into(),
+        module,
+        config_json: r#"{"cooldown_ms": 1000}"#.into(),
+        restart: quick_restarts(10),
+        checkpoint: CheckpointPolicy { every_events: 500, every_event_time: Duration::from_secs(3600) },
+    }
+}
+
+async fn run_until(cell: &mut Cell, venue: &mut SimVenue, events: u64) -> runner::RunReport {
+    let limits = RunLimits { max_events: Some(events), max_event_time: None };
+    runner::run(cell, venue, Vec::new(), limits, Arc::new(RunCounters::default()), std::future::pending())
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_is_survived_and_resynced_exactly_once() {
+    let db = TempDatabase::create("pb_loss");
+    let proxy = FaultProxy::start(POSTGRES.parse().unwrap()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let location = StoreLocation::Postgres(db.url_via(&proxy.addr().to_string()));
+    let sql = Arc::new(SqlStore::open(location, data.path()).await.unwrap());
+    let store: Arc<dyn StateStore> = sql.clone();
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "momentum");
+    let market = SimConfig { seed: 7, ..SimConfig::default() };
+
+    let mut cell = Cell::start(spec(module.clone()), store.clone()).await.unwrap();
+    let mut venue = SimVenue::new(market.clone(), PaperConfig::default(), Pacing::Unpaced);
+    run_until(&mut cell, &mut venue, 3000).await;
+    assert!(!*sql.outage().borrow());
+
+    // The database goes away while 6,000 more events are traded.
+    proxy.cut();
+    let started = std::time::Instant::now();
+    let report = run_until(&mut cell, &mut venue, 9000).await;
+    eprintln!("outage phase: {} events in {:.1} s", report.events, started.elapsed().as_secs_f64());
+    assert_eq!(report.fatal, None, "the strategy kept running");
+    assert!(report.orders > 0, "the strategy kept trading during the outage");
+    assert!(*sql.outage().borrow(), "the store noticed the outage");
+    let backlog = std::fs::read_dir(data.path().join("backlog")).unwrap().count();
+    assert!(backlog > 0, "writes went to local files");
+
+    // A fault while the database is away is still recovered: checkpoints
+    // and the journal tail are served from memory and the local copies.
+    assert!(!store.checkpoints("momentum").await.unwrap().is_empty());
+
+    // The database returns; trading goes on and the backlog is resynced.
+    proxy.restore();
+    run_until(&mut cell, &mut venue, 12000).await;
+    let mut outage = sql.outage();
+    tokio::time::timeout(Duration::from_secs(60), outage.wait_for(|down| !*down))
+        .await
+        .expect("resynced within a minute")
+        .unwrap();
+    store.sync().await.unwrap();
+    assert_eq!(std::fs::read_dir(data.path().join("backlog")).unwrap().count(), 0);
+
+    // Read the database directly, not through the store's memory.
+    let direct = PostgresBackend::connect(&db.url()).await.unwrap();
+    let journal = direct.entries_after("momentum", 0).await.unwrap();
+    let seqs: Vec<u64> = journal.iter().map(|e| e.event.seq).collect();
+    assert_eq!(seqs, (1..=cell.last_seq()).collect::<Vec<_>>(), "every entry exactly once");
+    let checkpoints = direct.checkpoints("momentum").await.unwrap();
+    assert_eq!(checkpoints.len(), 3);
+    assert!(checkpoints.iter().all(|c| c.is_intact()));
+    assert_eq!(checkpoints[0].seq, cell.last_seq(), "the final checkpoint reached the database");
+    let events = direct.system_events(1000).await.unwrap();
+    assert!(events.iter().any(|e| e.event_type == "store-unreachable"), "{events:?}");
+    assert!(events.iter().any(|e| e.event_type == "store-resynced"), "{events:?}");
+    let mut ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let all = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "no system event twice");
+
+    // The same journal as a run that never saw an outage.
+    let reference_store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let mut reference = Cell::start(spec(module), reference_store.clone()).await.unwrap();
+    let mut reference_venue = SimVenue::new(market, PaperConfig::default(), Pacing::Unpaced);
+    for limit in [3000, 9000, 12000] {
+        run_until(&mut reference, &mut reference_venue, limit).await;
+    }
+    let expected = reference_store.entries_after("momentum", 0).await.unwrap();
+    assert!(journal == expected, "the resynced journal differs from an uninterrupted run");
+}
