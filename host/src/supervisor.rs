@@ -18,6 +18,7 @@ mod cell;
 mod policy;
 
 pub use cell::{
-    Cell, CellError, CellSpec, CellState, CellStats, PlannedAction, StartError, Step, plan,
+    Cell, CellError, CellSpec, CellState, CellStats, PlannedAction, StartError, Step, SwapError,
+    plan,
 };
 pub use policy::{CheckpointPolicy, RestartPolicy};

@@ -9,7 +9,9 @@ use polybot_tests::guest;
 
 fn host() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_polybot-host-e2e"));
-    command.env("POLYBOT_LOG", "warn");
+    command
+        .env("POLYBOT_LOG", "warn")
+        .env_remove("DATABASE_URL");
     command
 }
 

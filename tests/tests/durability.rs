@@ -22,7 +22,9 @@ const EVENTS: &str = "6000";
 
 fn host() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_polybot-host-e2e"));
-    command.env("POLYBOT_LOG", "info");
+    command
+        .env("POLYBOT_LOG", "info")
+        .env_remove("DATABASE_URL");
     command
 }
 

@@ -369,3 +369,68 @@ async fn momentum_resumes_from_its_journal_to_the_uninterrupted_state() {
         "resumed state equals the uninterrupted one"
     );
 }
+
+#[tokio::test]
+async fn hot_swap_mid_run_keeps_the_state_exact() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "momentum");
+    let config = json!({"lookback": 3, "threshold": 0.01, "cooldown_ms": 0});
+    let books = momentum_books();
+
+    let mut reference = start_cell(module.clone(), config.clone(), quick_restarts(10), 1000).await;
+    let mut swapped = start_cell(module.clone(), config, quick_restarts(10), 1000).await;
+    for (i, book) in books.iter().enumerate() {
+        if i == 150 {
+            // A new instance of the module takes over from a fresh checkpoint.
+            let replacement = sandbox.load(&polybot_tests::guest("momentum")).unwrap();
+            swapped.swap_module(replacement).await.expect("swap");
+        }
+        let a = reference
+            .handle(i as u64 * 1000, book.clone())
+            .await
+            .unwrap();
+        let b = swapped.handle(i as u64 * 1000, book.clone()).await.unwrap();
+        assert_eq!(a.actions, b.actions, "event {i}");
+    }
+    reference.stop().await;
+    swapped.stop().await;
+    let state = |cell: &Cell| cell.store().clone();
+    let a = state(&reference).checkpoints("under-test").await.unwrap()[0]
+        .state
+        .clone();
+    let b = state(&swapped).checkpoints("under-test").await.unwrap()[0]
+        .state
+        .clone();
+    assert_eq!(a, b);
+    let events = swapped.store().system_events(1000).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event_type == "hot-swap" && e.message.contains("momentum"))
+    );
+}
+
+#[tokio::test]
+async fn a_hot_swap_that_cannot_take_over_is_refused_and_the_old_module_goes_on() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let momentum = load(&sandbox, "momentum");
+    let faulty = load(&sandbox, "faulty");
+    let config = json!({"lookback": 3, "threshold": 0.01, "cooldown_ms": 0});
+    let books = momentum_books();
+    let mut cell = start_cell(momentum, config, quick_restarts(10), 1000).await;
+    for (i, book) in books.iter().take(100).enumerate() {
+        cell.handle(i as u64 * 1000, book.clone()).await.unwrap();
+    }
+    // `faulty` cannot read momentum's state, and its init refuses momentum's config.
+    let refused = cell.swap_module(faulty).await.unwrap_err();
+    assert!(refused.to_string().contains("faulty.wasm"), "{refused}");
+    assert_eq!(cell.info().name, "momentum");
+    assert_eq!(cell.state(), CellState::Running);
+    for (i, book) in books.iter().enumerate().skip(100) {
+        cell.handle(i as u64 * 1000, book.clone())
+            .await
+            .expect("momentum goes on");
+    }
+    let events = cell.store().system_events(1000).await.unwrap();
+    assert!(events.iter().any(|e| e.event_type == "hot-swap-refused"));
+}
