@@ -434,3 +434,26 @@ async fn a_hot_swap_that_cannot_take_over_is_refused_and_the_old_module_goes_on(
     let events = cell.store().system_events(1000).await.unwrap();
     assert!(events.iter().any(|e| e.event_type == "hot-swap-refused"));
 }
+
+#[tokio::test]
+async fn too_many_actions_for_one_event_is_a_fault() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "faulty");
+    let mut cell = start_cell(
+        module,
+        json!({"fault": "flood", "at_seq": [4]}),
+        quick_restarts(10),
+        2,
+    )
+    .await;
+    let steps = feed(&mut cell, 8).await;
+    assert!(steps[3].quarantined, "the flooding event is quarantined");
+    assert!(steps.iter().all(|s| s.actions.len() <= 64));
+    let fault = cell.stats().last_fault.clone().unwrap_or_default();
+    assert!(
+        fault.contains("returned 1000 actions") && fault.contains("limit is 64"),
+        "{fault}"
+    );
+    cell.stop().await;
+    assert_eq!(faulty_state(&cell).await["count"], 7);
+}

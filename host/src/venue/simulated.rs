@@ -287,4 +287,16 @@ mod tests {
         let (ts, _) = v.market.step();
         assert_eq!(v.deadline(ts), None);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn realtime_pacing_waits_in_event_time() {
+        let mut v = venue(Pacing::Realtime(2.0));
+        let start = tokio::time::Instant::now();
+        for _ in 0..10 {
+            v.next_tick().await.unwrap().unwrap();
+        }
+        // 10 ticks of 200 ms event time at 2× speed: the first is immediate, then 9 × 100 ms.
+        let ms = start.elapsed().as_millis();
+        assert!((900..1000).contains(&ms), "{ms} ms");
+    }
 }
