@@ -15,6 +15,19 @@ pub fn guest(name: &str) -> PathBuf {
     PathBuf::from(env!("POLYBOT_GUEST_DIR")).join(format!("{name}.wasm"))
 }
 
+/// The `polybot-host` command line as a process (a `std::process::Command`),
+/// logging at the given level, with no `DATABASE_URL` leaking in from the
+/// environment. A macro because the binary's path is known only to the
+/// integration tests (`CARGO_BIN_EXE_…`).
+#[macro_export]
+macro_rules! host_command {
+    ($log:expr) => {{
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_polybot-host-e2e"));
+        command.env("POLYBOT_LOG", $log).env_remove("DATABASE_URL");
+        command
+    }};
+}
+
 /// A sandbox with the given limits and no compiled-code cache.
 pub fn sandbox(limits: SandboxLimits) -> Sandbox {
     Sandbox::new(limits, None).expect("sandbox")

@@ -8,11 +8,7 @@ use std::process::{Command, Output, Stdio};
 use polybot_tests::guest;
 
 fn host() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_polybot-host-e2e"));
-    command
-        .env("POLYBOT_LOG", "warn")
-        .env_remove("DATABASE_URL");
-    command
+    polybot_tests::host_command!("warn")
 }
 
 fn run_in(dir: &Path, args: &[&str]) -> Output {

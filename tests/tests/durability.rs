@@ -21,11 +21,7 @@ use polybot_tests::{TempDatabase, guest};
 const EVENTS: &str = "6000";
 
 fn host() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_polybot-host-e2e"));
-    command
-        .env("POLYBOT_LOG", "info")
-        .env_remove("DATABASE_URL");
-    command
+    polybot_tests::host_command!("info")
 }
 
 fn run_args(data: &Path, store: Option<&str>) -> Vec<String> {
