@@ -144,6 +144,7 @@ pub struct Cell {
     last_event_time_ms: u64,
     stats: CellStats,
     observer: Option<Arc<dyn Fn(CellState) + Send + Sync>>,
+    swaps: Option<tokio::sync::mpsc::UnboundedReceiver<StrategyModule>>,
 }
 
 impl Cell {
@@ -189,6 +190,7 @@ impl Cell {
             last_event_time_ms: 0,
             stats: CellStats::default(),
             observer: None,
+            swaps: None,
         };
         cell.system_event(
             "state-change",
@@ -234,6 +236,12 @@ impl Cell {
         self.observer = Some(observer);
     }
 
+    /// Modules sent on `swaps` replace the running one (see
+    /// [`Cell::swap_module`]) before the next event is handled.
+    pub fn take_swaps_from(&mut self, swaps: tokio::sync::mpsc::UnboundedReceiver<StrategyModule>) {
+        self.swaps = Some(swaps);
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -267,6 +275,11 @@ impl Cell {
     /// call fails the same way), or a store failure.
     pub async fn handle(&mut self, timestamp_ms: u64, kind: EventKind) -> Result<Step, CellError> {
         self.check_not_fatal()?;
+        let swap = self.swaps.as_mut().and_then(|rx| rx.try_recv().ok());
+        if let Some(module) = swap {
+            // A refused swap is recorded and the current module goes on.
+            let _ = self.swap_module(module).await;
+        }
         let event = Event {
             seq: self.last_seq + 1,
             timestamp_ms,
