@@ -39,7 +39,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a strategy in the foreground on the simulated market (paper execution).
+    /// Run a strategy in the foreground: on the built-in simulated market by
+    /// default, or on Polymarket (`--venue polymarket`, paper unless `--live`).
     ///
     /// Stops after --events or --duration, or on Ctrl-C, with a final
     /// checkpoint and a summary.

@@ -11,6 +11,7 @@
 //! execution layer around it.
 
 pub mod paper;
+pub mod polymarket;
 pub mod sim;
 pub mod simulated;
 

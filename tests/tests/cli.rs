@@ -411,3 +411,65 @@ fn help_explains_the_commands() {
         assert!(text.contains(flag), "{flag} missing from run --help");
     }
 }
+
+#[test]
+fn watch_hot_swaps_a_changed_strategy_file_while_running() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = dir.path().join("strategy.wasm");
+    let original = std::fs::read(guest("momentum")).unwrap();
+    std::fs::write(&strategy, &original).unwrap();
+    let mut child = polybot_tests::host_command!("info")
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--strategy",
+            strategy.to_str().unwrap(),
+            "--speed",
+            "20",
+            "--watch",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut wait_for = |needle: &str| {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the host never logged `{needle}`");
+    };
+    wait_for("strategy running");
+    // A new build of the module: the same code with a custom section added,
+    // so its digest differs.
+    let mut changed = original.clone();
+    let name = b"polybot-test";
+    changed.extend_from_slice(&[0x00, (1 + name.len() + 2) as u8, name.len() as u8]);
+    changed.extend_from_slice(name);
+    changed.extend_from_slice(b"v2");
+    std::fs::write(&strategy, &changed).unwrap();
+    let swapped = wait_for("hot swap:");
+    assert!(swapped.contains("replaced momentum"), "{swapped}");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let status = polybot_tests::host_command!("warn")
+        .current_dir(dir.path())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let events = json["system_events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["event_type"] == "hot-swap"),
+        "{json}"
+    );
+    assert_eq!(json["strategies"][0]["state"], "stopped");
+}

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use polybot_host::runner::{self, RunCounters, RunLimits};
 use polybot_host::sandbox::SandboxLimits;
+use polybot_host::store::StateStore;
 use polybot_host::store::memory::MemoryStore;
 use polybot_host::store::sql::{Backend, PostgresBackend, SqlStore, StoreLocation};
-use polybot_host::store::StateStore;
 use polybot_host::supervisor::{Cell, CellSpec, CheckpointPolicy};
 use polybot_host::venue::paper::PaperConfig;
 use polybot_host::venue::sim::SimConfig;
@@ -26,14 +26,27 @@ fn spec(module: polybot_host::sandbox::StrategyModule) -> CellSpec {
         module,
         config_json: r#"{"cooldown_ms": 1000}"#.into(),
         restart: quick_restarts(10),
-        checkpoint: CheckpointPolicy { every_events: 500, every_event_time: Duration::from_secs(3600) },
+        checkpoint: CheckpointPolicy {
+            every_events: 500,
+            every_event_time: Duration::from_secs(3600),
+        },
     }
 }
 
 async fn run_until(cell: &mut Cell, venue: &mut SimVenue, events: u64) -> runner::RunReport {
-    let limits = RunLimits { max_events: Some(events), max_event_time: None };
-    runner::run(cell, venue, Vec::new(), limits, Arc::new(RunCounters::default()), std::future::pending())
-        .await
+    let limits = RunLimits {
+        max_events: Some(events),
+        max_event_time: None,
+    };
+    runner::run(
+        cell,
+        venue,
+        Vec::new(),
+        limits,
+        Arc::new(RunCounters::default()),
+        std::future::pending(),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,9 +59,14 @@ async fn database_outage_is_survived_and_resynced_exactly_once() {
     let store: Arc<dyn StateStore> = sql.clone();
     let sandbox = sandbox(SandboxLimits::default());
     let module = load(&sandbox, "momentum");
-    let market = SimConfig { seed: 7, ..SimConfig::default() };
+    let market = SimConfig {
+        seed: 7,
+        ..SimConfig::default()
+    };
 
-    let mut cell = Cell::start(spec(module.clone()), store.clone()).await.unwrap();
+    let mut cell = Cell::start(spec(module.clone()), store.clone())
+        .await
+        .unwrap();
     let mut venue = SimVenue::new(market.clone(), PaperConfig::default(), Pacing::Unpaced);
     run_until(&mut cell, &mut venue, 3000).await;
     assert!(!*sql.outage().borrow());
@@ -57,11 +75,20 @@ async fn database_outage_is_survived_and_resynced_exactly_once() {
     proxy.cut();
     let started = std::time::Instant::now();
     let report = run_until(&mut cell, &mut venue, 9000).await;
-    eprintln!("outage phase: {} events in {:.1} s", report.events, started.elapsed().as_secs_f64());
+    eprintln!(
+        "outage phase: {} events in {:.1} s",
+        report.events,
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(report.fatal, None, "the strategy kept running");
-    assert!(report.orders > 0, "the strategy kept trading during the outage");
+    assert!(
+        report.orders > 0,
+        "the strategy kept trading during the outage"
+    );
     assert!(*sql.outage().borrow(), "the store noticed the outage");
-    let backlog = std::fs::read_dir(data.path().join("backlog")).unwrap().count();
+    let backlog = std::fs::read_dir(data.path().join("backlog"))
+        .unwrap()
+        .count();
     assert!(backlog > 0, "writes went to local files");
 
     // A fault while the database is away is still recovered: checkpoints
@@ -77,20 +104,39 @@ async fn database_outage_is_survived_and_resynced_exactly_once() {
         .expect("resynced within a minute")
         .unwrap();
     store.sync().await.unwrap();
-    assert_eq!(std::fs::read_dir(data.path().join("backlog")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(data.path().join("backlog"))
+            .unwrap()
+            .count(),
+        0
+    );
 
     // Read the database directly, not through the store's memory.
     let direct = PostgresBackend::connect(&db.url()).await.unwrap();
     let journal = direct.entries_after("momentum", 0).await.unwrap();
     let seqs: Vec<u64> = journal.iter().map(|e| e.event.seq).collect();
-    assert_eq!(seqs, (1..=cell.last_seq()).collect::<Vec<_>>(), "every entry exactly once");
+    assert_eq!(
+        seqs,
+        (1..=cell.last_seq()).collect::<Vec<_>>(),
+        "every entry exactly once"
+    );
     let checkpoints = direct.checkpoints("momentum").await.unwrap();
     assert_eq!(checkpoints.len(), 3);
     assert!(checkpoints.iter().all(|c| c.is_intact()));
-    assert_eq!(checkpoints[0].seq, cell.last_seq(), "the final checkpoint reached the database");
+    assert_eq!(
+        checkpoints[0].seq,
+        cell.last_seq(),
+        "the final checkpoint reached the database"
+    );
     let events = direct.system_events(1000).await.unwrap();
-    assert!(events.iter().any(|e| e.event_type == "store-unreachable"), "{events:?}");
-    assert!(events.iter().any(|e| e.event_type == "store-resynced"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.event_type == "store-unreachable"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.event_type == "store-resynced"),
+        "{events:?}"
+    );
     let mut ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     let all = ids.len();
     ids.sort();
@@ -99,11 +145,16 @@ async fn database_outage_is_survived_and_resynced_exactly_once() {
 
     // The same journal as a run that never saw an outage.
     let reference_store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-    let mut reference = Cell::start(spec(module), reference_store.clone()).await.unwrap();
+    let mut reference = Cell::start(spec(module), reference_store.clone())
+        .await
+        .unwrap();
     let mut reference_venue = SimVenue::new(market, PaperConfig::default(), Pacing::Unpaced);
     for limit in [3000, 9000, 12000] {
         run_until(&mut reference, &mut reference_venue, limit).await;
     }
     let expected = reference_store.entries_after("momentum", 0).await.unwrap();
-    assert!(journal == expected, "the resynced journal differs from an uninterrupted run");
+    assert!(
+        journal == expected,
+        "the resynced journal differs from an uninterrupted run"
+    );
 }

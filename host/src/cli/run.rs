@@ -1,4 +1,6 @@
-//! `polybot-host run`: one strategy, in the foreground, on the simulated market.
+//! `polybot-host run`: one strategy, in the foreground, on the simulated
+//! market (default) or on Polymarket (`--venue polymarket`, paper execution
+//! unless `--live`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -16,8 +18,10 @@ use crate::runner::{self, RunCounters, RunLimits, RunReport, StopReason};
 use crate::sandbox::Sandbox;
 use crate::store::StateStore;
 use crate::supervisor::{Cell, CellSpec, CellState, StartError};
+use crate::venue::polymarket::{self, Execution, LiveConfig, PolymarketConfig, PolymarketVenue};
 use crate::venue::sim::SimConfig;
 use crate::venue::simulated::{Pacing, SimVenue};
+use polybot_polymarket::auth::Credentials;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -34,9 +38,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Market ids to simulate (repeat for several) [default: sim-0 sim-1 sim-2].
+    /// Market ids to simulate (repeat for several) [default: sim-0 sim-1
+    /// sim-2]; with `--venue polymarket`, the outcome token ids to trade
+    /// (required).
     #[arg(long = "market", value_name = "ID")]
     pub markets: Vec<String>,
+
+    /// Where market data comes from and orders go: `sim`, the offline
+    /// simulated market, or `polymarket`, the Polymarket CLOB.
+    #[arg(long, value_enum, default_value_t = VenueKind::Sim)]
+    pub venue: VenueKind,
+
+    #[command(flatten)]
+    pub polymarket: Box<PolymarketArgs>,
 
     /// Seed of the simulated market: the same seed gives the same events.
     #[arg(long, default_value_t = 42)]
@@ -62,6 +76,56 @@ pub struct RunArgs {
     /// Print the final report as JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Hot-swap: check the strategy file every second and, when it changes,
+    /// replace the running module with it (state carried over; a module that
+    /// cannot take over is refused and the running one goes on).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// Flags of `--venue polymarket` (boxed: they would make every command's
+/// arguments as large as these).
+#[derive(Debug, Args)]
+pub struct PolymarketArgs {
+    /// Paper execution: orders are filled against the venue's books by the
+    /// host and never sent (the default for `--venue polymarket`).
+    #[arg(long)]
+    pub paper: bool,
+
+    /// Live execution on Polymarket: signed orders are sent to the CLOB.
+    /// Needs credentials: `--credentials FILE` or the POLYMARKET_* environment
+    /// variables.
+    #[arg(long, conflicts_with = "paper")]
+    pub live: bool,
+
+    /// Credentials file for `--live` (KEY=VALUE lines named like the
+    /// POLYMARKET_* variables; must not be readable by group or others).
+    #[arg(long, value_name = "FILE", requires = "live")]
+    pub credentials: Option<PathBuf>,
+
+    /// Polymarket CLOB REST endpoint.
+    #[arg(long, value_name = "URL", default_value = polymarket::CLOB_URL)]
+    pub clob_url: String,
+
+    /// Polymarket market WebSocket endpoint.
+    #[arg(long, value_name = "URL", default_value = polymarket::WS_URL)]
+    pub ws_url: String,
+
+    /// Polymarket Gamma (market listing) endpoint.
+    #[arg(long, value_name = "URL", default_value = polymarket::GAMMA_URL)]
+    pub gamma_url: String,
+
+    /// With `--venue polymarket`: no market data for this long counts as a
+    /// stalled feed (reported to the strategy as degraded, then reconnected).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VenueKind {
+    Sim,
+    Polymarket,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,13 +160,115 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             .unwrap_or_else(|| "strategy".into()),
     };
     check_name(&name).map_err(Failure::bad_input)?;
+    let credentials = check_venue_args(&args).map_err(Failure::bad_input)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
         .map_err(Failure::runtime)?;
-    runtime.block_on(run_async(args, config, name))
+    runtime.block_on(run_async(args, config, name, credentials))
+}
+
+/// Checks the venue flags that clap cannot express; for `--live`, loads the
+/// credentials (from `--credentials FILE`, else the environment).
+fn check_venue_args(args: &RunArgs) -> anyhow::Result<Option<Credentials>> {
+    match args.venue {
+        VenueKind::Sim => {
+            if args.polymarket.live {
+                anyhow::bail!(
+                    "--live needs --venue polymarket (the simulated market is paper only)"
+                );
+            }
+            Ok(None)
+        }
+        VenueKind::Polymarket => {
+            if args.markets.is_empty() {
+                anyhow::bail!(
+                    "--venue polymarket needs --market <token-id> (see the README: Gamma `clobTokenIds`)"
+                );
+            }
+            if !args.polymarket.live {
+                return Ok(None);
+            }
+            let credentials = match &args.polymarket.credentials {
+                Some(path) => Credentials::from_file(path),
+                None => Credentials::from_env(),
+            };
+            credentials.map(Some).map_err(|e| {
+                anyhow::anyhow!(
+                    "--live needs credentials (--credentials FILE or POLYMARKET_* variables): {e}"
+                )
+            })
+        }
+    }
+}
+
+/// The venue a run trades on.
+enum ChosenVenue {
+    Sim(Box<SimVenue>),
+    Polymarket(Box<PolymarketVenue>),
+}
+
+/// Builds the venue; for Polymarket this connects, so an unreachable or
+/// misnamed endpoint is bad input reported before anything is written.
+async fn build_venue(
+    args: &RunArgs,
+    config: &HostConfig,
+    name: &str,
+    credentials: Option<Credentials>,
+) -> Result<ChosenVenue, Failure> {
+    match args.venue {
+        VenueKind::Sim => {
+            let sim = SimConfig {
+                seed: config.sim.seed.unwrap_or(args.seed),
+                markets: if !args.markets.is_empty() {
+                    args.markets.clone()
+                } else {
+                    config
+                        .sim
+                        .markets
+                        .clone()
+                        .unwrap_or_else(|| SimConfig::default().markets)
+                },
+                tick_ms: config.sim.tick_ms,
+                volatility: config.sim.volatility,
+                trade_probability: config.sim.trade_probability,
+                depth: config.sim.depth,
+                ..SimConfig::default()
+            };
+            let pacing = match args.speed {
+                Speed::Max => Pacing::Unpaced,
+                Speed::Times(x) => Pacing::Realtime(x),
+            };
+            Ok(ChosenVenue::Sim(Box::new(SimVenue::new(
+                sim,
+                (&config.paper).into(),
+                pacing,
+            ))))
+        }
+        VenueKind::Polymarket => {
+            let execution = match credentials {
+                Some(credentials) => Execution::Live(LiveConfig {
+                    strategy: name.to_string(),
+                    credentials,
+                }),
+                None => Execution::Paper((&config.paper).into()),
+            };
+            let cfg = PolymarketConfig {
+                clob_url: args.polymarket.clob_url.clone(),
+                ws_url: args.polymarket.ws_url.clone(),
+                gamma_url: args.polymarket.gamma_url.clone(),
+                tokens: args.markets.clone(),
+                stall_timeout: args.polymarket.stall_timeout,
+                execution,
+            };
+            let venue = PolymarketVenue::connect(cfg)
+                .await
+                .map_err(Failure::bad_input)?;
+            Ok(ChosenVenue::Polymarket(Box::new(venue)))
+        }
+    }
 }
 
 fn check_name(name: &str) -> anyhow::Result<()> {
@@ -117,12 +283,20 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<ExitCode, Failure> {
+async fn run_async(
+    args: RunArgs,
+    config: HostConfig,
+    name: String,
+    credentials: Option<Credentials>,
+) -> Result<ExitCode, Failure> {
     let data_dir = args.store.data_dir.clone();
-    let sandbox = Sandbox::new(config.sandbox.clone(), Some(data_dir.join("cache")))
-        .map_err(Failure::bad_input)?;
+    let sandbox = Arc::new(
+        Sandbox::new(config.sandbox.clone(), Some(data_dir.join("cache")))
+            .map_err(Failure::bad_input)?,
+    );
     let module = sandbox.load(&args.strategy).map_err(Failure::bad_input)?;
     preflight(&module, &name, &config.strategy_json()).await?;
+    let mut venue = build_venue(&args, &config, &name, credentials).await?;
     // The module and its configuration are good; now the store may create its files.
     let store: Arc<dyn StateStore> = Arc::new(args.store.open().await?);
     let history = store
@@ -146,6 +320,16 @@ async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<Ex
     if let Err(e) = module.save_to_cache() {
         tracing::warn!("cannot cache compiled code in {}: {e}", data_dir.display());
     }
+    if args.watch {
+        let (swaps, receiver) = tokio::sync::mpsc::unbounded_channel();
+        cell.take_swaps_from(receiver);
+        tokio::spawn(watch_module(
+            sandbox.clone(),
+            args.strategy.clone(),
+            module.digest(),
+            swaps,
+        ));
+    }
     let info = cell.info().clone();
     tracing::info!(
         strategy = %name,
@@ -154,29 +338,6 @@ async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<Ex
         cached = module.from_cache(),
         "strategy running"
     );
-
-    let sim = SimConfig {
-        seed: config.sim.seed.unwrap_or(args.seed),
-        markets: if !args.markets.is_empty() {
-            args.markets.clone()
-        } else {
-            config
-                .sim
-                .markets
-                .clone()
-                .unwrap_or_else(|| SimConfig::default().markets)
-        },
-        tick_ms: config.sim.tick_ms,
-        volatility: config.sim.volatility,
-        trade_probability: config.sim.trade_probability,
-        depth: config.sim.depth,
-        ..SimConfig::default()
-    };
-    let pacing = match args.speed {
-        Speed::Max => Pacing::Unpaced,
-        Speed::Times(x) => Pacing::Realtime(x),
-    };
-    let mut venue = SimVenue::new(sim, (&config.paper).into(), pacing);
 
     let counters = Arc::new(RunCounters::default());
     let progress = std::io::stderr()
@@ -194,7 +355,14 @@ async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<Ex
             std::future::pending::<()>().await;
         }
     };
-    let report = runner::run(&mut cell, &mut venue, history, limits, counters, shutdown).await;
+    let report = match &mut venue {
+        ChosenVenue::Sim(v) => {
+            runner::run(&mut cell, v.as_mut(), history, limits, counters, shutdown).await
+        }
+        ChosenVenue::Polymarket(v) => {
+            runner::run(&mut cell, v.as_mut(), history, limits, counters, shutdown).await
+        }
+    };
     if let Some(progress) = progress {
         progress.finish();
     }
@@ -212,6 +380,42 @@ async fn run_async(args: RunArgs, config: HostConfig, name: String) -> Result<Ex
             "strategy {name} is fatal"
         ))),
         _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Polls the strategy file once a second; a changed file that loads as a
+/// strategy is handed to the cell to swap in.
+async fn watch_module(
+    sandbox: Arc<Sandbox>,
+    path: PathBuf,
+    mut digest: String,
+    swaps: tokio::sync::mpsc::UnboundedSender<crate::sandbox::StrategyModule>,
+) {
+    use sha2::{Digest, Sha256};
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        let Ok(bytes) = tokio::fs::read(&path).await else {
+            continue;
+        };
+        let current = hex::encode(Sha256::digest(&bytes));
+        if current == digest {
+            continue;
+        }
+        digest = current;
+        let (sandbox, file) = (sandbox.clone(), path.clone());
+        match tokio::task::spawn_blocking(move || sandbox.load(&file)).await {
+            Ok(Ok(module)) => {
+                tracing::info!(module = %path.display(), "strategy file changed; swapping it in");
+                if swaps.send(module).is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("strategy file changed but cannot be used, not swapping: {e}")
+            }
+            Err(e) => tracing::warn!("loading the changed strategy file failed: {e}"),
+        }
     }
 }
 
@@ -320,6 +524,73 @@ mod tests {
         assert_eq!(parse_speed("60").unwrap(), Speed::Times(60.0));
         assert!(parse_speed("0").is_err());
         assert!(parse_speed("fast").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        use clap::Parser as _;
+        let args = ["run", "--strategy", "s.wasm"].iter().chain(extra);
+        Wrapper::try_parse_from(args).map(|w| w.run)
+    }
+
+    #[test]
+    fn venue_flags_are_checked() {
+        let ok = parse(&["--venue", "polymarket", "--market", "1"]).unwrap();
+        assert!(check_venue_args(&ok).unwrap().is_none(), "paper by default");
+        assert_eq!(ok.polymarket.clob_url, polymarket::CLOB_URL);
+
+        assert!(parse(&["--paper", "--live"]).is_err());
+        assert!(parse(&["--credentials", "c.env"]).is_err(), "needs --live");
+        let no_market = parse(&["--venue", "polymarket"]).unwrap();
+        assert!(
+            check_venue_args(&no_market)
+                .unwrap_err()
+                .to_string()
+                .contains("--market")
+        );
+        let sim_live = parse(&["--live"]).unwrap();
+        assert!(
+            check_venue_args(&sim_live)
+                .unwrap_err()
+                .to_string()
+                .contains("--venue polymarket")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn live_credentials_come_from_a_private_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("creds.env");
+        std::fs::write(
+            &file,
+            "POLYMARKET_API_KEY=k\nPOLYMARKET_API_SECRET=c2VjcmV0\nPOLYMARKET_API_PASSPHRASE=p\n\
+             POLYMARKET_ADDRESS=0x0\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let args = parse(&[
+            "--venue",
+            "polymarket",
+            "--market",
+            "1",
+            "--live",
+            "--credentials",
+            path,
+        ])
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = check_venue_args(&args).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let creds = check_venue_args(&args).unwrap().expect("credentials");
+        assert_eq!(creds.api_key, "k");
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub struct SimServerArgs {
     /// Seed of the simulated market.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Token ids to serve (repeat for several) [default: sim-0 sim-1 sim-2].
+    /// Token ids to serve, decimal like Polymarket's (repeat for several)
+    /// [default: 1001 1002 1003].
     #[arg(long = "market", value_name = "TOKEN")]
     pub markets: Vec<String>,
     /// Event-time speed of the market: 1 is real time.

@@ -1,0 +1,353 @@
+//! The Polymarket venue end to end: `polybot-host run --venue polymarket` as a
+//! process against the local CLOB server (`SimServer`, in this test process on
+//! 127.0.0.1, port 0), in paper mode, through WebSocket faults, and live with
+//! a restart.
+//!
+//! Nothing here contacts Polymarket. The feed publishes a zig-zagging book for
+//! two tokens on a short cadence so the momentum strategy trades quickly; every
+//! wait on the host is bounded by a timeout, and what the host did is read
+//! back from its JSON report, its store, and the server's own records.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use polybot_host::contract::{EventKind, VenueHealth};
+use polybot_host::store::StateStore;
+use polybot_host::store::sql::{SqlStore, StoreLocation};
+use polybot_polymarket::order::{OrderIntent, OrderSigner, OrderType};
+use polybot_polymarket::server::{
+    Fault, FaultPlan, FaultRule, FeedHandle, SimCredentials, SimHandle, SimOptions, SimServer,
+};
+use polybot_polymarket::types::Side;
+use polybot_tests::guest;
+use tokio::task::JoinHandle;
+
+/// Outcome token ids (the server, like the venue, wants decimal ids).
+const TOKENS: [&str; 2] = ["1001", "1002"];
+const CONDITION: &str = "0x00000000000000000000000000000000000000000000000000000000000000c1";
+/// Hardhat's first well-known test key; holds nothing anywhere.
+const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+/// Longest a host run may take before the test fails.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Momentum trading on every small trend, with no cooldown.
+const CONFIG: &[u8] = b"[strategy]\nlookback = 3\nthreshold = 0.01\ncooldown_ms = 0\n";
+
+async fn server(faults: FaultPlan) -> (SimHandle, FeedHandle) {
+    let options = SimOptions {
+        faults,
+        ..SimOptions::default()
+    };
+    SimServer::start("127.0.0.1:0".parse().expect("address"), options)
+        .await
+        .expect("start the local CLOB server")
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Publishes step `step` of the feed: each token's mid walks up 20 cents and
+/// back down, one cent a step (tokens out of phase), two levels a side.
+fn publish_step(feed: &FeedHandle, step: u64) {
+    for (i, token) in TOKENS.iter().enumerate() {
+        let phase = (step + 7 * i as u64) % 40;
+        let mid = 30 + if phase < 20 { phase } else { 40 - phase };
+        let cents = |c: u64| c as f64 / 100.0;
+        feed.publish_book(
+            token,
+            CONDITION,
+            &[(cents(mid - 1), 100.0), (cents(mid - 2), 200.0)],
+            &[(cents(mid + 1), 100.0), (cents(mid + 2), 200.0)],
+            wall_ms(),
+        );
+    }
+}
+
+/// The market moving on its own; stops when dropped.
+struct Feed(JoinHandle<()>);
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Publishes the first books now (the host checks them at start), then a
+/// step every 10 ms.
+fn start_feed(feed: FeedHandle) -> Feed {
+    publish_step(&feed, 0);
+    Feed(tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(10));
+        for step in 1.. {
+            every.tick().await;
+            publish_step(&feed, step);
+        }
+    }))
+}
+
+/// `polybot-host run` on the local server, paper unless `extra` says otherwise.
+async fn run_host(
+    server: &SimHandle,
+    dir: &Path,
+    events: u64,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> Output {
+    let config = dir.join("momentum.toml");
+    std::fs::write(&config, CONFIG).expect("write config");
+    let momentum = guest("momentum");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_polybot-host-e2e"));
+    command
+        .env("POLYBOT_LOG", "warn")
+        .args(["run", "--strategy"])
+        .arg(&momentum)
+        .arg("--config")
+        .arg(&config)
+        .args(["--venue", "polymarket"])
+        .args(["--clob-url", &server.base_url()])
+        .args(["--ws-url", &server.ws_url()])
+        .args(["--gamma-url", &server.gamma_url()])
+        .args(["--events", &events.to_string(), "--json", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(extra)
+        .kill_on_drop(true);
+    for token in TOKENS {
+        command.args(["--market", token]);
+    }
+    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("POLYMARKET_")) {
+        command.env_remove(name);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    match tokio::time::timeout(RUN_TIMEOUT, command.output()).await {
+        Ok(output) => output.expect("run polybot-host"),
+        Err(_) => panic!("polybot-host run did not finish within {RUN_TIMEOUT:?}"),
+    }
+}
+
+/// The JSON report of a run that must have succeeded.
+fn report(output: &Output) -> serde_json::Value {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}: {stderr}",
+        output.status
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("a JSON report on stdout");
+    json["report"].clone()
+}
+
+async fn store(dir: &Path) -> SqlStore {
+    let data = dir.join("data");
+    SqlStore::open(StoreLocation::Sqlite(data.join("polybot.db")), &data)
+        .await
+        .expect("open the run's store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paper_trading_on_the_local_clob_fills_orders() {
+    let (server, feed) = server(FaultPlan::default()).await;
+    let _feed = start_feed(feed);
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    let report = report(&run_host(&server, dir.path(), 300, &["--paper"], &[]).await);
+    assert_eq!(report["stop"], "event-limit", "{report}");
+    // The limit is checked between ticks, so the last tick may carry a few more.
+    assert!(
+        report["events"].as_u64().expect("events") >= 300,
+        "{report}"
+    );
+    assert!(report["orders"].as_u64().expect("orders") > 0, "{report}");
+    assert!(report["fills"].as_u64().expect("fills") > 0, "{report}");
+    assert!(
+        report["portfolio"]["volume"].as_f64().expect("volume") > 0.0,
+        "{report}"
+    );
+    // Paper means paper: nothing reached the venue.
+    assert!(server.orders().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_and_a_dropped_feed_are_reported_and_the_run_completes() {
+    // Counted in data frames sent by the server: a stall after 20 (the socket
+    // stays open and goes silent), a cut connection 40 frames after that.
+    let rule = |fault, skip| FaultRule {
+        endpoint: "ws".into(),
+        fault,
+        count: Some(1),
+        probability: None,
+        skip,
+    };
+    let plan = FaultPlan {
+        seed: 1,
+        rules: vec![rule(Fault::WsStall, 20), rule(Fault::DropConnection, 60)],
+    };
+    let (server, feed) = server(plan).await;
+    let _feed = start_feed(feed);
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    let output = run_host(&server, dir.path(), 400, &["--stall-timeout", "1s"], &[]).await;
+    let report = report(&output);
+    assert_eq!(report["stop"], "event-limit", "{report}");
+    assert!(
+        server.faults().rules.iter().all(|r| r.count == Some(0)),
+        "both faults fired: {:?}",
+        server.faults()
+    );
+
+    let journal = store(dir.path())
+        .await
+        .entries_after("momentum", 0)
+        .await
+        .expect("journal");
+    let statuses: Vec<_> = journal
+        .iter()
+        .filter_map(|e| match &e.event.kind {
+            EventKind::VenueStatus(s) => Some((s.health, s.detail.clone())),
+            _ => None,
+        })
+        .collect();
+    let degraded = |needle: &str| {
+        statuses
+            .iter()
+            .any(|(h, d)| *h == VenueHealth::Degraded && d.contains(needle))
+    };
+    assert!(degraded("silent"), "no stall in {statuses:?}");
+    assert!(degraded("disconnected"), "no disconnect in {statuses:?}");
+    let recovered = statuses
+        .iter()
+        .filter(|(h, _)| *h == VenueHealth::Recovered)
+        .count();
+    assert!(recovered >= 2, "{statuses:?}");
+    // Books kept coming after the second recovery.
+    let last_status = journal
+        .iter()
+        .rposition(|e| matches!(e.event.kind, EventKind::VenueStatus(_)))
+        .expect("a status event");
+    assert!(
+        journal[last_status..]
+            .iter()
+            .any(|e| matches!(e.event.kind, EventKind::Book(_))),
+        "no market data after the last recovery"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_orders_carry_precomputed_hashes_and_a_restart_posts_none_twice() {
+    // A no-op rule whose remaining count tells how many `POST /order` requests arrived.
+    const POSTS: u32 = 1_000_000;
+    let (server, feed) = server(FaultPlan::times(
+        "POST /order",
+        Fault::Latency { ms: 0 },
+        POSTS,
+    ))
+    .await;
+    let _feed = start_feed(feed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let creds = SimCredentials::test();
+    let signer = OrderSigner::from_private_key(KEY).expect("test key");
+    let env = [
+        ("POLYMARKET_API_KEY", creds.api_key.clone()),
+        ("POLYMARKET_API_SECRET", creds.secret.clone()),
+        ("POLYMARKET_API_PASSPHRASE", creds.passphrase.clone()),
+        ("POLYMARKET_ADDRESS", signer.address().to_checksum(None)),
+        ("POLYMARKET_PRIVATE_KEY", KEY.to_string()),
+    ];
+
+    let first = report(&run_host(&server, dir.path(), 150, &["--live"], &env).await);
+    assert!(first["orders"].as_u64().expect("orders") > 0, "{first}");
+    assert!(first["fills"].as_u64().expect("fills") > 0, "{first}");
+    // Started again on the same data: continues live after the journal.
+    let second = report(&run_host(&server, dir.path(), 300, &["--live"], &env).await);
+    assert_eq!(second["resumed_at_seq"], first["last_seq"]);
+    assert!(second["orders"].as_u64().expect("orders") > 0, "{second}");
+
+    // Every intent the host recorded, signed here the same way: its hash is
+    // the id the server knows the order by.
+    let store = store(dir.path()).await;
+    let intents = store.orders("momentum").await.expect("orders");
+    let times: HashMap<u64, u64> = store
+        .entries_after("momentum", 0)
+        .await
+        .expect("journal")
+        .iter()
+        .map(|e| (e.event.seq, e.event.timestamp_ms))
+        .collect();
+    let expected: BTreeSet<String> = intents
+        .iter()
+        .map(|o| {
+            let intent = OrderIntent {
+                strategy: "momentum".into(),
+                intent_id: o.intent_id.clone(),
+                token_id: o.market.clone(),
+                side: if o.side == "buy" {
+                    Side::Buy
+                } else {
+                    Side::Sell
+                },
+                price: o.price,
+                size: o.size,
+                tick_size: 0.01,
+                neg_risk: false,
+                timestamp_ms: times[&o.seq],
+                order_type: match o.order_type.as_str() {
+                    "gtc" => OrderType::Gtc,
+                    "fok" => OrderType::Fok,
+                    _ => OrderType::Fak,
+                },
+                expiration: 0,
+                post_only: false,
+            };
+            signer
+                .sign(&intent, &creds.api_key)
+                .expect("sign")
+                .order_hash
+        })
+        .collect();
+    let on_server: Vec<String> = server.orders().into_iter().map(|o| o.id).collect();
+    let unique: BTreeSet<String> = on_server.iter().cloned().collect();
+    assert_eq!(unique.len(), on_server.len(), "duplicate order ids");
+    assert_eq!(unique, expected);
+    assert_eq!(on_server.len(), intents.len());
+    // One request per intent, across both runs: nothing was posted twice.
+    let left = server.faults().rules[0].count.expect("count");
+    assert_eq!((POSTS - left) as usize, intents.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_clob_is_one_error_line_and_exit_2() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_polybot-host-e2e"));
+    command
+        .env("POLYBOT_LOG", "warn")
+        .args(["run", "--strategy"])
+        .arg(guest("momentum"))
+        .args(["--venue", "polymarket", "--market", TOKENS[0]])
+        .args(["--clob-url", &format!("http://127.0.0.1:{port}")])
+        .args(["--ws-url", &format!("ws://127.0.0.1:{port}/ws/market")])
+        .args(["--gamma-url", &format!("http://127.0.0.1:{port}/gamma")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .kill_on_drop(true);
+    let output = match tokio::time::timeout(RUN_TIMEOUT, command.output()).await {
+        Ok(output) => output.expect("run polybot-host"),
+        Err(_) => panic!("polybot-host run did not finish within {RUN_TIMEOUT:?}"),
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("GET /ok"), "{}", errors[0]);
+    assert!(!dir.path().join("data").exists(), "nothing is written");
+}
