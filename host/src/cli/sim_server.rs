@@ -48,6 +48,19 @@ pub fn run(args: SimServerArgs) -> Result<ExitCode, Failure> {
         Some(path) => FaultPlan::from_file(path).map_err(Failure::bad_input)?,
         None => FaultPlan::default(),
     };
+    let markets = if args.markets.is_empty() {
+        vec!["1001".into(), "1002".into(), "1003".into()]
+    } else {
+        args.markets.clone()
+    };
+    if let Some(bad) = markets
+        .iter()
+        .find(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(Failure::bad_input(anyhow::anyhow!(
+            "market `{bad}`: token ids are decimal numbers, as on Polymarket"
+        )));
+    }
     block_on(async move {
         let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
         let options = SimOptions {
@@ -64,13 +77,11 @@ pub fn run(args: SimServerArgs) -> Result<ExitCode, Failure> {
             server.gamma_url()
         );
 
-        let mut config = SimConfig {
+        let config = SimConfig {
             seed: args.seed,
+            markets,
             ..SimConfig::default()
         };
-        if !args.markets.is_empty() {
-            config.markets = args.markets.clone();
-        }
         let tick = Duration::from_secs_f64(config.tick_ms as f64 / 1000.0 / args.speed);
         let mut market = SimMarket::new(config);
         let mut every = tokio::time::interval(tick);
