@@ -114,14 +114,20 @@ async fn restart_time(location: StoreLocation, data: &std::path::Path) -> Durati
     let store: Arc<dyn StateStore> = Arc::new(SqlStore::open(location, data).await.unwrap());
     let sandbox = Sandbox::new(SandboxLimits::default(), Some(cache)).unwrap();
     let module = sandbox.load(&guest("momentum")).unwrap();
-    let mut cells = Vec::new();
-    for s in 0..STRATEGIES {
-        let cell = Cell::start(spec(format!("s{s}"), module.clone()), store.clone())
-            .await
-            .unwrap();
+    // Each strategy is its own cell: they recover side by side, as a host
+    // running several strategies starts them.
+    let starts: Vec<_> = (0..STRATEGIES)
+        .map(|s| {
+            tokio::spawn(Cell::start(
+                spec(format!("s{s}"), module.clone()),
+                store.clone(),
+            ))
+        })
+        .collect();
+    for start in starts {
+        let cell = start.await.unwrap().unwrap();
         assert_eq!(cell.last_seq(), REPLAY);
         assert_eq!(cell.stats().replayed, REPLAY);
-        cells.push(cell);
     }
     started.elapsed()
 }
