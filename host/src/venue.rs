@@ -7,6 +7,12 @@
 //! contract [`EventKind`]s, so fills and order updates flow back to the strategy
 //! through the same journaled event path as market data.
 //!
+//! Besides the market-data stream ([`Venue::next_tick`]) and order placement
+//! and cancellation, a venue answers which orders it holds open
+//! ([`Venue::open_orders`]) and the state of any order by its intent id
+//! ([`Venue::lookup_order`]): what a restart uses to reconcile an intent whose
+//! outcome it did not record.
+//!
 //! A venue never retries or breaks circuits itself; that policy belongs to the
 //! execution layer around it.
 
@@ -15,7 +21,7 @@ pub mod polymarket;
 pub mod sim;
 pub mod simulated;
 
-use crate::contract::{EventKind, PlaceOrder};
+use crate::contract::{EventKind, OrderUpdate, PlaceOrder};
 
 /// What a venue produced at one moment of event time.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +83,20 @@ pub trait Venue: Send {
         &mut self,
         intent_id: &str,
     ) -> impl std::future::Future<Output = Result<Vec<EventKind>, VenueError>> + Send;
+
+    /// The orders this venue holds open for the strategy (status `open` or
+    /// `partially-filled`), with their filled and remaining sizes.
+    fn open_orders(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Vec<OrderUpdate>, VenueError>> + Send;
+
+    /// The current state of the order named `intent_id`, whatever its status
+    /// (filled, cancelled and rejected included); `None` if the venue never saw
+    /// it. A query only: fills it reveals still reach the strategy as events.
+    fn lookup_order(
+        &mut self,
+        intent_id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<OrderUpdate>, VenueError>> + Send;
 
     /// Current money and positions.
     fn portfolio(&self) -> PortfolioSummary;

@@ -212,6 +212,29 @@ fn sigkilled_host_resumes_exactly_with_sqlite() {
 }
 
 #[test]
+fn a_torn_journal_tail_is_discarded_and_the_run_resumes_exactly() {
+    let reference_dir = tempfile::tempdir().unwrap();
+    let torn_dir = tempfile::tempdir().unwrap();
+    run_to_end(reference_dir.path(), None);
+    kill_repeatedly(torn_dir.path(), None, 1);
+    // Tear the last write: cut the tail off SQLite's write-ahead log, as a
+    // crash in the middle of writing a commit would.
+    let wal = torn_dir.path().join("polybot.db-wal");
+    if let Ok(meta) = std::fs::metadata(&wal)
+        && meta.len() > 1000
+    {
+        let file = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+        file.set_len(meta.len() - 777).unwrap();
+    }
+    run_to_end(torn_dir.path(), None);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = |dir: &Path| StoreLocation::Sqlite(dir.join("polybot.db"));
+    let reference = runtime.block_on(read_back(db(reference_dir.path()), reference_dir.path()));
+    let torn = runtime.block_on(read_back(db(torn_dir.path()), torn_dir.path()));
+    nothing_lost(&torn, &reference);
+}
+
+#[test]
 fn sigkilled_host_resumes_exactly_with_postgres() {
     let reference_db = TempDatabase::create("pb_ref");
     let killed_db = TempDatabase::create("pb_kill");

@@ -1,7 +1,8 @@
 //! The Polymarket venue end to end: `polybot-host run --venue polymarket` as a
 //! process against the local CLOB server (`SimServer`, in this test process on
 //! 127.0.0.1, port 0), in paper mode, through WebSocket faults, and live with
-//! a restart.
+//! a restart; and the venue in-process, live, answering lookups and open
+//! orders from the server's records.
 //!
 //! Nothing here contacts Polymarket. The feed publishes a zig-zagging book for
 //! two tokens on a short cadence so the momentum strategy trades quickly; every
@@ -13,9 +14,12 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use polybot_host::contract::{EventKind, VenueHealth};
+use polybot_host::contract::{self, EventKind, OrderStatus, VenueHealth};
 use polybot_host::store::StateStore;
 use polybot_host::store::sql::{SqlStore, StoreLocation};
+use polybot_host::venue::Venue;
+use polybot_host::venue::polymarket::{Execution, LiveConfig, PolymarketConfig, PolymarketVenue};
+use polybot_polymarket::auth::{Credentials, Secret};
 use polybot_polymarket::order::{OrderIntent, OrderSigner, OrderType};
 use polybot_polymarket::server::{
     Fault, FaultPlan, FaultRule, FeedHandle, SimCredentials, SimHandle, SimOptions, SimServer,
@@ -350,4 +354,148 @@ async fn an_unreachable_clob_is_one_error_line_and_exit_2() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("GET /ok"), "{}", errors[0]);
     assert!(!dir.path().join("data").exists(), "nothing is written");
+}
+
+/// Waits for `fut`, failing the test after a bounded time.
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(10), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_lookups_and_open_orders_are_the_venues() {
+    let (server, feed) = server(FaultPlan::default()).await;
+    // One book that stays put: asks 0.31 × 100 and 0.32 × 200 on the first token.
+    publish_step(&feed, 0);
+    let creds = server.credentials();
+    let signer = OrderSigner::from_private_key(KEY).expect("test key");
+    let cfg = PolymarketConfig {
+        clob_url: server.base_url(),
+        ws_url: server.ws_url(),
+        gamma_url: server.gamma_url(),
+        tokens: vec![TOKENS[0].into()],
+        stall_timeout: Duration::from_secs(30),
+        execution: Execution::Live(LiveConfig {
+            strategy: "lookups".into(),
+            credentials: Credentials {
+                api_key: creds.api_key.clone(),
+                secret: Secret::new(creds.secret.clone()),
+                passphrase: Secret::new(creds.passphrase.clone()),
+                address: signer.address().to_checksum(None),
+                private_key: Some(Secret::new(KEY)),
+            },
+        }),
+    };
+    let mut venue = within("connect", PolymarketVenue::connect(cfg))
+        .await
+        .expect("connect");
+    within("the first book", venue.next_tick())
+        .await
+        .expect("tick")
+        .expect("feed");
+
+    let order = |price: f64, size: f64, order_type| contract::PlaceOrder {
+        market: TOKENS[0].into(),
+        side: contract::Side::Buy,
+        price,
+        size,
+        order_type,
+    };
+    let place = [
+        // Rests untouched.
+        ("1.0", order(0.20, 10.0, contract::OrderType::Gtc)),
+        // Takes the 100 at 0.31, rests 50.
+        ("2.0", order(0.31, 150.0, contract::OrderType::Gtc)),
+        // Filled from the 0.32 level.
+        ("3.0", order(0.32, 20.0, contract::OrderType::Fak)),
+        // Below the minimum size: refused by the venue.
+        ("4.0", order(0.20, 0.5, contract::OrderType::Gtc)),
+    ];
+    for (id, o) in &place {
+        venue.place_order(id, o).await.expect("place");
+    }
+
+    async fn lookup(venue: &mut PolymarketVenue, id: &str) -> Option<(OrderStatus, f64, f64)> {
+        venue
+            .lookup_order(id)
+            .await
+            .expect("lookup")
+            .map(|u| (u.status, u.filled_size, u.remaining_size))
+    }
+    let v = &mut venue;
+    assert_eq!(lookup(v, "1.0").await, Some((OrderStatus::Open, 0.0, 10.0)));
+    assert_eq!(
+        lookup(v, "2.0").await,
+        Some((OrderStatus::PartiallyFilled, 100.0, 50.0))
+    );
+    assert_eq!(
+        lookup(v, "3.0").await,
+        Some((OrderStatus::Filled, 20.0, 0.0))
+    );
+    assert_eq!(lookup(v, "never").await, None, "never placed");
+
+    // The refusal is remembered, since the venue keeps no record of it.
+    let refused = venue.lookup_order("4.0").await.expect("lookup");
+    let refused = refused.expect("placed, then refused");
+    assert_eq!(refused.status, OrderStatus::Rejected);
+    assert!(
+        refused
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("MIN_SIZE"),
+        "{refused:?}"
+    );
+
+    // The venue's own record agrees with the lookup.
+    let hash = venue.order_hash("2.0").expect("hash");
+    let on_server = server
+        .orders()
+        .into_iter()
+        .find(|o| o.id == hash)
+        .expect("on the server");
+    assert_eq!(on_server.size_matched, 100.0);
+    let found = venue
+        .lookup_order("2.0")
+        .await
+        .expect("lookup")
+        .expect("known");
+    assert_eq!(found.market, TOKENS[0]);
+
+    let open_ids = |open: &[contract::OrderUpdate]| {
+        let mut ids: Vec<(String, OrderStatus)> = open
+            .iter()
+            .map(|u| (u.intent_id.clone(), u.status))
+            .collect();
+        ids.sort_by(|a, b| a.0.cmp(&b.0));
+        ids
+    };
+    let open = venue.open_orders().await.expect("open orders");
+    assert_eq!(
+        open_ids(&open),
+        vec![
+            ("1.0".to_string(), OrderStatus::Open),
+            ("2.0".to_string(), OrderStatus::PartiallyFilled)
+        ]
+    );
+
+    // Cancelled: no longer open, and looked up as cancelled.
+    venue.cancel_order("1.0").await.expect("cancel");
+    let cancelled = venue
+        .lookup_order("1.0")
+        .await
+        .expect("lookup")
+        .expect("known");
+    assert_eq!(cancelled.status, OrderStatus::Cancelled);
+    assert_eq!(
+        (cancelled.filled_size, cancelled.remaining_size),
+        (0.0, 10.0)
+    );
+    let open = venue.open_orders().await.expect("open orders");
+    assert_eq!(
+        open_ids(&open),
+        vec![("2.0".to_string(), OrderStatus::PartiallyFilled)]
+    );
 }

@@ -241,4 +241,29 @@ mod tests {
         }
         assert_eq!(seen, vec!["0", "1", "2"]);
     }
+
+    #[test]
+    fn a_torn_backlog_write_is_ignored_and_a_corrupt_batch_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let backlog = Backlog::new(dir.path());
+        backlog.append(&[]).unwrap();
+        // A crash in the middle of an atomic write leaves only its temp file.
+        fs::write(
+            dir.path().join("backlog/.00000000000000000001.json.tmp-9"),
+            b"[{\"Jour",
+        )
+        .unwrap();
+        assert_eq!(backlog.len(), 1);
+        let (id, writes) = backlog.oldest().unwrap().unwrap();
+        assert!(writes.is_empty());
+        backlog.remove(id).unwrap();
+        // A batch damaged after it was written is reported by name, not skipped.
+        fs::write(
+            dir.path().join("backlog/00000000000000000007.json"),
+            b"[{\"Jour",
+        )
+        .unwrap();
+        let error = backlog.oldest().unwrap_err().to_string();
+        assert!(error.contains("00000000000000000007.json"), "{error}");
+    }
 }

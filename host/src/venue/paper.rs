@@ -5,6 +5,9 @@
 //! [`PaperExchange::on_book`], so it works on top of any market-data source
 //! (the simulated market, a replay, a live feed).
 //!
+//! It also answers what it holds open and the last state of any order by its
+//! intent id ([`PaperExchange::open_order_updates`], [`PaperExchange::order`]).
+//!
 //! It does not produce market data, keep time, or model queue position,
 //! latency or market impact beyond one book: a fill consumes the shown
 //! liquidity until the next book for that market replaces it. Its own resting
@@ -57,14 +60,6 @@ impl Resting {
     }
 }
 
-/// What is remembered of every order ever placed, for duplicate detection and
-/// to answer cancels of finished orders truthfully.
-#[derive(Debug, Clone)]
-struct Known {
-    market: String,
-    filled: f64,
-}
-
 #[derive(Debug, Clone, Copy, Default)]
 struct Position {
     qty: f64,
@@ -88,7 +83,10 @@ pub struct PaperExchange {
     positions: BTreeMap<String, Position>,
     /// Resting orders in placement order, which is their time priority.
     resting: Vec<Resting>,
-    known: HashMap<String, Known>,
+    /// The last update of every order ever placed, rejected ones included: for
+    /// duplicate detection, lookups, and truthful answers to cancels of
+    /// finished orders.
+    known: HashMap<String, OrderUpdate>,
 }
 
 impl PaperExchange {
@@ -154,9 +152,6 @@ impl PaperExchange {
             let r = &mut self.resting[i];
             r.filled += taken;
             let (filled, remaining) = (r.filled, r.remaining());
-            if let Some(k) = self.known.get_mut(&intent_id) {
-                k.filled = filled;
-            }
             let status = if remaining <= 0.0 {
                 OrderStatus::Filled
             } else {
@@ -165,12 +160,32 @@ impl PaperExchange {
             events.push(update(&intent_id, &market, status, filled, remaining, None));
         }
         self.resting.retain(|r| r.remaining() > 0.0);
+        self.remember(&events);
         events
     }
 
     /// Validates and executes an order: fills what crosses the book now, then
     /// rests, cancels or kills the rest according to its order type.
     pub fn place(&mut self, intent_id: &str, order: &PlaceOrder) -> Vec<EventKind> {
+        if self.known.contains_key(intent_id) {
+            // Not remembered: the id still names the first order.
+            return vec![update(
+                intent_id,
+                &order.market,
+                OrderStatus::Rejected,
+                0.0,
+                order.size,
+                Some(format!("duplicate intent id {intent_id}")),
+            )];
+        }
+        let events = self.execute(intent_id, order);
+        // Remembered even if rejected: an id names one order attempt, once.
+        self.remember(&events);
+        events
+    }
+
+    /// [`Self::place`] for an intent id not seen before.
+    fn execute(&mut self, intent_id: &str, order: &PlaceOrder) -> Vec<EventKind> {
         let reject = |reason: String| {
             vec![update(
                 intent_id,
@@ -181,17 +196,6 @@ impl PaperExchange {
                 Some(reason),
             )]
         };
-        if self.known.contains_key(intent_id) {
-            return reject(format!("duplicate intent id {intent_id}"));
-        }
-        // Remembered even if rejected below: an id names one order attempt, once.
-        self.known.insert(
-            intent_id.to_string(),
-            Known {
-                market: order.market.clone(),
-                filled: 0.0,
-            },
-        );
         if let Err(reason) = self.validate(order) {
             return reject(reason);
         }
@@ -229,9 +233,6 @@ impl PaperExchange {
             filled += qty;
         }
         let remaining = clean(size - filled);
-        if let Some(k) = self.known.get_mut(intent_id) {
-            k.filled = filled;
-        }
 
         let (status, reason) = if remaining <= 0.0 {
             (OrderStatus::Filled, None)
@@ -281,7 +282,7 @@ impl PaperExchange {
     pub fn cancel(&mut self, intent_id: &str) -> Vec<EventKind> {
         if let Some(i) = self.resting.iter().position(|r| r.intent_id == intent_id) {
             let r = self.resting.remove(i);
-            return vec![update(
+            let events = vec![update(
                 intent_id,
                 &r.market,
                 OrderStatus::Cancelled,
@@ -289,11 +290,14 @@ impl PaperExchange {
                 r.remaining(),
                 Some("cancelled on request".into()),
             )];
+            self.remember(&events);
+            return events;
         }
+        // Answered but not remembered: the order keeps its own last state.
         let (market, filled) = self
             .known
             .get(intent_id)
-            .map_or((String::new(), 0.0), |k| (k.market.clone(), k.filled));
+            .map_or((String::new(), 0.0), |k| (k.market.clone(), k.filled_size));
         vec![update(
             intent_id,
             &market,
@@ -307,6 +311,32 @@ impl PaperExchange {
     /// Number of orders resting on the book.
     pub fn open_orders(&self) -> usize {
         self.resting.len()
+    }
+
+    /// The resting orders as order updates (`open` or `partially-filled`), in
+    /// placement order.
+    pub fn open_order_updates(&self) -> Vec<OrderUpdate> {
+        self.resting
+            .iter()
+            .map(|r| OrderUpdate {
+                intent_id: r.intent_id.clone(),
+                market: r.market.clone(),
+                status: if r.filled > 0.0 {
+                    OrderStatus::PartiallyFilled
+                } else {
+                    OrderStatus::Open
+                },
+                filled_size: r.filled,
+                remaining_size: r.remaining(),
+                reason: None,
+            })
+            .collect()
+    }
+
+    /// The last update of the order named `intent_id`, whatever its status;
+    /// `None` if no order of that id was ever placed here.
+    pub fn order(&self, intent_id: &str) -> Option<OrderUpdate> {
+        self.known.get(intent_id).cloned()
     }
 
     /// Cash, PnL (average-cost realised; unrealised at each market's last mid), fees and activity.
@@ -329,6 +359,15 @@ impl PaperExchange {
     /// Shares of `market` held (never negative).
     pub fn position(&self, market: &str) -> f64 {
         self.positions.get(market).map_or(0.0, |p| p.qty)
+    }
+
+    /// Keeps the last order update of each order in `events`.
+    fn remember(&mut self, events: &[EventKind]) {
+        for e in events {
+            if let EventKind::OrderUpdate(u) = e {
+                self.known.insert(u.intent_id.clone(), u.clone());
+            }
+        }
     }
 
     fn validate(&self, order: &PlaceOrder) -> Result<(), String> {
@@ -796,6 +835,55 @@ mod tests {
         }
         // A finished order's cancel still reports what it filled.
         assert_eq!(last_update(&x.cancel("1.0")).filled_size, 300.0);
+    }
+
+    #[test]
+    fn open_orders_and_lookups_follow_each_order() {
+        let mut x = exchange(0.0);
+        assert!(x.open_order_updates().is_empty());
+        x.place("r", &buy(0.40, 100.0, OrderType::Gtc));
+        let open = x.open_order_updates();
+        assert_eq!(open.len(), 1);
+        assert_eq!(
+            (open[0].intent_id.as_str(), open[0].market.as_str()),
+            ("r", M)
+        );
+        assert_eq!(open[0].status, OrderStatus::Open);
+        assert_eq!((open[0].filled_size, open[0].remaining_size), (0.0, 100.0));
+        assert_eq!(x.order("r").as_ref(), Some(&open[0]));
+
+        x.on_book(&book(&[(0.38, 10.0)], &[(0.40, 90.0)]));
+        let open = x.open_order_updates();
+        assert_eq!(open[0].status, OrderStatus::PartiallyFilled);
+        assert_eq!((open[0].filled_size, open[0].remaining_size), (90.0, 10.0));
+        assert_eq!(x.order("r").as_ref(), Some(&open[0]));
+
+        // Filled: no longer open, but still known.
+        x.on_book(&book(&[(0.38, 10.0)], &[(0.40, 90.0)]));
+        assert!(x.open_order_updates().is_empty());
+        let u = x.order("r").expect("known");
+        assert_eq!(u.status, OrderStatus::Filled);
+        assert_eq!((u.filled_size, u.remaining_size), (100.0, 0.0));
+        // Neither a duplicate nor a cancel of it changes what it was.
+        x.place("r", &buy(0.40, 1.0, OrderType::Gtc));
+        x.cancel("r");
+        assert_eq!(x.order("r"), Some(u));
+
+        assert_eq!(x.order("never"), None);
+        x.cancel("never");
+        assert_eq!(x.order("never"), None, "a cancel does not make an order");
+
+        x.place("poor", &buy(0.40, 1e6, OrderType::Gtc));
+        let u = x.order("poor").expect("rejections are remembered");
+        assert_eq!(u.status, OrderStatus::Rejected);
+        assert!(u.reason.as_deref().unwrap_or_default().contains("cash"));
+
+        x.place("c", &buy(0.30, 5.0, OrderType::Gtc));
+        x.cancel("c");
+        assert!(x.open_order_updates().is_empty());
+        assert_eq!(x.order("c").map(|u| u.status), Some(OrderStatus::Cancelled));
+        let u = x.order("c").expect("known");
+        assert_eq!((u.filled_size, u.remaining_size), (0.0, 5.0));
     }
 
     #[test]

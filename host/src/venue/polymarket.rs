@@ -21,6 +21,11 @@
 //!   sends the dead-man heartbeat every 5 s and polls those orders, so fills
 //!   and venue-side cancels come back as events.
 //!
+//! Open orders and lookups by intent id ([`Venue::open_orders`],
+//! [`Venue::lookup_order`]) come from the paper exchange, or live from the
+//! venue (`GET /data/orders`, `GET /data/order/{hash}`) for the orders this
+//! process placed, mapped to contract [`OrderUpdate`]s.
+//!
 //! Event time never goes backwards: a venue timestamp older than the last one
 //! (a REST backfill racing the socket) is stamped with the last one. A signed
 //! order's timestamp is the event time of the tick in hand, which is the event
@@ -29,8 +34,8 @@
 //! Does not own: retries, backoff or circuit breaking (the execution layer
 //! around a venue decides; every error here names its endpoint and is returned
 //! once), reconciling intents journaled before a restart (the venue keeps its
-//! order map in memory; [`Venue::replays_history`] stays false so the runner
-//! continues live), credentials storage (they come from
+//! order map in memory, so it looks up only orders this process placed;
+//! [`Venue::replays_history`] stays false so the runner continues live), credentials storage (they come from
 //! [`Credentials::from_env`] or [`Credentials::from_file`] and are never logged
 //! nor shown to strategies).
 
@@ -187,6 +192,9 @@ struct LiveOrder {
     matched: f64,
     /// Still open on the venue: kept alive by heartbeats and polled.
     resting: bool,
+    /// The venue's refusal (status and reason), if it refused the order: it
+    /// then keeps no record of it, so lookups answer from here.
+    refused: Option<(OrderStatus, String)>,
 }
 
 #[derive(Clone, Default)]
@@ -544,6 +552,33 @@ impl Venue for PolymarketVenue {
         }
     }
 
+    /// Paper: the paper exchange's resting orders. Live: the venue's open
+    /// orders (`GET /data/orders`, per token traded) that this process placed;
+    /// other orders on the account are not the strategy's.
+    async fn open_orders(&mut self) -> Result<Vec<OrderUpdate>, VenueError> {
+        match &self.exec {
+            Exec::Paper(paper) => Ok(paper.open_order_updates()),
+            Exec::Live(live) => live.open_orders().await,
+        }
+    }
+
+    /// Paper: the paper exchange's record. Live: the venue's record
+    /// (`GET /data/order/{hash}`), found by the hash kept since the order was
+    /// signed; an order the venue refused has no record there and is answered
+    /// from memory.
+    ///
+    /// The order map lives in memory, so an intent id this process never
+    /// placed is `Ok(None)`. After a restart, a live lookup of an earlier
+    /// intent needs its order hash, which the host can recompute from the
+    /// journal: the order is signed deterministically from the strategy name,
+    /// the intent id, the order and the event time of its intent.
+    async fn lookup_order(&mut self, intent_id: &str) -> Result<Option<OrderUpdate>, VenueError> {
+        match &self.exec {
+            Exec::Paper(paper) => Ok(paper.order(intent_id)),
+            Exec::Live(live) => live.lookup(intent_id).await,
+        }
+    }
+
     fn portfolio(&self) -> PortfolioSummary {
         match &self.exec {
             Exec::Paper(paper) => paper.summary(),
@@ -673,6 +708,7 @@ impl Live {
                 size: order.size,
                 matched: 0.0,
                 resting: false,
+                refused: None,
             },
         );
         tracing::debug!(venue = VENUE, intent = intent_id, hash = %signed.order_hash, "posting order");
@@ -711,6 +747,9 @@ impl Live {
                     } else {
                         OrderStatus::Rejected
                     };
+                    if let Some(o) = self.orders.lock().get_mut(intent_id) {
+                        o.refused = Some((status, message.clone()));
+                    }
                     Outcome {
                         events: vec![update(
                             intent_id,
@@ -779,6 +818,65 @@ impl Live {
             remaining,
             Some(reason),
         )])
+    }
+
+    async fn open_orders(&self) -> Result<Vec<OrderUpdate>, VenueError> {
+        let (intents, tokens) = {
+            let orders = self.orders.lock();
+            let intents: HashMap<String, String> = orders
+                .iter()
+                .map(|(id, o)| (o.hash.clone(), id.clone()))
+                .collect();
+            let mut tokens: Vec<String> = orders.values().map(|o| o.market.clone()).collect();
+            tokens.sort();
+            tokens.dedup();
+            (intents, tokens)
+        };
+        let mut open = Vec::new();
+        // Only tokens this process traded: no order placed, nothing of ours open.
+        for token in &tokens {
+            let found = self
+                .client
+                .open_orders(None, Some(token))
+                .await
+                .map_err(unavailable)?;
+            open.extend(
+                found
+                    .iter()
+                    .filter_map(|f| Some(venue_update(intents.get(&f.id)?, f))),
+            );
+        }
+        Ok(open)
+    }
+
+    async fn lookup(&self, intent_id: &str) -> Result<Option<OrderUpdate>, VenueError> {
+        let Some(o) = self.orders.lock().get(intent_id).cloned() else {
+            return Ok(None);
+        };
+        if let Some((status, reason)) = o.refused {
+            return Ok(Some(OrderUpdate {
+                intent_id: intent_id.to_string(),
+                market: o.market,
+                status,
+                filled_size: 0.0,
+                remaining_size: o.size,
+                reason: Some(reason),
+            }));
+        }
+        match self.client.get_order(&o.hash).await.map_err(unavailable)? {
+            Some(found) => Ok(Some(venue_update(intent_id, &found))),
+            // Accepted as delayed: the venue has it but does not show it yet.
+            None if o.resting => Ok(Some(OrderUpdate {
+                intent_id: intent_id.to_string(),
+                market: o.market,
+                status: OrderStatus::Open,
+                filled_size: o.matched,
+                remaining_size: clean(o.size - o.matched),
+                reason: Some("accepted, not yet visible on the venue".into()),
+            })),
+            // Sent, but the request never reached the venue.
+            None => Ok(None),
+        }
     }
 }
 
@@ -913,6 +1011,7 @@ fn on_found(intent_id: &str, order: &PlaceOrder, found: &OpenOrder) -> Outcome {
         size: order.size,
         matched: 0.0,
         resting: true,
+        refused: None,
     };
     let mut events = reconcile(intent_id, &mut o, found);
     if events.is_empty() {
@@ -969,6 +1068,36 @@ fn reconcile(intent_id: &str, o: &mut LiveOrder, found: &OpenOrder) -> Vec<Event
         ));
     }
     events
+}
+
+/// The venue's record of an order as a contract order update, stated the way
+/// [`on_posted`] states the answer to placing it.
+fn venue_update(intent_id: &str, found: &OpenOrder) -> OrderUpdate {
+    let filled = clean(found.size_matched.min(found.original_size));
+    let remaining = clean(found.original_size - filled);
+    let (status, reason) = match &found.status {
+        WireStatus::Matched if remaining <= 0.0 => (OrderStatus::Filled, None),
+        WireStatus::Matched => (
+            OrderStatus::Cancelled,
+            Some(format!("fill-and-kill: unfilled {remaining} cancelled")),
+        ),
+        WireStatus::Canceled | WireStatus::Unmatched => (
+            OrderStatus::Cancelled,
+            Some(format!("venue status {}", found.status.as_str())),
+        ),
+        WireStatus::Live if filled > 0.0 => (OrderStatus::PartiallyFilled, None),
+        WireStatus::Live => (OrderStatus::Open, None),
+        WireStatus::Delayed => (OrderStatus::Open, Some("delayed by the venue".into())),
+        WireStatus::Other(s) => (OrderStatus::Open, Some(format!("venue status {s}"))),
+    };
+    OrderUpdate {
+        intent_id: intent_id.to_string(),
+        market: found.asset_id.clone(),
+        status,
+        filled_size: filled,
+        remaining_size: remaining,
+        reason,
+    }
 }
 
 /// Money and positions from live fills. Cash starts at 0 and follows the
@@ -1237,6 +1366,7 @@ mod tests {
             size: 10.0,
             matched: 2.0,
             resting: true,
+            refused: None,
         };
         let mut found = OpenOrder {
             id: "0xabc".into(),
@@ -1264,6 +1394,36 @@ mod tests {
         assert_eq!(u.status, OrderStatus::Cancelled);
         assert_eq!((u.filled_size, u.remaining_size), (6.0, 4.0));
         assert!(!o.resting);
+    }
+
+    #[test]
+    fn venue_records_map_to_order_updates() {
+        let record = |status: &str, matched: f64| OpenOrder {
+            id: "0xabc".into(),
+            status: WireStatus::parse(status),
+            market: "0xc1".into(),
+            asset_id: YES.into(),
+            side: WireSide::Buy,
+            original_size: 10.0,
+            size_matched: matched,
+            price: 0.40,
+            created_at: None,
+            expiration: None,
+            order_type: None,
+        };
+        let state = |status: &str, matched: f64| {
+            let u = venue_update("1.0", &record(status, matched));
+            assert_eq!((u.intent_id.as_str(), u.market.as_str()), ("1.0", YES));
+            (u.status, u.filled_size, u.remaining_size)
+        };
+        assert_eq!(state("LIVE", 0.0), (OrderStatus::Open, 0.0, 10.0));
+        assert_eq!(state("LIVE", 4.0), (OrderStatus::PartiallyFilled, 4.0, 6.0));
+        assert_eq!(state("MATCHED", 10.0), (OrderStatus::Filled, 10.0, 0.0));
+        // A fill-and-kill that matched part: the rest was cancelled.
+        assert_eq!(state("MATCHED", 4.0), (OrderStatus::Cancelled, 4.0, 6.0));
+        assert_eq!(state("CANCELED", 4.0), (OrderStatus::Cancelled, 4.0, 6.0));
+        assert_eq!(state("UNMATCHED", 0.0), (OrderStatus::Cancelled, 0.0, 10.0));
+        assert_eq!(state("DELAYED", 0.0), (OrderStatus::Open, 0.0, 10.0));
     }
 
     #[test]

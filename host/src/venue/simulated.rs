@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::paper::{PaperConfig, PaperExchange};
 use super::sim::{SimConfig, SimMarket};
 use super::{MarketTick, PortfolioSummary, Venue, VenueError};
-use crate::contract::{EventKind, PlaceOrder};
+use crate::contract::{EventKind, OrderUpdate, PlaceOrder};
 
 /// How event time relates to wall-clock time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -134,6 +134,14 @@ impl Venue for SimVenue {
         Ok(self.paper.cancel(intent_id))
     }
 
+    async fn open_orders(&mut self) -> Result<Vec<OrderUpdate>, VenueError> {
+        Ok(self.paper.open_order_updates())
+    }
+
+    async fn lookup_order(&mut self, intent_id: &str) -> Result<Option<OrderUpdate>, VenueError> {
+        Ok(self.paper.order(intent_id))
+    }
+
     fn portfolio(&self) -> PortfolioSummary {
         self.paper.summary()
     }
@@ -230,6 +238,62 @@ mod tests {
         assert_eq!(p.fills, 2);
         assert_eq!(p.volume, touch.size + 5.0);
         assert_eq!(v.paper().position(&market), touch.size + 5.0);
+    }
+
+    #[tokio::test]
+    async fn open_orders_and_lookups_come_from_paper() {
+        let mut v = venue(Pacing::Unpaced);
+        let market = v.market().markets()[0].clone();
+        let mut order = PlaceOrder {
+            market: market.clone(),
+            side: Side::Buy,
+            price: 0.01,
+            size: 10.0,
+            order_type: OrderType::Gtc,
+        };
+        // Rejected before any book: looked up as rejected, never open.
+        v.place_order("early", &order).await.unwrap();
+        let u = v.lookup_order("early").await.unwrap().expect("known");
+        assert_eq!(u.status, OrderStatus::Rejected);
+        assert!(v.open_orders().await.unwrap().is_empty());
+
+        v.next_tick().await.unwrap().unwrap();
+        v.place_order("rest", &order).await.unwrap();
+        let touch = v.market().book(&market).unwrap().asks[0];
+        order.price = touch.price;
+        order.size = touch.size + 5.0;
+        v.place_order("cross", &order).await.unwrap();
+        let open = v.open_orders().await.unwrap();
+        let states: Vec<_> = open
+            .iter()
+            .map(|u| (u.intent_id.as_str(), u.status, u.remaining_size))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("rest", OrderStatus::Open, 10.0),
+                ("cross", OrderStatus::PartiallyFilled, 5.0)
+            ]
+        );
+        assert_eq!(
+            v.lookup_order("cross").await.unwrap().as_ref(),
+            Some(&open[1])
+        );
+
+        // Once the resting rest of "cross" fills, only "rest" is open.
+        for _ in 0..10_000 {
+            v.next_tick().await.unwrap().unwrap();
+            if v.paper().open_orders() < 2 {
+                break;
+            }
+        }
+        let open = v.open_orders().await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].intent_id, "rest");
+        let u = v.lookup_order("cross").await.unwrap().expect("known");
+        assert_eq!(u.status, OrderStatus::Filled);
+        assert_eq!((u.filled_size, u.remaining_size), (touch.size + 5.0, 0.0));
+        assert_eq!(v.lookup_order("never").await.unwrap(), None);
     }
 
     #[test]
