@@ -26,6 +26,25 @@ pub fn intent_id(seq: u64, index: usize) -> String {
     format!("{seq}.{index}")
 }
 
+/// An `order-update` event for the order named `intent_id`.
+pub fn order_update(
+    intent_id: &str,
+    market: &str,
+    status: OrderStatus,
+    filled_size: f64,
+    remaining_size: f64,
+    reason: Option<String>,
+) -> EventKind {
+    EventKind::OrderUpdate(OrderUpdate {
+        intent_id: intent_id.to_string(),
+        market: market.to_string(),
+        status,
+        filled_size,
+        remaining_size,
+        reason,
+    })
+}
+
 impl Book {
     /// Best bid price, if any.
     pub fn best_bid(&self) -> Option<f64> {

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::contract::order_update as update;
 use crate::contract::{
     Book, EventKind, Fill, Level, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Side,
 };
@@ -515,24 +516,6 @@ fn take_liquidity(levels: &mut Vec<Level>, side: Side, limit: f64, want: f64) ->
 /// Rounds float residue of size arithmetic to zero.
 fn clean(x: f64) -> f64 {
     if x.abs() <= EPS { 0.0 } else { x }
-}
-
-fn update(
-    intent_id: &str,
-    market: &str,
-    status: OrderStatus,
-    filled_size: f64,
-    remaining_size: f64,
-    reason: Option<String>,
-) -> EventKind {
-    EventKind::OrderUpdate(OrderUpdate {
-        intent_id: intent_id.to_string(),
-        market: market.to_string(),
-        status,
-        filled_size,
-        remaining_size,
-        reason,
-    })
 }
 
 #[cfg(test)]

@@ -55,6 +55,7 @@ use tokio::task::JoinHandle;
 
 use super::paper::{PaperConfig, PaperExchange};
 use super::{MarketTick, PortfolioSummary, Venue, VenueError};
+use crate::contract::order_update as update;
 use crate::contract::{
     Book, EventKind, Fill, Level, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Side,
     TradePrint, VenueHealth, VenueStatus,
@@ -1202,24 +1203,6 @@ fn fill(intent_id: &str, order: &PlaceOrder, price: f64, size: f64) -> EventKind
         price,
         size,
         fee: 0.0,
-    })
-}
-
-fn update(
-    intent_id: &str,
-    market: &str,
-    status: OrderStatus,
-    filled_size: f64,
-    remaining_size: f64,
-    reason: Option<String>,
-) -> EventKind {
-    EventKind::OrderUpdate(OrderUpdate {
-        intent_id: intent_id.to_string(),
-        market: market.to_string(),
-        status,
-        filled_size,
-        remaining_size,
-        reason,
     })
 }
 
