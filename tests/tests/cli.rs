@@ -352,43 +352,48 @@ fn inspect_shows_the_contract() {
 }
 
 #[test]
-fn ctrl_c_stops_cleanly_with_a_summary() {
+fn ctrl_c_and_sigterm_stop_cleanly_with_a_summary() {
     use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let momentum = guest("momentum");
-    let mut child = host()
-        .current_dir(dir.path())
-        .env("POLYBOT_LOG", "info")
-        .args([
-            "run",
-            "--strategy",
-            momentum.to_str().unwrap(),
-            "--speed",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the host to say it is running, then interrupt it.
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("strategy running") {
-            break;
+    for signal in ["-INT", "-TERM"] {
+        let dir = tempfile::tempdir().unwrap();
+        let momentum = guest("momentum");
+        let mut child = polybot_tests::host_command!("info")
+            .current_dir(dir.path())
+            .args([
+                "run",
+                "--strategy",
+                momentum.to_str().unwrap(),
+                "--speed",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the host to say it is running, then signal it.
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            if line.unwrap().contains("strategy running") {
+                break;
+            }
         }
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{signal}: exit {:?}",
+            output.status
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains("stopped on request") && stdout.contains("state        stopped"),
+            "{signal}: {stdout}"
+        );
     }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "exit: {:?}", output.status);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains("stopped by Ctrl-C") && stdout.contains("state        stopped"),
-        "{stdout}"
-    );
 }
 
 #[test]

@@ -330,6 +330,9 @@ async fn run_async(
             swaps,
         ));
     }
+    // Listen for SIGINT/SIGTERM before saying we run, so a signal sent as
+    // soon as the host reports running already stops it cleanly.
+    let mut stop_signal = StopSignal::listen().map_err(Failure::runtime)?;
     let info = cell.info().clone();
     tracing::info!(
         strategy = %name,
@@ -348,12 +351,9 @@ async fn run_async(
         max_event_time: args.duration,
     };
     let started = Instant::now();
-    let shutdown = async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("Ctrl-C: finishing the event in hand, then stopping");
-        } else {
-            std::future::pending::<()>().await;
-        }
+    let shutdown = async move {
+        let name = stop_signal.recv().await;
+        tracing::info!("{name}: finishing the event in hand, then stopping");
     };
     let report = match &mut venue {
         ChosenVenue::Sim(v) => {
@@ -380,6 +380,46 @@ async fn run_async(
             "strategy {name} is fatal"
         ))),
         _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM — what a terminal or a service manager sends to stop.
+struct StopSignal {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    /// Installs the handlers now (not on first poll).
+    fn listen() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(StopSignal {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignal {})
+    }
+
+    /// Waits for either signal; returns its name.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "Ctrl-C",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
 
@@ -462,7 +502,7 @@ fn print_summary(
     let stop = match report.stop {
         StopReason::EventLimit => "event limit reached",
         StopReason::TimeLimit => "duration reached",
-        StopReason::Shutdown => "stopped by Ctrl-C",
+        StopReason::Shutdown => "stopped on request (Ctrl-C or SIGTERM)",
         StopReason::FeedEnded => "market feed ended",
         StopReason::Fatal => "strategy fatal",
         StopReason::Diverged => "venue history does not match the journal",
