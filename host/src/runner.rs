@@ -30,6 +30,9 @@ use crate::store::{JournalEntry, OrderRecord, Outcome, TradeRecord, Write, wall_
 use crate::supervisor::{Cell, CellState, CellStats};
 use crate::venue::{PortfolioSummary, Venue};
 
+/// Events between two updates of the live counters.
+const PUBLISH_EVERY: u64 = 64;
+
 /// When a run ends by itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RunLimits {
@@ -265,7 +268,9 @@ pub async fn run<V: Venue>(
                     Err(e) => tracing::warn!(strategy = %cell.name(), "venue: {e}"),
                 }
             }
-            if pending.is_empty() {
+            // The counters feed a display redrawn a few times a second;
+            // valuing the portfolio on every event would be wasted work.
+            if pending.is_empty() && seq % PUBLISH_EVERY == 0 {
                 publish(
                     &counters,
                     &report,

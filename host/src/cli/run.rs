@@ -299,8 +299,23 @@ async fn run_async(
     let mut venue = build_venue(&args, &config, &name, credentials).await?;
     // The module and its configuration are good; now the store may create its files.
     let store: Arc<dyn StateStore> = Arc::new(args.store.open().await?);
+    // A venue that replays is driven through the whole journal; any other
+    // only needs to know where it ends.
+    let replays = match &venue {
+        ChosenVenue::Sim(v) => crate::venue::Venue::replays_history(v.as_ref()),
+        ChosenVenue::Polymarket(v) => crate::venue::Venue::replays_history(v.as_ref()),
+    };
+    let from = if replays {
+        0
+    } else {
+        store
+            .last_seq(&name)
+            .await
+            .map_err(Failure::runtime)?
+            .saturating_sub(1)
+    };
     let history = store
-        .entries_after(&name, 0)
+        .entries_after(&name, from)
         .await
         .map_err(Failure::runtime)?;
     let spec = CellSpec {
