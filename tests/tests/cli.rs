@@ -19,6 +19,25 @@ fn run_in(dir: &Path, args: &[&str]) -> Output {
         .expect("run polybot-host")
 }
 
+/// Runs the `faulty` fixture at full speed with `config` as its TOML config.
+fn run_faulty(dir: &Path, config: &[u8], events: &str, extra: &[&str]) -> Output {
+    let config = write(dir, "faulty.toml", config);
+    let faulty = guest("faulty");
+    let mut args = vec![
+        "run",
+        "--strategy",
+        faulty.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--speed",
+        "max",
+        "--events",
+        events,
+    ];
+    args.extend_from_slice(extra);
+    run_in(dir, &args)
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -123,26 +142,11 @@ fn a_second_start_resumes_from_the_store_with_cached_code_and_the_same_seed_repe
 #[test]
 fn a_faulty_strategy_is_restarted_and_the_run_completes() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write(
+    let output = run_faulty(
         dir.path(),
-        "faulty.toml",
         b"[strategy]\nfault = \"panic\"\nafter_calls = 500\n[checkpoint]\nevery_events = 100\n",
-    );
-    let faulty = guest("faulty");
-    let output = run_in(
-        dir.path(),
-        &[
-            "run",
-            "--strategy",
-            faulty.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--speed",
-            "max",
-            "--events",
-            "3000",
-            "--json",
-        ],
+        "3000",
+        &["--json"],
     );
     assert!(output.status.success(), "stderr: {}", stderr(&output));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -156,25 +160,11 @@ fn a_faulty_strategy_is_restarted_and_the_run_completes() {
 #[test]
 fn a_strategy_that_keeps_faulting_ends_fatal_with_exit_code_1() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write(
+    let output = run_faulty(
         dir.path(),
-        "fatal.toml",
         b"[strategy]\nfault = \"panic\"\nafter_calls = 1\n[supervisor]\nmax_restarts = 3\nbackoff_initial = \"1ms\"\nbackoff_max = \"2ms\"\n",
-    );
-    let faulty = guest("faulty");
-    let output = run_in(
-        dir.path(),
-        &[
-            "run",
-            "--strategy",
-            faulty.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--speed",
-            "max",
-            "--events",
-            "100",
-        ],
+        "100",
+        &[],
     );
     assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
     let line = error_line(&output);
