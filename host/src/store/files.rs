@@ -8,6 +8,7 @@
 //! backlog is `<data>/backlog/<n>.json` files, one per group commit, replayed
 //! into the database in order when it returns.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -111,73 +112,110 @@ impl FileCheckpoints {
 }
 
 /// Group commits that could not reach the database, kept in order on disk.
-#[derive(Debug, Clone)]
+///
+/// The folder is listed once, when the backlog is opened; after that the
+/// backlog keeps its own index, so appending and draining stay cheap however
+/// long an outage lasts. One writer owns it.
+#[derive(Debug)]
 pub struct Backlog {
     dir: PathBuf,
+    /// Ids of the batches on disk, oldest first.
+    pending: VecDeque<u64>,
+    /// Id of the next batch appended.
+    next: u64,
 }
 
 impl Backlog {
-    pub fn new(data_dir: &Path) -> Self {
+    /// The backlog in `<data_dir>/backlog`, with whatever batches an earlier
+    /// run left there.
+    pub fn open(data_dir: &Path) -> Self {
+        let dir = data_dir.join("backlog");
+        let mut ids: Vec<u64> = fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    // Only finished batches: a torn write leaves a dot-prefixed temp file.
+                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json")?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort_unstable();
+        let next = ids.last().map_or(0, |n| n + 1);
         Backlog {
-            dir: data_dir.join("backlog"),
+            dir,
+            pending: ids.into(),
+            next,
         }
     }
 
-    fn batches(&self) -> Vec<u64> {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut ids: Vec<u64> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json")?.parse().ok())
-            .collect();
-        ids.sort_unstable();
-        ids
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:020}.json"))
     }
 
     /// Whether nothing is waiting to be resynced.
     pub fn is_empty(&self) -> bool {
-        self.batches().is_empty()
+        self.pending.is_empty()
+    }
+
+    /// Number of batches waiting.
+    pub fn len(&self) -> usize {
+        self.pending.len()
     }
 
     /// Appends one group commit durably.
     ///
     /// # Errors
     /// I/O errors, naming the file.
-    pub fn append(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let next = self.batches().last().map_or(0, |n| n + 1);
+    pub fn append(&mut self, writes: &[Write]) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(writes).map_err(|e| StoreError::new("encode backlog", e))?;
-        write_atomic(&self.dir.join(format!("{next:020}.json")), &bytes)
+        write_atomic(&self.path(self.next), &bytes)?;
+        self.pending.push_back(self.next);
+        self.next += 1;
+        Ok(())
     }
 
-    /// The oldest batch and its id, if any.
+    /// The oldest batches, whole and in order, joined into one list of about
+    /// `max_writes` writes (always at least one batch when any is waiting),
+    /// and how many batches that is.
     ///
     /// # Errors
     /// A batch that cannot be read or parsed, naming the file.
-    pub fn oldest(&self) -> Result<Option<(u64, Vec<Write>)>, StoreError> {
-        let Some(&id) = self.batches().first() else {
-            return Ok(None);
-        };
-        let path = self.dir.join(format!("{id:020}.json"));
-        let bytes =
-            fs::read(&path).map_err(|e| StoreError::new(format!("read {}", path.display()), e))?;
-        let writes = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::new(format!("parse {}", path.display()), e))?;
-        Ok(Some((id, writes)))
+    pub fn oldest(&self, max_writes: usize) -> Result<(usize, Vec<Write>), StoreError> {
+        let mut writes = Vec::new();
+        let mut batches = 0;
+        for &id in &self.pending {
+            if batches > 0 && writes.len() >= max_writes {
+                break;
+            }
+            let path = self.path(id);
+            let bytes = fs::read(&path)
+                .map_err(|e| StoreError::new(format!("read {}", path.display()), e))?;
+            let batch: Vec<Write> = serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::new(format!("parse {}", path.display()), e))?;
+            writes.extend(batch);
+            batches += 1;
+        }
+        Ok((batches, writes))
     }
 
-    /// Removes a batch once it is in the database.
+    /// Removes the `count` oldest batches once they are in the database.
     ///
     /// # Errors
-    /// I/O errors, naming the file.
-    pub fn remove(&self, id: u64) -> Result<(), StoreError> {
-        let path = self.dir.join(format!("{id:020}.json"));
-        fs::remove_file(&path).map_err(|e| StoreError::new(format!("remove {}", path.display()), e))
-    }
-
-    /// Number of batches waiting.
-    pub fn len(&self) -> usize {
-        self.batches().len()
+    /// I/O errors, naming the file; the batches before it are gone.
+    pub fn remove_oldest(&mut self, count: usize) -> Result<(), StoreError> {
+        for _ in 0..count {
+            let Some(&id) = self.pending.front() else {
+                break;
+            };
+            let path = self.path(id);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::new(format!("remove {}", path.display()), e)),
+            }
+            self.pending.pop_front();
+        }
+        Ok(())
     }
 }
 
@@ -216,54 +254,79 @@ mod tests {
         assert!(problems[0].contains("00000000000000000009.ckpt"));
     }
 
+    fn event(i: u64) -> Write {
+        Write::SystemEvent(super::super::SystemEvent {
+            timestamp_ms: i,
+            event_type: "t".into(),
+            component: "c".into(),
+            message: format!("{i}"),
+            id: format!("e{i}"),
+        })
+    }
+
+    fn messages(writes: &[Write]) -> Vec<String> {
+        writes
+            .iter()
+            .map(|w| match w {
+                Write::SystemEvent(e) => e.message.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn backlog_keeps_batches_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let backlog = Backlog::new(dir.path());
+        let mut backlog = Backlog::open(dir.path());
         assert!(backlog.is_empty());
-        for i in 0..3 {
-            let event = super::super::SystemEvent {
-                timestamp_ms: i,
-                event_type: "t".into(),
-                component: "c".into(),
-                message: format!("{i}"),
-                id: format!("e{i}"),
-            };
-            backlog.append(&[Write::SystemEvent(event)]).unwrap();
+        for i in 0..5 {
+            backlog.append(&[event(2 * i), event(2 * i + 1)]).unwrap();
         }
-        let mut seen = Vec::new();
-        while let Some((id, writes)) = backlog.oldest().unwrap() {
-            let Write::SystemEvent(e) = &writes[0] else {
-                panic!()
-            };
-            seen.push(e.message.clone());
-            backlog.remove(id).unwrap();
-        }
-        assert_eq!(seen, vec!["0", "1", "2"]);
+        // Batches are joined whole, up to the budget.
+        let (batches, writes) = backlog.oldest(3).unwrap();
+        assert_eq!(batches, 2);
+        assert_eq!(messages(&writes), ["0", "1", "2", "3"]);
+        backlog.remove_oldest(batches).unwrap();
+
+        // A backlog opened again (a restarted host) finds the rest, in order,
+        // and appends after it.
+        let mut reopened = Backlog::open(dir.path());
+        assert_eq!(reopened.len(), 3);
+        reopened.append(&[event(10)]).unwrap();
+        let (batches, writes) = reopened.oldest(usize::MAX).unwrap();
+        assert_eq!(batches, 4);
+        assert_eq!(messages(&writes), ["4", "5", "6", "7", "8", "9", "10"]);
+        reopened.remove_oldest(batches).unwrap();
+        assert!(reopened.is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("backlog")).unwrap().count(), 0);
     }
 
     #[test]
     fn a_torn_backlog_write_is_ignored_and_a_corrupt_batch_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let backlog = Backlog::new(dir.path());
-        backlog.append(&[]).unwrap();
+        Backlog::open(dir.path()).append(&[]).unwrap();
         // A crash in the middle of an atomic write leaves only its temp file.
         fs::write(
             dir.path().join("backlog/.00000000000000000001.json.tmp-9"),
             b"[{\"Jour",
         )
         .unwrap();
+        let mut backlog = Backlog::open(dir.path());
         assert_eq!(backlog.len(), 1);
-        let (id, writes) = backlog.oldest().unwrap().unwrap();
+        let (batches, writes) = backlog.oldest(100).unwrap();
+        assert_eq!(batches, 1);
         assert!(writes.is_empty());
-        backlog.remove(id).unwrap();
+        backlog.remove_oldest(batches).unwrap();
         // A batch damaged after it was written is reported by name, not skipped.
         fs::write(
             dir.path().join("backlog/00000000000000000007.json"),
             b"[{\"Jour",
         )
         .unwrap();
-        let error = backlog.oldest().unwrap_err().to_string();
+        let error = Backlog::open(dir.path())
+            .oldest(100)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("00000000000000000007.json"), "{error}");
     }
 }

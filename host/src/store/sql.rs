@@ -163,9 +163,9 @@ impl SqlStore {
         data_dir: &Path,
     ) -> Result<SqlStore, StoreError> {
         backend.migrate().await?;
-        let backlog = Backlog::new(data_dir);
+        let mut backlog = Backlog::open(data_dir);
         if !backlog.is_empty() {
-            let (batches, writes) = resync(backend.as_ref(), &backlog)
+            let (batches, writes) = resync(backend.as_ref(), &mut backlog)
                 .await
                 .map_err(|e| StoreError::new("replay the local backlog into the database", e))?;
             tracing::info!(
@@ -377,7 +377,7 @@ impl StateStore for SqlStore {
 async fn writer(
     backend: Arc<dyn Backend>,
     mut rx: mpsc::Receiver<Command>,
-    backlog: Backlog,
+    mut backlog: Backlog,
     outage_flag: watch::Sender<bool>,
 ) {
     let mut outage: Option<Outage> = None;
@@ -387,7 +387,7 @@ async fn writer(
             Some(o) => {
                 // Retry on schedule even while writes keep arriving.
                 if tokio::time::Instant::now() >= o.next_retry {
-                    if try_resync(backend.as_ref(), &backlog, o).await {
+                    if try_resync(backend.as_ref(), &mut backlog, o).await {
                         outage = None;
                         outage_flag.send_replace(false);
                     }
@@ -485,7 +485,7 @@ impl Outage {
 }
 
 /// Tries to replay the backlog; true when the database is caught up.
-async fn try_resync(backend: &dyn Backend, backlog: &Backlog, outage: &mut Outage) -> bool {
+async fn try_resync(backend: &dyn Backend, backlog: &mut Backlog, outage: &mut Outage) -> bool {
     if backend.ping().await.is_err() {
         outage.retry_later();
         return false;
@@ -514,19 +514,29 @@ async fn try_resync(backend: &dyn Backend, backlog: &Backlog, outage: &mut Outag
     }
 }
 
-/// Replays every backlog batch into the database, oldest first, removing each
-/// once committed. Returns (batches, writes).
-async fn resync(backend: &dyn Backend, backlog: &Backlog) -> Result<(usize, usize), StoreError> {
+/// Writes per database transaction when replaying the backlog: a long
+/// outage leaves one small batch per group commit, and joining them is what
+/// lets a five-minute backlog resync in seconds. The writes are idempotent
+/// and kept in order, so a join commits the same rows as the batches would.
+const RESYNC_WRITES: usize = 4096;
+
+/// Replays every backlog batch into the database, oldest first, removing
+/// batches once committed. Returns (batches, writes).
+async fn resync(
+    backend: &dyn Backend,
+    backlog: &mut Backlog,
+) -> Result<(usize, usize), StoreError> {
     let mut batches = 0;
     let mut writes = 0;
-    while let Some((id, batch)) = backlog.oldest()? {
+    while !backlog.is_empty() {
+        let (count, joined) = backlog.oldest(RESYNC_WRITES)?;
         backend
-            .commit(&batch)
+            .commit(&joined)
             .await
             .map_err(|e| StoreError::new(format!("resync into {}", backend.describe()), e))?;
-        backlog.remove(id)?;
-        batches += 1;
-        writes += batch.len();
+        backlog.remove_oldest(count)?;
+        batches += count;
+        writes += joined.len();
     }
     Ok((batches, writes))
 }
