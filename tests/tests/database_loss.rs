@@ -33,6 +33,22 @@ fn spec(module: polybot_host::sandbox::StrategyModule) -> CellSpec {
     }
 }
 
+/// Event time runs this many times faster than the wall clock during the outage.
+const OUTAGE_SPEED: f64 = 40.0;
+
+/// The seed asks for five minutes; a developer iterating on the store can
+/// shorten it with POLYBOT_OUTAGE_SECS.
+fn outage_length() -> Duration {
+    let secs = std::env::var("POLYBOT_OUTAGE_SECS")
+        .ok()
+        .map(|v| {
+            v.parse()
+                .expect("POLYBOT_OUTAGE_SECS is a number of seconds")
+        })
+        .unwrap_or(300);
+    Duration::from_secs(secs)
+}
+
 async fn run_until(cell: &mut Cell, venue: &mut SimVenue, events: u64) -> runner::RunReport {
     let limits = RunLimits {
         max_events: Some(events),
@@ -71,15 +87,30 @@ async fn database_outage_is_survived_and_resynced_exactly_once() {
     run_until(&mut cell, &mut venue, 3000).await;
     assert!(!*sql.outage().borrow());
 
-    // The database goes away while 6,000 more events are traded.
+    // The database goes away for a sustained outage (five minutes of wall
+    // time unless POLYBOT_OUTAGE_SECS says otherwise) while the strategy
+    // trades a market paced at a few hundred events a second.
     proxy.cut();
+    let outage = outage_length();
+    venue.set_pacing(Pacing::Realtime(OUTAGE_SPEED));
     let started = std::time::Instant::now();
-    let report = run_until(&mut cell, &mut venue, 9000).await;
+    let report = runner::run(
+        &mut cell,
+        &mut venue,
+        Vec::new(),
+        RunLimits::default(),
+        Arc::new(RunCounters::default()),
+        tokio::time::sleep(outage),
+    )
+    .await;
+    venue.set_pacing(Pacing::Unpaced);
+    let after_outage = cell.last_seq();
     eprintln!(
         "outage phase: {} events in {:.1} s",
         report.events,
         started.elapsed().as_secs_f64()
     );
+    assert!(started.elapsed() >= outage);
     assert_eq!(report.fatal, None, "the strategy kept running");
     assert!(
         report.orders > 0,
@@ -97,12 +128,18 @@ async fn database_outage_is_survived_and_resynced_exactly_once() {
 
     // The database returns; trading goes on and the backlog is resynced.
     proxy.restore();
-    run_until(&mut cell, &mut venue, 12000).await;
+    let restored = std::time::Instant::now();
+    run_until(&mut cell, &mut venue, after_outage + 3000).await;
     let mut outage = sql.outage();
     tokio::time::timeout(Duration::from_secs(60), outage.wait_for(|down| !*down))
         .await
         .expect("resynced within a minute")
         .unwrap();
+    eprintln!(
+        "back online: resynced and {} more events traded in {:.1} s",
+        cell.last_seq() - after_outage,
+        restored.elapsed().as_secs_f64()
+    );
     store.sync().await.unwrap();
     assert_eq!(
         std::fs::read_dir(data.path().join("backlog"))
@@ -149,7 +186,7 @@ async fn database_outage_is_survived_and_resynced_exactly_once() {
         .await
         .unwrap();
     let mut reference_venue = SimVenue::new(market, PaperConfig::default(), Pacing::Unpaced);
-    for limit in [3000, 9000, 12000] {
+    for limit in [3000, after_outage, after_outage + 3000] {
         run_until(&mut reference, &mut reference_venue, limit).await;
     }
     let expected = reference_store.entries_after("momentum", 0).await.unwrap();

@@ -43,7 +43,24 @@ pub struct SimVenue {
 
 impl SimVenue {
     pub fn new(sim: SimConfig, paper: PaperConfig, speed: Pacing) -> Self {
-        let speed = match speed {
+        Self {
+            market: SimMarket::new(sim),
+            paper: PaperExchange::new(paper),
+            speed: Self::speed_of(speed),
+            origin: None,
+            pending: None,
+        }
+    }
+
+    /// Changes the pacing from the next tick on; the market itself is
+    /// untouched, so the events are the same whatever the pacing.
+    pub fn set_pacing(&mut self, pacing: Pacing) {
+        self.speed = Self::speed_of(pacing);
+        self.origin = None;
+    }
+
+    fn speed_of(pacing: Pacing) -> Option<f64> {
+        match pacing {
             Pacing::Realtime(x) if x.is_finite() && x > 0.0 => Some(x),
             Pacing::Realtime(x) => {
                 // Not worth failing a run over: an unusable speed means "as fast as possible".
@@ -54,13 +71,6 @@ impl SimVenue {
                 None
             }
             Pacing::Unpaced => None,
-        };
-        Self {
-            market: SimMarket::new(sim),
-            paper: PaperExchange::new(paper),
-            speed,
-            origin: None,
-            pending: None,
         }
     }
 
