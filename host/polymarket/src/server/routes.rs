@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -297,6 +297,26 @@ async fn gamma_markets(State(s): State<Arc<Shared>>, Query(q): Q) -> Res {
     ok(Value::Array(items))
 }
 
+/// Largest request body the server reads (an order is well under 2 KiB).
+const MAX_BODY: usize = 1 << 20;
+
+/// The body of a request whose L2 headers checked out. It consumes the body,
+/// so it comes last among a handler's arguments.
+struct Authenticated(Bytes);
+
+impl FromRequest<Arc<Shared>> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, s: &Arc<Shared>) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, MAX_BODY)
+            .await
+            .map_err(|e| ApiError::bad(format!("Invalid payload: {e}")))?;
+        authenticate(s, &parts.method, &parts.uri, &parts.headers, &body)?;
+        Ok(Self(body))
+    }
+}
+
 /// Checks the five L2 headers against the configured credential and recomputes the HMAC.
 fn authenticate(
     s: &Shared,
@@ -341,14 +361,7 @@ fn authenticate(
     Ok(())
 }
 
-async fn post_order(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Res {
-    authenticate(&s, &method, &uri, &headers, &body)?;
+async fn post_order(State(s): State<Arc<Shared>>, Authenticated(body): Authenticated) -> Res {
     let req: PostOrderBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("Invalid order payload: {e}")))?;
     if req.owner != s.opts.credentials.api_key {
@@ -390,14 +403,7 @@ async fn post_order(
     }
 }
 
-async fn cancel_order(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Res {
-    authenticate(&s, &method, &uri, &headers, &body)?;
+async fn cancel_order(State(s): State<Arc<Shared>>, Authenticated(body): Authenticated) -> Res {
     let req: HashMap<String, String> =
         serde_json::from_slice(&body).map_err(|_| ApiError::bad("Invalid payload"))?;
     let id = req
@@ -407,28 +413,14 @@ async fn cancel_order(
     ok(resp)
 }
 
-async fn cancel_orders(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Res {
-    authenticate(&s, &method, &uri, &headers, &body)?;
+async fn cancel_orders(State(s): State<Arc<Shared>>, Authenticated(body): Authenticated) -> Res {
     let ids: Vec<String> =
         serde_json::from_slice(&body).map_err(|_| ApiError::bad("Invalid payload"))?;
     let resp = s.state().cancel(ids.iter().map(String::as_str));
     ok(resp)
 }
 
-async fn cancel_all(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Res {
-    authenticate(&s, &method, &uri, &headers, &body)?;
+async fn cancel_all(State(s): State<Arc<Shared>>, _: Authenticated) -> Res {
     let mut st = s.state();
     let ids = st.live_ids(None, None);
     let resp = st.cancel(ids.iter().map(String::as_str));
@@ -437,12 +429,8 @@ async fn cancel_all(
 
 async fn cancel_market_orders(
     State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Authenticated(body): Authenticated,
 ) -> Res {
-    authenticate(&s, &method, &uri, &headers, &body)?;
     let req: HashMap<String, String> =
         serde_json::from_slice(&body).map_err(|_| ApiError::bad("Invalid payload"))?;
     let nonempty = |k: &str| req.get(k).map(String::as_str).filter(|v| !v.is_empty());
@@ -452,14 +440,7 @@ async fn cancel_market_orders(
     ok(resp)
 }
 
-async fn open_orders(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Query(q): Q,
-) -> Res {
-    authenticate(&s, &method, &uri, &headers, b"")?;
+async fn open_orders(State(s): State<Arc<Shared>>, Query(q): Q, _: Authenticated) -> Res {
     let nonempty = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let st = s.state();
     let items = st
@@ -474,12 +455,9 @@ async fn open_orders(
 
 async fn get_order(
     State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Path(hash): Path<String>,
+    _: Authenticated,
 ) -> Res {
-    authenticate(&s, &method, &uri, &headers, b"")?;
     let st = s.state();
     match st.orders.get(&hash) {
         Some(o) => ok(o.to_json()),
@@ -490,26 +468,12 @@ async fn get_order(
     }
 }
 
-async fn trades(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Query(q): Q,
-) -> Res {
-    authenticate(&s, &method, &uri, &headers, b"")?;
+async fn trades(State(s): State<Arc<Shared>>, Query(q): Q, _: Authenticated) -> Res {
     let items = s.state().trades.clone();
     ok(paginate(items, q.get("next_cursor"), s.opts.page_size)?)
 }
 
-async fn heartbeat(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Res {
-    authenticate(&s, &method, &uri, &headers, &body)?;
+async fn heartbeat(State(s): State<Arc<Shared>>, _: Authenticated) -> Res {
     let mut st = s.state();
     let id = match &st.heartbeat {
         Some(hb) => hb.id.clone(),
