@@ -69,6 +69,25 @@ fn assert_bad_input(dir: &Path, args: &[&str], expected: &[&str]) {
     );
 }
 
+/// `run`s `strategy` with a config file named `name` holding `toml`, and
+/// checks it is refused as bad input whose error line holds `expected`.
+fn assert_config_refused(strategy: &str, name: &str, toml: &[u8], expected: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), name, toml);
+    let module = guest(strategy);
+    assert_bad_input(
+        dir.path(),
+        &[
+            "run",
+            "--strategy",
+            module.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        expected,
+    );
+}
+
 #[test]
 fn momentum_trades_on_the_simulated_market() {
     let dir = tempfile::tempdir().unwrap();
@@ -236,22 +255,10 @@ fn a_missing_file_is_named() {
 
 #[test]
 fn init_refusing_its_config_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
+    assert_config_refused(
+        "faulty",
         "refuse.toml",
         b"[strategy]\nfail_init = \"threshold too high\"\n",
-    );
-    let faulty = guest("faulty");
-    assert_bad_input(
-        dir.path(),
-        &[
-            "run",
-            "--strategy",
-            faulty.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
         &[
             "faulty.wasm",
             "init refused the configuration",
@@ -262,52 +269,26 @@ fn init_refusing_its_config_is_reported() {
 
 #[test]
 fn momentum_refuses_bad_parameters() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "m.toml", b"[strategy]\nlookback = 0\n");
-    let momentum = guest("momentum");
-    assert_bad_input(
-        dir.path(),
-        &[
-            "run",
-            "--strategy",
-            momentum.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
+    assert_config_refused(
+        "momentum",
+        "m.toml",
+        b"[strategy]\nlookback = 0\n",
         &["init refused", "lookback must be at least 1"],
     );
 }
 
 #[test]
 fn a_config_that_does_not_parse_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let momentum = guest("momentum");
-    let bad = write(
-        dir.path(),
+    assert_config_refused(
+        "momentum",
         "bad.toml",
         b"[supervisor]\nmax_restarts = \"many\"\n",
-    );
-    assert_bad_input(
-        dir.path(),
-        &[
-            "run",
-            "--strategy",
-            momentum.to_str().unwrap(),
-            "--config",
-            bad.to_str().unwrap(),
-        ],
         &["bad.toml", "max_restarts"],
     );
-    let typo = write(dir.path(), "typo.toml", b"[sandbox]\nmemory = 5\n");
-    assert_bad_input(
-        dir.path(),
-        &[
-            "run",
-            "--strategy",
-            momentum.to_str().unwrap(),
-            "--config",
-            typo.to_str().unwrap(),
-        ],
+    assert_config_refused(
+        "momentum",
+        "typo.toml",
+        b"[sandbox]\nmemory = 5\n",
         &["typo.toml", "memory"],
     );
 }
