@@ -45,6 +45,19 @@ pub fn order_update(
     })
 }
 
+/// The order update refusing a new order outright: nothing filled, all of it
+/// left, and why.
+pub fn order_rejected(intent_id: &str, order: &PlaceOrder, reason: String) -> EventKind {
+    order_update(
+        intent_id,
+        &order.market,
+        OrderStatus::Rejected,
+        0.0,
+        order.size,
+        Some(reason),
+    )
+}
+
 impl Book {
     /// Best bid price, if any.
     pub fn best_bid(&self) -> Option<f64> {

@@ -15,10 +15,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::contract::order_update as update;
 use crate::contract::{
     Book, EventKind, Fill, Level, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Side,
 };
+use crate::contract::{order_rejected as rejected, order_update as update};
 use crate::venue::PortfolioSummary;
 
 /// Prices must lie on this grid.
@@ -170,13 +170,10 @@ impl PaperExchange {
     pub fn place(&mut self, intent_id: &str, order: &PlaceOrder) -> Vec<EventKind> {
         if self.known.contains_key(intent_id) {
             // Not remembered: the id still names the first order.
-            return vec![update(
+            return vec![rejected(
                 intent_id,
-                &order.market,
-                OrderStatus::Rejected,
-                0.0,
-                order.size,
-                Some(format!("duplicate intent id {intent_id}")),
+                order,
+                format!("duplicate intent id {intent_id}"),
             )];
         }
         let events = self.execute(intent_id, order);
@@ -187,16 +184,7 @@ impl PaperExchange {
 
     /// [`Self::place`] for an intent id not seen before.
     fn execute(&mut self, intent_id: &str, order: &PlaceOrder) -> Vec<EventKind> {
-        let reject = |reason: String| {
-            vec![update(
-                intent_id,
-                &order.market,
-                OrderStatus::Rejected,
-                0.0,
-                order.size,
-                Some(reason),
-            )]
-        };
+        let reject = |reason: String| vec![rejected(intent_id, order, reason)];
         if let Err(reason) = self.validate(order) {
             return reject(reason);
         }

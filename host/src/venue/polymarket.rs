@@ -55,11 +55,11 @@ use tokio::task::JoinHandle;
 
 use super::paper::{PaperConfig, PaperExchange};
 use super::{MarketTick, PortfolioSummary, Venue, VenueError};
-use crate::contract::order_update as update;
 use crate::contract::{
     Book, EventKind, Fill, Level, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Side,
     TradePrint, VenueHealth, VenueStatus,
 };
+use crate::contract::{order_rejected as rejected, order_update as update};
 
 /// The venue's name in events, logs and errors.
 pub const VENUE: &str = "polymarket";
@@ -529,16 +529,10 @@ impl Venue for PolymarketVenue {
             Exec::Paper(paper) => Ok(paper.place(intent_id, order)),
             Exec::Live(live) => {
                 let Some(params) = self.params.get(&order.market).copied() else {
-                    return Ok(vec![update(
+                    return Ok(vec![rejected(
                         intent_id,
-                        &order.market,
-                        OrderStatus::Rejected,
-                        0.0,
-                        order.size,
-                        Some(format!(
-                            "unknown market {}: not a streamed token",
-                            order.market
-                        )),
+                        order,
+                        format!("unknown market {}: not a streamed token", order.market),
                     )]);
                 };
                 live.place(intent_id, order, params, self.now_ms).await
@@ -654,16 +648,13 @@ impl Live {
         // limit; an off-tick price is refused instead, as paper does.
         let ticks = order.price / params.tick_size;
         if (ticks - ticks.round()).abs() > 1e-6 {
-            return Ok(vec![update(
+            return Ok(vec![rejected(
                 intent_id,
-                &order.market,
-                OrderStatus::Rejected,
-                0.0,
-                order.size,
-                Some(format!(
+                order,
+                format!(
                     "price {} is not on the {} tick",
                     order.price, params.tick_size
-                )),
+                ),
             )]);
         }
         let intent = OrderIntent {
@@ -687,14 +678,7 @@ impl Live {
         let signed = match self.signer.sign(&intent, &self.owner) {
             Ok(s) => s,
             Err(e) => {
-                return Ok(vec![update(
-                    intent_id,
-                    &order.market,
-                    OrderStatus::Rejected,
-                    0.0,
-                    order.size,
-                    Some(e.to_string()),
-                )]);
+                return Ok(vec![rejected(intent_id, order, e.to_string())]);
             }
         };
         // Remembered before sending: whatever happens to the request, the
