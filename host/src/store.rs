@@ -241,6 +241,13 @@ pub trait StateStore: Send + Sync {
     /// Waits until every write buffered so far is durable.
     async fn sync(&self) -> Result<(), StoreError>;
 
+    /// Makes everything durable and lets go of the database (connections
+    /// closed, SQLite's log folded back), so another process can use it at
+    /// once. Nothing may be written after.
+    async fn close(&self) -> Result<(), StoreError> {
+        self.sync().await
+    }
+
     /// Journal entries of `strategy` with seq greater than `after`, in order.
     async fn entries_after(
         &self,

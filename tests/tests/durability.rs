@@ -203,12 +203,7 @@ fn sigkilled_host_resumes_exactly_with_sqlite() {
     kill_repeatedly(killed_dir.path(), None, 4);
     let last = run_to_end(killed_dir.path(), None);
     assert_eq!(last["report"]["state"], "stopped");
-
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let db = |dir: &Path| StoreLocation::Sqlite(dir.join("polybot.db"));
-    let reference = runtime.block_on(read_back(db(reference_dir.path()), reference_dir.path()));
-    let killed = runtime.block_on(read_back(db(killed_dir.path()), killed_dir.path()));
-    nothing_lost(&killed, &reference);
+    sqlite_nothing_lost(killed_dir.path(), reference_dir.path());
 }
 
 #[test]
@@ -220,18 +215,24 @@ fn a_torn_journal_tail_is_discarded_and_the_run_resumes_exactly() {
     // Tear the last write: cut the tail off SQLite's write-ahead log, as a
     // crash in the middle of writing a commit would.
     let wal = torn_dir.path().join("polybot.db-wal");
-    if let Ok(meta) = std::fs::metadata(&wal)
-        && meta.len() > 1000
-    {
-        let file = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
-        file.set_len(meta.len() - 777).unwrap();
-    }
+    let wal_len = std::fs::metadata(&wal)
+        .expect("a killed host leaves its write-ahead log")
+        .len();
+    assert!(wal_len > 1000, "the log holds commits ({wal_len} bytes)");
+    let file = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+    file.set_len(wal_len - 777).unwrap();
     run_to_end(torn_dir.path(), None);
+    sqlite_nothing_lost(torn_dir.path(), reference_dir.path());
+}
+
+/// Reads two SQLite data directories back and runs the nothing-lost check.
+fn sqlite_nothing_lost(dir: &Path, reference_dir: &Path) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let db = |dir: &Path| StoreLocation::Sqlite(dir.join("polybot.db"));
-    let reference = runtime.block_on(read_back(db(reference_dir.path()), reference_dir.path()));
-    let torn = runtime.block_on(read_back(db(torn_dir.path()), torn_dir.path()));
-    nothing_lost(&torn, &reference);
+    let read = |dir: &Path| {
+        let db = StoreLocation::Sqlite(dir.join("polybot.db"));
+        runtime.block_on(read_back(db, dir))
+    };
+    nothing_lost(&read(dir), &read(reference_dir));
 }
 
 #[test]
@@ -409,8 +410,9 @@ async fn corrupt_checkpoints_fall_back_and_the_state_is_still_exact() {
                 .await
                 .unwrap();
         }
-        // A crash: no final checkpoint, but the journal is synced.
-        store.sync().await.unwrap();
+        // A crash: no final checkpoint, but the journal is durable and the
+        // database free for the edit below.
+        store.close().await.unwrap();
     }
     // Corrupt the newest checkpoint in the database and in its file copy.
     let db = dir.path().join("polybot.db");

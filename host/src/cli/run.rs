@@ -382,6 +382,10 @@ async fn run_async(
         progress.finish();
     }
     let elapsed = started.elapsed();
+    // The cell synced its last writes when it stopped; closing lets go of the database too.
+    if let Err(e) = store.close().await {
+        tracing::error!("store did not close cleanly: {e}");
+    }
 
     if args.json {
         let json = serde_json::json!({ "report": &report, "wall_seconds": elapsed.as_secs_f64() });

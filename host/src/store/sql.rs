@@ -313,6 +313,12 @@ impl StateStore for SqlStore {
             .map_err(|_| StoreError::new("sync", "the store's writer has stopped"))?
     }
 
+    async fn close(&self) -> Result<(), StoreError> {
+        self.sync().await?;
+        self.backend.close().await;
+        Ok(())
+    }
+
     async fn entries_after(
         &self,
         strategy: &str,

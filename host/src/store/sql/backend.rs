@@ -69,6 +69,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn commit(&self, writes: &[Write]) -> Result<(), BackendError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), BackendError>;
+    /// Closes every connection, waiting for those in use.
+    async fn close(&self);
     async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError>;
     async fn entries_after(
         &self,
@@ -295,6 +297,10 @@ macro_rules! sql_backend {
 
             async fn commit(&self, writes: &[Write]) -> Result<(), BackendError> {
                 self.commit_group(writes).await.map_err(BackendError::from)
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
             }
 
             async fn ping(&self) -> Result<(), BackendError> {
