@@ -445,3 +445,50 @@ async fn corrupt_checkpoints_fall_back_and_the_state_is_still_exact() {
         "replayed from the older checkpoint to the exact state"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_journal_entry_is_named_not_skipped() {
+    use polybot_host::supervisor::{Cell, CellSpec, CheckpointPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let location = StoreLocation::Sqlite(dir.path().join("polybot.db"));
+    let sandbox = polybot_tests::sandbox(Default::default());
+    let spec = CellSpec {
+        name: "faulty".into(),
+        module: polybot_tests::load(&sandbox, "faulty"),
+        config_json: "{}".into(),
+        restart: polybot_tests::quick_restarts(10),
+        checkpoint: CheckpointPolicy::default(),
+    };
+    {
+        let store: Arc<dyn StateStore> =
+            Arc::new(SqlStore::open(location.clone(), dir.path()).await.unwrap());
+        let mut cell = Cell::start(spec, store.clone()).await.unwrap();
+        for i in 0..35 {
+            cell.handle(i, polybot_host::contract::EventKind::Timer(i))
+                .await
+                .unwrap();
+        }
+        store.close().await.unwrap();
+    }
+    let status = Command::new("sqlite3")
+        .arg(dir.path().join("polybot.db"))
+        .arg("UPDATE journal SET entry = '{\"event\": tor' WHERE seq = 17")
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let store = SqlStore::open(location, dir.path()).await.unwrap();
+    let error = store
+        .entries_after("faulty", 0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("faulty's journal entry 17"), "{error}");
+    // Nothing was skipped or rewritten: asking again names the same entry.
+    let again = store
+        .entries_after("faulty", 0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(again, error);
+}
