@@ -4,7 +4,11 @@
 //!   and PostgreSQL (the machine's server, a scratch database);
 //! - checkpoint write latency (write + sync), p50 / p99;
 //! - restart: from opening the store to 10 strategies running again, each
-//!   replaying 10,000 journaled events (no checkpoint but the first).
+//!   replaying 10,000 journaled events (no checkpoint but the first);
+//! - backlog resync: PostgreSQL cut off (through a fault proxy) while 20,000
+//!   events are journaled in 5,000 small group commits, as a long outage
+//!   leaves them; then the time a store opened on the same data directory
+//!   takes to replay that backlog into the database.
 //!
 //! Run: `cargo bench -p polybot-tests --bench store`
 
@@ -16,12 +20,16 @@ use polybot_host::sandbox::{Sandbox, SandboxLimits};
 use polybot_host::store::sql::{SqlStore, StoreLocation};
 use polybot_host::store::{Checkpoint, JournalEntry, Outcome, StateStore, Write};
 use polybot_host::supervisor::{Cell, CellSpec, CheckpointPolicy};
-use polybot_tests::{TempDatabase, guest, quick_restarts};
+use polybot_tests::proxy::FaultProxy;
+use polybot_tests::{POSTGRES, TempDatabase, guest, quick_restarts};
 
 const APPENDS: u64 = 200_000;
 const CHECKPOINTS: usize = 200;
 const STRATEGIES: usize = 10;
 const REPLAY: u64 = 10_000;
+const BACKLOG_EVENTS: u64 = 20_000;
+/// Events per group commit during the outage.
+const BACKLOG_BATCH: u64 = 4;
 
 fn book_event(seq: u64) -> EventKind {
     let mid = 0.5 + 0.1 * ((seq as f64) / 50.0).sin();
@@ -132,6 +140,40 @@ async fn restart_time(location: StoreLocation, data: &std::path::Path) -> Durati
     started.elapsed()
 }
 
+/// Builds a backlog while the database is cut off, then times its replay.
+async fn resync_time(db: &TempDatabase, data: &std::path::Path) -> Duration {
+    let proxy = FaultProxy::start(POSTGRES.parse().unwrap()).await.unwrap();
+    {
+        let via_proxy = StoreLocation::Postgres(db.url_via(&proxy.addr().to_string()));
+        let store = SqlStore::open(via_proxy, data).await.unwrap();
+        // The strategy has started (its journal end is read) before the outage.
+        assert_eq!(store.last_seq("outage").await.unwrap(), 0);
+        proxy.cut();
+        for seq in 1..=BACKLOG_EVENTS {
+            store
+                .write(Write::Journal {
+                    strategy: "outage".into(),
+                    entry: entry(seq),
+                })
+                .await
+                .unwrap();
+            if seq % BACKLOG_BATCH == 0 {
+                store.sync().await.unwrap();
+            }
+        }
+        assert!(*store.outage().borrow(), "the writes went to the backlog");
+    }
+    let backlog = std::fs::read_dir(data.join("backlog")).unwrap().count();
+    assert!(backlog as u64 >= BACKLOG_EVENTS / BACKLOG_BATCH);
+    let started = Instant::now();
+    let store = SqlStore::open(StoreLocation::Postgres(db.url()), data)
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(store.last_seq("outage").await.unwrap(), BACKLOG_EVENTS);
+    elapsed
+}
+
 fn spec(name: String, module: polybot_host::sandbox::StrategyModule) -> CellSpec {
     CellSpec {
         name,
@@ -170,6 +212,10 @@ fn main() {
         )
         .await;
 
+        let resync_db = TempDatabase::create("pb_bench_resync");
+        let resync_dir = tempfile::tempdir().unwrap();
+        let resync = resync_time(&resync_db, resync_dir.path()).await;
+
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!();
         println!("| measurement                                             | value          | target        |");
@@ -179,5 +225,6 @@ fn main() {
         println!("| checkpoint write + sync, SQLite, p50 / p99              | {:>5.2} / {:>5.2} ms | —             |", ms(sqlite_p50), ms(sqlite_p99));
         println!("| checkpoint write + sync, PostgreSQL, p50 / p99          | {:>5.2} / {:>5.2} ms | —             |", ms(pg_p50), ms(pg_p99));
         println!("| restart: {STRATEGIES} strategies × {REPLAY} events replayed, to running | {:>11.1} ms | ≤ 500 ms      |", ms(restart));
+        println!("| backlog resync into PostgreSQL, {BACKLOG_EVENTS} events in {} commits | {:>11.1} ms | —             |", BACKLOG_EVENTS / BACKLOG_BATCH, ms(resync));
     });
 }
