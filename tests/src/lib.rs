@@ -3,7 +3,9 @@
 //! The strategy components are built by this package's `build.rs`; the host's
 //! command line is built as the `polybot-host-e2e` binary of this package.
 
+use std::io::{BufRead, BufReader, Lines};
 use std::path::PathBuf;
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
 use polybot_host::sandbox::{Sandbox, SandboxLimits, StrategyModule};
@@ -137,4 +139,42 @@ fn psql(database: &str, sql: &str) {
         .status()
         .expect("run psql");
     assert!(status.success(), "psql failed: {sql}");
+}
+
+/// A host process whose stderr (its log) is read line by line. Keep it until
+/// the host has exited: dropping it closes the pipe the host logs to.
+pub struct LoggingHost {
+    pub child: Child,
+    log: Lines<BufReader<ChildStderr>>,
+}
+
+impl LoggingHost {
+    /// Spawns `command` (a `run` logging at info or finer) with stderr piped,
+    /// and returns once it logs that its strategy is running.
+    pub fn start_running(command: &mut Command) -> LoggingHost {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the host");
+        let log = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let mut host = LoggingHost { child, log };
+        host.wait_for("strategy running");
+        host
+    }
+
+    /// Reads the log up to the first line holding `needle`, and returns it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        for line in self.log.by_ref() {
+            let line = line.expect("read the host's log");
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the host never logged `{needle}`");
+    }
+
+    /// Reads the rest of the log, so the pipe never holds the host up.
+    pub fn drain_log(&mut self) {
+        for _ in self.log.by_ref() {}
+    }
 }

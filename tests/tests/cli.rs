@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use polybot_tests::guest;
+use polybot_tests::{LoggingHost, guest};
 
 fn host() -> Command {
     polybot_tests::host_command!("warn")
@@ -324,36 +324,28 @@ fn inspect_shows_the_contract() {
 
 #[test]
 fn ctrl_c_and_sigterm_stop_cleanly_with_a_summary() {
-    use std::io::{BufRead, BufReader};
     for signal in ["-INT", "-TERM"] {
         let dir = tempfile::tempdir().unwrap();
         let momentum = guest("momentum");
-        let mut child = polybot_tests::host_command!("info")
-            .current_dir(dir.path())
-            .args([
-                "run",
-                "--strategy",
-                momentum.to_str().unwrap(),
-                "--speed",
-                "1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
         // Wait for the host to say it is running, then signal it.
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        for line in lines.by_ref() {
-            if line.unwrap().contains("strategy running") {
-                break;
-            }
-        }
+        let host = LoggingHost::start_running(
+            polybot_tests::host_command!("info")
+                .current_dir(dir.path())
+                .args([
+                    "run",
+                    "--strategy",
+                    momentum.to_str().unwrap(),
+                    "--speed",
+                    "1",
+                ])
+                .stdout(Stdio::piped()),
+        );
         let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
+            .args([signal, &host.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let output = child.wait_with_output().unwrap();
+        let output = host.child.wait_with_output().unwrap();
         assert!(
             output.status.success(),
             "{signal}: exit {:?}",
@@ -390,36 +382,23 @@ fn help_explains_the_commands() {
 
 #[test]
 fn watch_hot_swaps_a_changed_strategy_file_while_running() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let strategy = dir.path().join("strategy.wasm");
     let original = std::fs::read(guest("momentum")).unwrap();
     std::fs::write(&strategy, &original).unwrap();
-    let mut child = polybot_tests::host_command!("info")
-        .current_dir(dir.path())
-        .args([
-            "run",
-            "--strategy",
-            strategy.to_str().unwrap(),
-            "--speed",
-            "20",
-            "--watch",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut wait_for = |needle: &str| {
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if line.contains(needle) {
-                return line;
-            }
-        }
-        panic!("the host never logged `{needle}`");
-    };
-    wait_for("strategy running");
+    let mut host = LoggingHost::start_running(
+        polybot_tests::host_command!("info")
+            .current_dir(dir.path())
+            .args([
+                "run",
+                "--strategy",
+                strategy.to_str().unwrap(),
+                "--speed",
+                "20",
+                "--watch",
+            ])
+            .stdout(Stdio::piped()),
+    );
     // A new build of the module: the same code with a custom section added,
     // so its digest differs.
     let mut changed = original.clone();
@@ -428,13 +407,13 @@ fn watch_hot_swaps_a_changed_strategy_file_while_running() {
     changed.extend_from_slice(name);
     changed.extend_from_slice(b"v2");
     std::fs::write(&strategy, &changed).unwrap();
-    let swapped = wait_for("hot swap:");
+    let swapped = host.wait_for("hot swap:");
     assert!(swapped.contains("replaced momentum"), "{swapped}");
     Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &host.child.id().to_string()])
         .status()
         .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = host.child.wait_with_output().unwrap();
     assert!(output.status.success());
     let status = polybot_tests::host_command!("warn")
         .current_dir(dir.path())

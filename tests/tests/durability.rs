@@ -8,7 +8,6 @@
 //! exactly once, and nothing may be present that an uninterrupted run over the
 //! same seeded market did not produce.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use std::time::Duration;
 
 use polybot_host::store::sql::{SqlStore, StoreLocation};
 use polybot_host::store::{JournalEntry, OrderRecord, StateStore, TradeRecord};
-use polybot_tests::{TempDatabase, guest};
+use polybot_tests::{LoggingHost, TempDatabase, guest};
 
 const EVENTS: &str = "6000";
 
@@ -80,27 +79,13 @@ fn kill_repeatedly(data: &Path, store: Option<&str>, kills: usize) {
     eprintln!("kill delays seeded with {seed}");
     let mut rng = Lcg(seed);
     for _ in 0..kills {
-        let mut child = host()
-            .args(run_args(data, store))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut running = false;
-        for line in lines.by_ref() {
-            if line.unwrap().contains("strategy running") {
-                running = true;
-                break;
-            }
-        }
-        assert!(running, "the host never reported running");
+        let mut host =
+            LoggingHost::start_running(host().args(run_args(data, store)).stdout(Stdio::null()));
         // Fault injection: how long it works before the kill is the random part.
         std::thread::sleep(Duration::from_millis(50 + rng.next(700)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        // Drain what it wrote so the pipe does not matter.
-        for _ in lines {}
+        host.child.kill().unwrap(); // SIGKILL
+        host.child.wait().unwrap();
+        host.drain_log();
     }
 }
 
