@@ -14,6 +14,7 @@
 pub mod codec;
 pub mod files;
 pub mod memory;
+pub mod mirror;
 pub mod sql;
 
 use sha2::{Digest, Sha256};

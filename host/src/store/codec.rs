@@ -45,7 +45,10 @@ pub fn encode_entry(entry: &JournalEntry) -> Vec<u8> {
 }
 
 /// Decodes one binary entry from the front of `bytes`; returns it and the rest.
-fn take_entry(bytes: &[u8]) -> Result<(JournalEntry, &[u8]), CodecError> {
+///
+/// # Errors
+/// The entry does not decode or fails its CRC.
+pub fn take_entry(bytes: &[u8]) -> Result<(JournalEntry, &[u8]), CodecError> {
     let Some((&ENTRY_TAG, body)) = bytes.split_first() else {
         return Err(CodecError::new("not a journal entry (bad tag)"));
     };

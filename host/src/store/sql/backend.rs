@@ -36,12 +36,16 @@ impl From<sqlx::Error> for BackendError {
             | sqlx::Error::Protocol(_) => true,
             sqlx::Error::Database(db) => db.code().is_some_and(|code| {
                 // PostgreSQL: class 08 connection exception, 57P0x shutdown,
-                // 53xxx insufficient resources. SQLite: 5 busy, 6 locked,
-                // 10 I/O error, 13 full.
-                code.starts_with("08")
-                    || code.starts_with("57P")
-                    || code.starts_with("53")
-                    || matches!(code.as_ref(), "5" | "6" | "10" | "13")
+                // 53xxx insufficient resources. SQLite (extended codes: the
+                // primary one is the low byte, e.g. 778 is an I/O error in
+                // write): 5 busy, 6 locked, 10 I/O error, 13 full, 14 cannot
+                // open.
+                match code.parse::<i32>() {
+                    Ok(sqlite) => matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14),
+                    Err(_) => {
+                        code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+                    }
+                }
             }),
             _ => false,
         };
@@ -613,6 +617,23 @@ impl PostgresBackend {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::new(format!("connect to {describe}"), e))?;
+        Ok(Self::from_pool(pool, describe))
+    }
+
+    /// A pool that connects on first use, for a database that does not
+    /// answer yet: the store starts in an outage over it.
+    ///
+    /// # Errors
+    /// The URL does not parse.
+    pub fn lazy(url: &str) -> Result<Self, StoreError> {
+        use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+        let describe = super::StoreLocation::Postgres(url.to_string()).describe();
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::new(format!("parse database URL {describe}"), e))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
         Ok(Self::from_pool(pool, describe))
     }
 
