@@ -138,6 +138,14 @@ impl Backlog {
     /// run left there.
     pub fn open(data_dir: &Path) -> Self {
         let dir = data_dir.join("backlog");
+        // A write torn by a crash leaves only its temp file: never a batch.
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                if entry.file_name().to_str().is_some_and(|n| n.starts_with('.')) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
         let mut ids: Vec<(u64, bool)> = fs::read_dir(&dir)
             .map(|entries| {
                 entries
@@ -333,6 +341,12 @@ mod tests {
         .unwrap();
         let mut backlog = Backlog::open(dir.path());
         assert_eq!(backlog.len(), 1);
+        assert!(
+            !dir.path()
+                .join("backlog/.00000000000000000001.json.tmp-9")
+                .exists(),
+            "the torn write's temp file is removed"
+        );
         let (batches, writes) = backlog.oldest(100).unwrap();
         assert_eq!(batches, 1);
         assert!(writes.is_empty());

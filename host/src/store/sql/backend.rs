@@ -171,7 +171,24 @@ macro_rules! sql_backend {
             }
 
             async fn commit_group(&self, writes: &[Write]) -> Result<(), sqlx::Error> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.pool.acquire().await?;
+                let result = self.commit_on(&mut conn, writes).await;
+                if result.is_err() {
+                    // A commit that failed (a full disk, say) can leave its
+                    // transaction, and the write lock, open on the connection:
+                    // close it rather than hand it back to the pool.
+                    conn.close_on_drop();
+                }
+                result
+            }
+
+            async fn commit_on(
+                &self,
+                conn: &mut sqlx::pool::PoolConnection<$db>,
+                writes: &[Write],
+            ) -> Result<(), sqlx::Error> {
+                use sqlx::Acquire;
+                let mut tx = conn.begin().await?;
                 let mut ids: HashMap<String, i64> = HashMap::new();
                 for write in writes {
                     let name = match write {
