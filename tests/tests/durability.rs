@@ -594,6 +594,19 @@ fn backlog_batches(data: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Order rows in a SQLite data directory, read with the sqlite3 shell.
+fn stored_orders(data: &Path) -> u64 {
+    let out = Command::new("sqlite3")
+        .arg(data.join("polybot.db"))
+        .arg("SELECT COUNT(*) FROM orders")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
 /// Events in the full-disk runs; paced so the run is still going when the
 /// disk fills.
 const PACED_EVENTS: &str = "4000";
@@ -663,6 +676,15 @@ fn on_a_full_disk_no_order_goes_out_before_it_is_durable() {
     ));
 
     let mut host = LoggingHost::start_running(host().args(args()).stdout(Stdio::piped()));
+    // Fill the disk once the run has placed a few orders.
+    let waited = std::time::Instant::now();
+    while stored_orders(&disk.data()) < 3 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no orders within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     disk.fill();
     host.wait_for("writes cannot be made durable");
     host.drain_log();
