@@ -111,10 +111,10 @@ pub struct OrderRecord {
 }
 
 impl OrderRecord {
-    /// The record of the order that action `index` of event `seq` places.
-    pub fn placed(seq: u64, index: usize, order: &PlaceOrder, created_at_ms: u64) -> Self {
+    /// The record of order `intent_id`, placed by event `seq`.
+    pub fn placed(intent_id: String, seq: u64, order: &PlaceOrder, created_at_ms: u64) -> Self {
         OrderRecord {
-            intent_id: crate::contract::intent_id(seq, index),
+            intent_id,
             seq,
             market: order.market.clone(),
             side: match order.side {
@@ -139,8 +139,8 @@ impl OrderRecord {
             .enumerate()
             .filter_map(|(index, action)| match action {
                 Action::PlaceOrder(order) => Some(OrderRecord::placed(
+                    crate::contract::intent_id(entry.event.seq, index),
                     entry.event.seq,
-                    index,
                     order,
                     created_at_ms,
                 )),

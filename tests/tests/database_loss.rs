@@ -235,8 +235,11 @@ async fn a_host_restarted_during_an_outage_resumes_from_local_files() {
 
     // Running against the database, then it goes away mid-run and the host
     // is killed while it is away, with a backlog on disk.
-    let mut first =
-        LoggingHost::start_running(host().args(args(data.path(), &url, "100")).stdout(Stdio::null()));
+    let mut first = LoggingHost::start_running(
+        host()
+            .args(args(data.path(), &url, "100"))
+            .stdout(Stdio::null()),
+    );
     proxy.cut();
     first.wait_for("database unreachable, writing to local files");
     let batches = || {
@@ -263,8 +266,11 @@ async fn a_host_restarted_during_an_outage_resumes_from_local_files() {
 
     // Restarted while the database is still away: it starts, resumes from the
     // local files, and trades to the end of the run.
-    let mut second =
-        LoggingHost::start_running(host().args(args(data.path(), &url, "max")).stdout(Stdio::piped()));
+    let mut second = LoggingHost::start_running(
+        host()
+            .args(args(data.path(), &url, "max"))
+            .stdout(Stdio::piped()),
+    );
     second.drain_log();
     let output = second.child.wait_with_output().unwrap();
     assert!(output.status.success(), "the restarted host ran to the end");
@@ -276,7 +282,10 @@ async fn a_host_restarted_during_an_outage_resumes_from_local_files() {
         "it resumed, not started over"
     );
     assert!(
-        std::fs::read_dir(data.path().join("backlog")).unwrap().count() > backlog,
+        std::fs::read_dir(data.path().join("backlog"))
+            .unwrap()
+            .count()
+            > backlog,
         "its writes went to the backlog"
     );
 

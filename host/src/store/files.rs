@@ -141,7 +141,11 @@ impl Backlog {
         // A write torn by a crash leaves only its temp file: never a batch.
         if let Ok(entries) = fs::read_dir(&dir) {
             for entry in entries.filter_map(|e| e.ok()) {
-                if entry.file_name().to_str().is_some_and(|n| n.starts_with('.')) {
+                if entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with('.'))
+                {
                     let _ = fs::remove_file(entry.path());
                 }
             }

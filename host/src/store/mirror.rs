@@ -79,6 +79,11 @@ impl JournalMirror {
         write_atomic(&self.path(strategy), &bytes)
     }
 
+    /// Whether `strategy` has a copy (possibly empty).
+    pub fn exists(&self, strategy: &str) -> bool {
+        self.path(strategy).is_file()
+    }
+
     /// Removes `strategy`'s copy (it will be rebuilt from the database).
     pub fn drop_copy(&self, strategy: &str) {
         let _ = fs::remove_file(self.path(strategy));
@@ -98,7 +103,8 @@ impl JournalMirror {
         file.seek(SeekFrom::Start(len.checked_sub(4)?)).ok()?;
         file.read_exact(&mut trailer).ok()?;
         let size = u64::from(u32::from_le_bytes(trailer));
-        file.seek(SeekFrom::Start(len.checked_sub(4 + size)?)).ok()?;
+        file.seek(SeekFrom::Start(len.checked_sub(4 + size)?))
+            .ok()?;
         let mut bytes = vec![0u8; size as usize];
         file.read_exact(&mut bytes).ok()?;
         codec::decode_entry(&bytes).ok().map(|e| e.event.seq)
@@ -121,7 +127,10 @@ impl JournalMirror {
         let mut entries: Vec<JournalEntry> = Vec::new();
         while !rest.is_empty() {
             let (entry, after) = codec::take_entry(rest).map_err(|e| {
-                StoreError::new(action(), format!("entry {} does not decode: {e}", entries.len() + 1))
+                StoreError::new(
+                    action(),
+                    format!("entry {} does not decode: {e}", entries.len() + 1),
+                )
             })?;
             rest = after
                 .get(4..)

@@ -173,8 +173,7 @@ impl SqlStore {
                         );
                         check_writable(data_dir)?;
                         let backend = Arc::new(PostgresBackend::lazy(url)?);
-                        Self::start(backend, location, data_dir, mirror, Some(e.to_string()))
-                            .await
+                        Self::start(backend, location, data_dir, mirror, Some(e.to_string())).await
                     }
                     Err(e) => Err(e),
                 }
@@ -207,9 +206,10 @@ impl SqlStore {
         if offline.is_none() {
             backend.migrate().await?;
             if !backlog.is_empty() {
-                let (batches, writes) = resync(backend.as_ref(), &mut backlog)
-                    .await
-                    .map_err(|e| StoreError::new("replay the local backlog into the database", e))?;
+                let (batches, writes) =
+                    resync(backend.as_ref(), &mut backlog).await.map_err(|e| {
+                        StoreError::new("replay the local backlog into the database", e)
+                    })?;
                 tracing::info!(
                     batches,
                     writes,
@@ -282,6 +282,16 @@ impl SqlStore {
         }
         let (last_seq, mut checkpoints, local) = match self.local_reads() {
             Some(mirror) => {
+                if !mirror.exists(strategy) && !self.files.load(strategy).0.is_empty() {
+                    // It has run before, but its journal is only in the database.
+                    return Err(StoreError::new(
+                        format!("resume {strategy} from local files"),
+                        format!(
+                            "no local copy of its journal; it can resume once {} answers",
+                            self.location.describe()
+                        ),
+                    ));
+                }
                 let journal = self.local_journal(mirror, strategy).await?;
                 let last_seq = journal.last().map_or(0, |e| e.event.seq);
                 (last_seq, Vec::new(), Some(journal))

@@ -156,7 +156,11 @@ impl Writer {
                 }
             }
 
-            if self.outage.as_ref().is_some_and(|o| Instant::now() >= o.next_retry) {
+            if self
+                .outage
+                .as_ref()
+                .is_some_and(|o| Instant::now() >= o.next_retry)
+            {
                 self.try_resync().await;
             }
             self.flush().await;
@@ -198,7 +202,8 @@ impl Writer {
                         failing.error
                     );
                     tracing::info!("{message}");
-                    self.unsaved.push(store_event("store-write-recovered", message));
+                    self.unsaved
+                        .push(store_event("store-write-recovered", message));
                 }
                 self.answer_waiting(Ok(()));
             }
@@ -213,7 +218,9 @@ impl Writer {
                     );
                     self.unsaved.push(store_event(
                         "store-write-failed",
-                        format!("writes cannot be made durable, held in memory and retried: {error}"),
+                        format!(
+                            "writes cannot be made durable, held in memory and retried: {error}"
+                        ),
                     ));
                     self.failing = Some(Failing {
                         error,
@@ -306,7 +313,9 @@ impl Writer {
     /// Tries to bring the database up to date with the backlog; ends the
     /// outage when it is, and a write to the database has gone through.
     async fn try_resync(&mut self) {
-        let Some(outage) = &mut self.outage else { return };
+        let Some(outage) = &mut self.outage else {
+            return;
+        };
         if self.backend.ping().await.is_err() {
             outage.later();
             return;
