@@ -740,3 +740,51 @@ fn on_a_full_disk_no_order_goes_out_before_it_is_durable() {
     same_venue_record(&again, &reference);
     sqlite_nothing_lost(&disk.data(), reference_dir.path());
 }
+
+/// Journal entries written as JSON by earlier versions (TEXT rows, mixed
+/// with binary ones in one page) are still read, in order and unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_entries_written_as_json_are_still_read() {
+    use polybot_host::supervisor::{Cell, CellSpec, CheckpointPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let location = StoreLocation::Sqlite(dir.path().join("polybot.db"));
+    let sandbox = polybot_tests::sandbox(Default::default());
+    let spec = CellSpec {
+        name: "faulty".into(),
+        module: polybot_tests::load(&sandbox, "faulty"),
+        config_json: "{}".into(),
+        restart: polybot_tests::quick_restarts(10),
+        checkpoint: CheckpointPolicy::default(),
+    };
+    let written = {
+        let store: Arc<dyn StateStore> =
+            Arc::new(SqlStore::open(location.clone(), dir.path()).await.unwrap());
+        let mut cell = Cell::start(spec, store.clone()).await.unwrap();
+        for i in 0..20 {
+            cell.handle(i, polybot_host::contract::EventKind::Timer(i))
+                .await
+                .unwrap();
+        }
+        let written = store.entries_after("faulty", 0).await.unwrap();
+        store.close().await.unwrap();
+        written
+    };
+    assert_eq!(written.len(), 20);
+    // Rewrite the even entries as earlier versions stored them.
+    let mut script = String::new();
+    for entry in written.iter().filter(|e| e.event.seq % 2 == 0) {
+        let json = serde_json::to_string(entry).unwrap().replace('\'', "''");
+        script.push_str(&format!(
+            "UPDATE journal SET entry = '{json}' WHERE seq = {};\n",
+            entry.event.seq
+        ));
+    }
+    let status = Command::new("sqlite3")
+        .arg(dir.path().join("polybot.db"))
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let store = SqlStore::open(location, dir.path()).await.unwrap();
+    assert_eq!(store.entries_after("faulty", 0).await.unwrap(), written);
+}
