@@ -302,16 +302,7 @@ async fn record(cell: &Cell, write: Write) {
 }
 
 fn order_record(intent_id: &str, seq: u64, order: &PlaceOrder) -> OrderRecord {
-    OrderRecord {
-        intent_id: intent_id.to_string(),
-        seq,
-        market: order.market.clone(),
-        side: side_name(order.side).to_string(),
-        price: order.price,
-        size: order.size,
-        order_type: format!("{:?}", order.order_type).to_lowercase(),
-        created_at_ms: wall_clock_ms(),
-    }
+    OrderRecord::placed(intent_id.to_string(), seq, order, wall_clock_ms())
 }
 
 fn side_name(side: Side) -> &'static str {

@@ -11,13 +11,15 @@
 //! its effects leave the host. Writes are buffered and committed in groups, so
 //! only effects wait for a commit, not every event.
 
+pub mod codec;
 pub mod files;
 pub mod memory;
+pub mod mirror;
 pub mod sql;
 
 use sha2::{Digest, Sha256};
 
-use crate::contract::{Action, Event};
+use crate::contract::{Action, Event, PlaceOrder, Side};
 
 /// What became of a journaled event.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -108,6 +110,46 @@ pub struct OrderRecord {
     pub created_at_ms: u64,
 }
 
+impl OrderRecord {
+    /// The record of order `intent_id`, placed by event `seq`.
+    pub fn placed(intent_id: String, seq: u64, order: &PlaceOrder, created_at_ms: u64) -> Self {
+        OrderRecord {
+            intent_id,
+            seq,
+            market: order.market.clone(),
+            side: match order.side {
+                Side::Buy => "buy",
+                Side::Sell => "sell",
+            }
+            .to_string(),
+            price: order.price,
+            size: order.size,
+            order_type: format!("{:?}", order.order_type).to_lowercase(),
+            created_at_ms,
+        }
+    }
+
+    /// The orders a journal entry places, in action order.
+    pub fn placed_by(entry: &JournalEntry, created_at_ms: u64) -> Vec<OrderRecord> {
+        let Outcome::Handled(actions) = &entry.outcome else {
+            return Vec::new();
+        };
+        actions
+            .iter()
+            .enumerate()
+            .filter_map(|(index, action)| match action {
+                Action::PlaceOrder(order) => Some(OrderRecord::placed(
+                    crate::contract::intent_id(entry.event.seq, index),
+                    entry.event.seq,
+                    order,
+                    created_at_ms,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// A fill, with the profit it realised.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TradeRecord {
@@ -174,7 +216,9 @@ pub struct CheckpointFile {
     pub event_time_ms: u64,
     pub state_version: u32,
     pub module_digest: String,
+    #[serde(with = "codec::bytes")]
     pub state: Vec<u8>,
+    #[serde(with = "codec::bytes")]
     pub checksum: Vec<u8>,
     pub created_at_ms: u64,
 }

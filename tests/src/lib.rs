@@ -136,9 +136,14 @@ fn psql(database: &str, sql: &str) {
             "-c",
             sql,
         ])
-        .status()
-        .expect("run psql");
-    assert!(status.success(), "psql failed: {sql}");
+        .output()
+        .expect("run psql (the PostgreSQL client; these tests need it)");
+    assert!(
+        status.status.success(),
+        "this test needs a PostgreSQL server at {POSTGRES} (user postgres, trust \
+         authentication, database `test`); `{sql}` failed: {}",
+        String::from_utf8_lossy(&status.stderr).trim()
+    );
 }
 
 /// A host process whose stderr (its log) is read line by line. Keep it until

@@ -77,10 +77,7 @@ pub fn checkpoints(command: CheckpointsCommand) -> Result<ExitCode, Failure> {
                     hex::encode(c.checksum),
                     if c.is_intact() { "ok" } else { "CORRUPT" }
                 );
-                match std::str::from_utf8(&c.state) {
-                    Ok(text) => println!("state          {text}"),
-                    Err(_) => println!("state          {} bytes of binary", c.state.len()),
-                }
+                print_state(&c.state);
                 Ok(ExitCode::SUCCESS)
             }
             CheckpointsCommand::Verify(sel) => {
@@ -104,6 +101,30 @@ pub fn checkpoints(command: CheckpointsCommand) -> Result<ExitCode, Failure> {
             }
         }
     })
+}
+
+/// How much of a binary state is shown.
+const BINARY_PREVIEW: usize = 256;
+
+/// The state as text when it is UTF-8 (JSON, say), else as a hex dump of
+/// its first bytes.
+fn print_state(state: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(state) {
+        println!("state          {text}");
+        return;
+    }
+    println!("state          {} bytes of binary:", state.len());
+    for (i, line) in state.chunks(16).take(BINARY_PREVIEW / 16).enumerate() {
+        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String = line
+            .iter()
+            .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
+            .collect();
+        println!("  {:08x}  {:<47}  {ascii}", i * 16, hex.join(" "));
+    }
+    if state.len() > BINARY_PREVIEW {
+        println!("  … {} more bytes", state.len() - BINARY_PREVIEW);
+    }
 }
 
 async fn load(sel: &Selection) -> Result<Vec<(String, Vec<Checkpoint>)>, Failure> {
