@@ -403,4 +403,30 @@ mod tests {
         assert!(e.contains("depth"), "{e}");
         assert!(HostConfig::parse("this is = = not toml").is_err());
     }
+
+    #[test]
+    fn refused_values_name_section_and_key() {
+        for (text, needle) in [
+            ("[sim]\nmarkets = []\n", "[sim] markets"),
+            ("[sim]\nmarkets = [\"x\", \"x\"]\n", "listed twice"),
+            (
+                "[sandbox]\nmax_actions_per_event = 0\n",
+                "[sandbox] max_actions_per_event",
+            ),
+            ("[sandbox]\ncall_deadline = \"1ms\"\n", "epoch tick"),
+            (
+                "[supervisor]\nrestart_window = \"0s\"\n",
+                "[supervisor] restart_window",
+            ),
+            ("[paper]\nfee_bps = -1.0\n", "[paper] fee_bps"),
+            ("[paper]\nstarting_cash = nan\n", "[paper] starting_cash"),
+            ("[lease]\nttl = \"0s\"\n", "[lease] ttl"),
+        ] {
+            let e = HostConfig::parse(text).unwrap_err();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+        let ok =
+            HostConfig::parse("[sim]\nmarkets = [\"a\", \"b\"]\n[lease]\nttl = \"5s\"\n").unwrap();
+        assert_eq!(ok.lease.ttl, std::time::Duration::from_secs(5));
+    }
 }

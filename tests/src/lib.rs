@@ -110,6 +110,11 @@ impl TempDatabase {
     pub fn url(&self) -> String {
         self.url_via(POSTGRES)
     }
+
+    /// Runs `sql` in it (through `psql`), failing the test if it fails.
+    pub fn execute(&self, sql: &str) {
+        psql(&self.name, sql);
+    }
 }
 
 impl Drop for TempDatabase {
