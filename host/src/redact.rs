@@ -43,13 +43,12 @@ fn secret_ranges(text: &str) -> Vec<std::ops::Range<usize>> {
     let after_scheme = text.find("://").map_or(0, |i| i + 3);
     // The userinfo ends at the last `@` (a password may itself hold `@`, `/`, `?`).
     let mut query_search_from = after_scheme;
-    if let Some(at) = text[after_scheme..].rfind('@').map(|i| i + after_scheme) {
-        if let Some(colon) = text[after_scheme..at].find(':').map(|i| i + after_scheme)
-            && colon + 1 < at
-        {
-            found.push(colon + 1..at);
-            query_search_from = at;
-        }
+    if let Some(at) = text[after_scheme..].rfind('@').map(|i| i + after_scheme)
+        && let Some(colon) = text[after_scheme..at].find(':').map(|i| i + after_scheme)
+        && colon + 1 < at
+    {
+        found.push(colon + 1..at);
+        query_search_from = at;
     }
     if let Some(q) = text[query_search_from..]
         .find('?')
