@@ -79,7 +79,7 @@ pub(crate) mod humantime_serde_compat {
 
 /// How often the epoch ticker advances the engine's epoch. A call's deadline is
 /// enforced to within one tick.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// The engine, linker and limits shared by every strategy of a host.
 pub struct Sandbox {

@@ -1,6 +1,13 @@
 //! `polybot-host run`: one strategy, in the foreground, on the simulated
 //! market (default) or on Polymarket (`--venue polymarket`, paper execution
 //! unless `--live`).
+//!
+//! Order of a start, so that bad input writes nothing: arguments and config
+//! are checked, the module is loaded and tried completely (describe, init)
+//! and the venue is reached; then the strategy's lease is taken (lock file,
+//! then database row; another host holding it is bad input naming the
+//! holder); only then is the store opened and the strategy started. A lease
+//! lost while running stops the run (exit 1).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -14,6 +21,7 @@ use clap::Args;
 use super::Failure;
 use super::progress::Progress;
 use crate::config::HostConfig;
+use crate::lease::{Holder, Lease, LeaseError, LockFile};
 use crate::runner::{self, RunCounters, RunLimits, RunReport, StopReason};
 use crate::sandbox::Sandbox;
 use crate::store::StateStore;
@@ -160,6 +168,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             .unwrap_or_else(|| "strategy".into()),
     };
     check_name(&name).map_err(Failure::bad_input)?;
+    if !args.markets.is_empty() {
+        crate::config::check_markets(&args.markets)
+            .map_err(|e| Failure::bad_input(anyhow::anyhow!("--market: {e}")))?;
+    }
     let credentials = check_venue_args(&args).map_err(Failure::bad_input)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -297,8 +309,13 @@ async fn run_async(
     let module = sandbox.load(&args.strategy).map_err(Failure::bad_input)?;
     preflight(&module, &name, &config.strategy_json()).await?;
     let mut venue = build_venue(&args, &config, &name, credentials).await?;
-    // The module and its configuration are good; now the store may create its files.
-    let store: Arc<dyn StateStore> = Arc::new(args.store.open().await?);
+    // The module and its configuration are good. Claim the strategy before
+    // the store writes anything for it.
+    let ttl = config.lease.ttl;
+    let (mut lease, backend, location) = take_lease(&args.store, &name, ttl).await?;
+    let opened = args.store.open_on(backend, location).await?;
+    let store: Arc<dyn StateStore> = opened.store.clone();
+    lease.keep_renewed(ttl, store.clone());
     // A venue that replays is driven through the whole journal; any other
     // only needs to know where it ends.
     let replays = match &venue {
@@ -366,9 +383,16 @@ async fn run_async(
         max_event_time: args.duration,
     };
     let started = Instant::now();
+    let lease_lost = lease.lost();
     let shutdown = async move {
-        let name = stop_signal.recv().await;
-        tracing::info!("{name}: finishing the event in hand, then stopping");
+        tokio::select! {
+            name = stop_signal.recv() => {
+                tracing::info!("{name}: finishing the event in hand, then stopping");
+            }
+            loss = lease_lost => {
+                tracing::error!("{loss}: finishing the event in hand, then stopping");
+            }
+        }
     };
     let report = match &mut venue {
         ChosenVenue::Sim(v) => {
@@ -383,15 +407,22 @@ async fn run_async(
     }
     let elapsed = started.elapsed();
     // The cell synced its last writes when it stopped; closing lets go of the database too.
+    let lost = lease.is_lost();
+    if lost.is_none() {
+        lease.release().await;
+    }
     if let Err(e) = store.close().await {
         tracing::error!("store did not close cleanly: {e}");
     }
 
     if args.json {
         let json = serde_json::json!({ "report": &report, "wall_seconds": elapsed.as_secs_f64() });
-        println!("{json:#}");
+        outln!("{json:#}");
     } else {
         print_summary(&report, &info, &args, &module.digest(), elapsed);
+    }
+    if let Some(loss) = lost {
+        return Err(Failure::runtime(loss));
     }
     match (&report.fatal, report.state) {
         (Some(fatal), _) => Err(Failure::runtime(anyhow::anyhow!("{fatal}"))),
@@ -478,6 +509,40 @@ async fn watch_module(
     }
 }
 
+/// Takes the strategy's lease: the lock file first when the data directory
+/// exists (a second host on it is refused before touching the database), then
+/// the database row. Returns the lease with the connected database.
+async fn take_lease(
+    store: &super::StoreArgs,
+    name: &str,
+    ttl: Duration,
+) -> Result<
+    (
+        Lease,
+        Arc<dyn crate::store::sql::Backend>,
+        crate::store::sql::StoreLocation,
+    ),
+    Failure,
+> {
+    let data_dir = &store.data_dir;
+    let holder = Holder::this_process(data_dir);
+    let lock = if data_dir.is_dir() {
+        Some(LockFile::acquire(data_dir, name, &holder).map_err(lease_failure)?)
+    } else {
+        None
+    };
+    let (backend, location) = store.connect().await?;
+    let lease = Lease::acquire(backend.clone(), name, data_dir, holder, ttl, lock)
+        .await
+        .map_err(lease_failure)?;
+    Ok((lease, backend, location))
+}
+
+/// A strategy held elsewhere, or a lease that cannot be taken, is bad input.
+fn lease_failure(e: LeaseError) -> Failure {
+    Failure::bad_input(e)
+}
+
 /// Instantiates the strategy once and hands it its configuration, so a module
 /// that cannot start, or refuses its configuration, is reported before
 /// anything is written.
@@ -492,6 +557,9 @@ async fn preflight(
             path: path.clone(),
             source,
         })
+    })?;
+    instance.describe().await.map_err(|source| {
+        Failure::bad_input(anyhow::anyhow!("{path}: describe failed: {source}"))
     })?;
     match instance.init(config_json).await {
         Ok(Ok(())) => Ok(()),
@@ -526,30 +594,34 @@ fn print_summary(
         StopReason::Fatal => "strategy fatal",
         StopReason::Diverged => "venue history does not match the journal",
     };
-    println!("polybot run — {} ({stop})", report.strategy);
-    println!(
+    outln!("polybot run — {} ({stop})", report.strategy);
+    outln!(
         "  strategy     {} {} from {} (sha256 {})",
         info.name,
         info.version,
         args.strategy.display(),
         &digest[..12]
     );
-    println!("  state        {}", report.state);
+    outln!("  state        {}", report.state);
     if report.resumed_at_seq > 0 {
-        println!(
+        outln!(
             "  resumed      at seq {} from the journal",
             report.resumed_at_seq
         );
     }
-    println!(
+    outln!(
         "  events       {} handled in this run, {} in all, over {span} of event time",
-        report.events, report.last_seq
+        report.events,
+        report.last_seq
     );
-    println!(
+    outln!(
         "  orders       {} placed, {} cancels, {} fills, {:.0} shares traded",
-        report.orders, report.cancels, report.fills, p.volume
+        report.orders,
+        report.cancels,
+        report.fills,
+        p.volume
     );
-    println!(
+    outln!(
         "  pnl          {:+.2} (realized {:+.2}, unrealized {:+.2}, fees {:.2}); cash {:.2}",
         p.total_pnl(),
         p.realized_pnl,
@@ -557,7 +629,7 @@ fn print_summary(
         p.fees,
         p.cash
     );
-    println!(
+    outln!(
         "  supervision  {} restarts, {} quarantined events, {} divergences, {} checkpoints",
         report.cell.restarts,
         report.cell.quarantined,
@@ -565,9 +637,9 @@ fn print_summary(
         report.cell.checkpoints
     );
     if let Some(fault) = &report.cell.last_fault {
-        println!("  last fault   {fault}");
+        outln!("  last fault   {fault}");
     }
-    println!(
+    outln!(
         "  wall time    {:.2} s ({rate:.0} events/s)",
         elapsed.as_secs_f64()
     );

@@ -84,7 +84,7 @@ impl StoreLocation {
         }
         if text.contains("://") {
             return Err(StoreError::new(
-                format!("open store `{text}`"),
+                format!("open store `{}`", crate::redact::url(text)),
                 "unknown scheme; use postgres://… or sqlite:PATH",
             ));
         }
@@ -95,19 +95,8 @@ impl StoreLocation {
     pub fn describe(&self) -> String {
         match self {
             StoreLocation::Sqlite(path) => format!("sqlite {}", path.display()),
-            StoreLocation::Postgres(url) => format!("postgres {}", redact(url)),
+            StoreLocation::Postgres(url) => format!("postgres {}", crate::redact::url(url)),
         }
-    }
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
-            let creds = &url[scheme + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
     }
 }
 

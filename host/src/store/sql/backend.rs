@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use sqlx::{QueryBuilder, Row};
 
+use crate::lease::{Holder, LeaseRecord, LeaseRequest};
 use crate::store::{
     Checkpoint, JournalEntry, KEPT_CHECKPOINTS, OrderRecord, StoreError, StrategyStatus,
     SystemEvent, TradeRecord, Write, codec,
@@ -86,6 +87,23 @@ pub trait Backend: Send + Sync + 'static {
     async fn status(&self) -> Result<Vec<StrategyStatus>, StoreError>;
     async fn orders(&self, strategy: &str) -> Result<Vec<OrderRecord>, StoreError>;
     async fn trades(&self, strategy: &str) -> Result<Vec<TradeRecord>, StoreError>;
+    /// Takes `request.strategy`'s lease if it is free, expired, or (with
+    /// `request.same_dir_is_dead`) held from this host and data directory:
+    /// the new token, or `None` when someone else holds it.
+    async fn acquire_lease(&self, request: &LeaseRequest) -> Result<Option<u64>, BackendError>;
+    /// Extends a lease held with `token` to `expires_at_ms`; `false` when the
+    /// lease now carries another token (taken over).
+    async fn renew_lease(
+        &self,
+        strategy: &str,
+        token: u64,
+        now_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<bool, BackendError>;
+    /// Lets a lease held with `token` lapse now.
+    async fn release_lease(&self, strategy: &str, token: u64) -> Result<(), BackendError>;
+    /// Every lease row, by strategy name.
+    async fn leases(&self) -> Result<Vec<LeaseRecord>, BackendError>;
 }
 
 /// Rows per multi-row INSERT: well under both databases' parameter limits.
@@ -548,6 +566,84 @@ macro_rules! sql_backend {
                     })
                     .collect())
             }
+
+            async fn acquire_lease(&self, r: &LeaseRequest) -> Result<Option<u64>, BackendError> {
+                let row = sqlx::query(
+                    "INSERT INTO leases (strategy, token, holder_host, holder_pid, holder_dir, \
+                       acquired_at_ms, renewed_at_ms, expires_at_ms) \
+                     VALUES ($1, 1, $2, $3, $4, $5, $5, $6) \
+                     ON CONFLICT (strategy) DO UPDATE SET token = leases.token + 1, \
+                       holder_host = excluded.holder_host, holder_pid = excluded.holder_pid, \
+                       holder_dir = excluded.holder_dir, acquired_at_ms = excluded.acquired_at_ms, \
+                       renewed_at_ms = excluded.renewed_at_ms, expires_at_ms = excluded.expires_at_ms \
+                     WHERE leases.expires_at_ms <= $5 \
+                        OR ($7 AND leases.holder_host = $2 AND leases.holder_dir = $4) \
+                     RETURNING token",
+                )
+                .bind(&r.strategy)
+                .bind(&r.holder.host)
+                .bind(i64::from(r.holder.pid))
+                .bind(&r.holder.data_dir)
+                .bind(r.holder.since_ms as i64)
+                .bind(r.expires_at_ms as i64)
+                .bind(r.same_dir_is_dead)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|row| row.get::<i64, _>(0) as u64))
+            }
+
+            async fn renew_lease(
+                &self,
+                strategy: &str,
+                token: u64,
+                now_ms: u64,
+                expires_at_ms: u64,
+            ) -> Result<bool, BackendError> {
+                let done = sqlx::query(
+                    "UPDATE leases SET renewed_at_ms = $1, expires_at_ms = $2 \
+                     WHERE strategy = $3 AND token = $4",
+                )
+                .bind(now_ms as i64)
+                .bind(expires_at_ms as i64)
+                .bind(strategy)
+                .bind(token as i64)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn release_lease(&self, strategy: &str, token: u64) -> Result<(), BackendError> {
+                sqlx::query("UPDATE leases SET expires_at_ms = 0 WHERE strategy = $1 AND token = $2")
+                    .bind(strategy)
+                    .bind(token as i64)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn leases(&self) -> Result<Vec<LeaseRecord>, BackendError> {
+                let rows = sqlx::query(
+                    "SELECT strategy, token, holder_host, holder_pid, holder_dir, acquired_at_ms, \
+                       renewed_at_ms, expires_at_ms FROM leases ORDER BY strategy",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| LeaseRecord {
+                        strategy: row.get(0),
+                        token: row.get::<i64, _>(1) as u64,
+                        holder: Holder {
+                            host: row.get(2),
+                            pid: row.get::<i64, _>(3) as u32,
+                            data_dir: row.get(4),
+                            since_ms: row.get::<i64, _>(5) as u64,
+                        },
+                        renewed_at_ms: row.get::<i64, _>(6) as u64,
+                        expires_at_ms: row.get::<i64, _>(7) as u64,
+                    })
+                    .collect())
+            }
         }
     };
 }
@@ -613,8 +709,12 @@ impl PostgresBackend {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
         let describe = super::StoreLocation::Postgres(url.to_string()).describe();
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::new(format!("parse database URL {describe}"), e))?;
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::new(
+                format!("parse database URL {describe}"),
+                crate::redact::scrub(&e.to_string(), url),
+            )
+        })?;
         // One direct connection first: its error says why (refused, unknown
         // host, bad password), where the pool would only say it timed out.
         {
@@ -625,7 +725,12 @@ impl PostgresBackend {
             )
             .await
             .map_err(|_| StoreError::new(format!("connect to {describe}"), "no answer within 5 s"))?
-            .map_err(|e| StoreError::new(format!("connect to {describe}"), e))?;
+            .map_err(|e| {
+                StoreError::new(
+                    format!("connect to {describe}"),
+                    crate::redact::scrub(&e.to_string(), url),
+                )
+            })?;
             let _ = connection.close().await;
         }
         let pool = PgPoolOptions::new()
@@ -633,7 +738,12 @@ impl PostgresBackend {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::new(format!("connect to {describe}"), e))?;
+            .map_err(|e| {
+                StoreError::new(
+                    format!("connect to {describe}"),
+                    crate::redact::scrub(&e.to_string(), url),
+                )
+            })?;
         Ok(Self::from_pool(pool, describe))
     }
 
