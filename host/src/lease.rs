@@ -477,3 +477,124 @@ pub fn host_name() -> String {
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sql::SqliteBackend;
+
+    fn holder(dir: &Path, pid: u32) -> Holder {
+        Holder {
+            pid,
+            ..Holder::this_process(dir)
+        }
+    }
+
+    async fn backend(dir: &Path) -> Arc<dyn Backend> {
+        let b = SqliteBackend::open(&dir.join("polybot.db")).await.unwrap();
+        b.migrate().await.unwrap();
+        Arc::new(b)
+    }
+
+    #[test]
+    fn a_locked_file_names_its_holder_and_is_free_once_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = holder(dir.path(), 11);
+        let lock = LockFile::acquire(dir.path(), "s", &first).unwrap();
+        match LockFile::acquire(dir.path(), "s", &holder(dir.path(), 12)) {
+            Err(LeaseError::Held { holder, .. }) => assert_eq!(holder, first),
+            other => panic!("expected held, got {other:?}"),
+        }
+        // Another strategy in the same directory has its own lock.
+        LockFile::acquire(dir.path(), "other", &first).unwrap();
+        drop(lock);
+        LockFile::acquire(dir.path(), "s", &holder(dir.path(), 12)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_row_is_taken_over_only_when_expired_or_proven_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = backend(dir.path()).await;
+        let now = wall_clock_ms();
+        let ask = |pid, dead, dir: &str| LeaseRequest {
+            strategy: "s".into(),
+            holder: Holder {
+                host: "h".into(),
+                pid,
+                data_dir: dir.into(),
+                since_ms: now,
+            },
+            expires_at_ms: now + 60_000,
+            same_dir_is_dead: dead,
+        };
+        assert_eq!(
+            db.acquire_lease(&ask(1, false, "/a")).await.unwrap(),
+            Some(1)
+        );
+        // Held and live: refused, whether from another dir or without proof.
+        assert_eq!(db.acquire_lease(&ask(2, true, "/b")).await.unwrap(), None);
+        assert_eq!(db.acquire_lease(&ask(2, false, "/a")).await.unwrap(), None);
+        // Same host and dir, with the lock file proving the holder dead: taken.
+        assert_eq!(
+            db.acquire_lease(&ask(2, true, "/a")).await.unwrap(),
+            Some(2)
+        );
+        // The old holder's renewal finds another token.
+        assert!(!db.renew_lease("s", 1, now, now + 1).await.unwrap());
+        assert!(db.renew_lease("s", 2, now, now + 60_000).await.unwrap());
+        // Released: free for anyone, with a new token.
+        db.release_lease("s", 2).await.unwrap();
+        assert_eq!(
+            db.acquire_lease(&ask(3, false, "/b")).await.unwrap(),
+            Some(3)
+        );
+        let rows = db.leases().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].holder.pid, 3);
+        assert!(rows[0].is_live(now));
+    }
+
+    #[tokio::test]
+    async fn a_second_lease_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let db = backend(dir.path()).await;
+        let ttl = Duration::from_secs(30);
+        let first = Lease::acquire(
+            db.clone(),
+            "s",
+            dir.path(),
+            holder(dir.path(), 1),
+            ttl,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(first.token(), 1);
+        let refused = Lease::acquire(
+            db.clone(),
+            "s",
+            other.path(),
+            holder(other.path(), 2),
+            ttl,
+            None,
+        )
+        .await;
+        match refused {
+            Err(e @ LeaseError::Held { .. }) => {
+                let line = e.to_string();
+                assert!(
+                    line.contains("pid 1") && line.contains("expires in"),
+                    "{line}"
+                );
+            }
+            Err(e) => panic!("expected held, got {e}"),
+            Ok(_) => panic!("expected held, got a lease"),
+        }
+        first.release().await;
+        let second = Lease::acquire(db, "s", other.path(), holder(other.path(), 2), ttl, None)
+            .await
+            .unwrap();
+        assert_eq!(second.token(), 2);
+    }
+}
