@@ -33,13 +33,14 @@
 //! host may drive it.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+mod lock_file;
+pub use lock_file::LockFile;
 
 use crate::store::sql::{Backend, BackendError};
 use crate::store::{StateStore, SystemEvent, Write, wall_clock_ms};
@@ -151,87 +152,6 @@ pub struct LeaseLost {
     pub strategy: String,
     /// Who holds it now, as far as the database says.
     pub taken_by: String,
-}
-
-/// The OS-locked file that claims a strategy within one data directory.
-#[derive(Debug)]
-pub struct LockFile {
-    // Held open: closing it (or the process dying) releases the lock.
-    _file: File,
-    path: PathBuf,
-}
-
-impl LockFile {
-    /// Where `strategy`'s lock file lives under `data_dir`.
-    pub fn path(data_dir: &Path, strategy: &str) -> PathBuf {
-        data_dir.join("leases").join(format!("{strategy}.lock"))
-    }
-
-    /// Locks `strategy`'s lock file under `data_dir` (creating it) and writes
-    /// `holder` into it.
-    ///
-    /// # Errors
-    /// [`LeaseError::Held`] when a live process holds it, naming that
-    /// process; [`LeaseError::LockFile`] when it cannot be created.
-    pub fn acquire(
-        data_dir: &Path,
-        strategy: &str,
-        holder: &Holder,
-    ) -> Result<LockFile, LeaseError> {
-        let path = Self::path(data_dir, strategy);
-        let fail = |message: String| LeaseError::LockFile {
-            path: path.display().to_string(),
-            message,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| fail(e.to_string()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let found = read_holder(&file).unwrap_or_else(|| Holder {
-                    host: "unknown".into(),
-                    pid: 0,
-                    data_dir: absolute(data_dir).display().to_string(),
-                    since_ms: 0,
-                });
-                return Err(LeaseError::Held {
-                    strategy: strategy.to_string(),
-                    holder: found,
-                    expires_at_ms: None,
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(fail(format!("cannot lock: {e}"))),
-        }
-        let text = serde_json::to_string(holder).map_err(|e| fail(e.to_string()))?;
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(text.as_bytes()))
-            .and_then(|()| file.sync_data())
-            .map_err(|e| fail(format!("cannot write: {e}")))?;
-        Ok(LockFile { _file: file, path })
-    }
-}
-
-impl Drop for LockFile {
-    fn drop(&mut self) {
-        // The lock goes with the file handle; the file stays for the next holder.
-        tracing::debug!(path = %self.path.display(), "lock file released");
-    }
-}
-
-fn read_holder(mut file: &File) -> Option<Holder> {
-    let mut text = String::new();
-    file.rewind().ok()?;
-    file.read_to_string(&mut text).ok()?;
-    serde_json::from_str(&text).ok()
 }
 
 /// A strategy's lease, held: the lock file and the database row, renewed in
@@ -474,7 +394,7 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn absolute(path: &Path) -> PathBuf {
+pub(crate) fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
