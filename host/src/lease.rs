@@ -19,7 +19,9 @@
 //!
 //! A renewal that finds another token means the strategy was taken over: the
 //! lease reports itself lost ([`Lease::lost`]), writes a `lease-lost` system
-//! event, and the host must stop driving the strategy. A renewal that cannot
+//! event, fences the strategy's writes ([`Lease::fence`]: nothing more is
+//! journaled, so no further order leaves the host) and the host must stop
+//! driving the strategy. A renewal that cannot
 //! reach the database is retried (with a `lease-renewal-failed` system event)
 //! and does not stop the strategy: during a database outage the host keeps
 //! running on its local backlog, and the token check on the next successful
@@ -39,7 +41,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+mod fence;
 mod lock_file;
+pub use fence::FencedStore;
 pub use lock_file::LockFile;
 
 use crate::store::sql::{Backend, BackendError};
@@ -272,6 +276,17 @@ impl Lease {
                 }
             }
         }
+    }
+
+    /// `store` as the strategy's cell must see it: its writes for this
+    /// strategy are refused once the lease is lost (see [`FencedStore`]).
+    /// Call after [`Lease::keep_renewed`].
+    pub fn fence(&self, store: Arc<dyn StateStore>) -> Arc<dyn StateStore> {
+        Arc::new(FencedStore::new(
+            store,
+            self.strategy.clone(),
+            self.lost.clone(),
+        ))
     }
 
     /// Whether the lease has been lost.

@@ -331,8 +331,10 @@ async fn run_async(
     let ttl = config.lease.ttl;
     let (mut lease, backend, location) = take_lease(&args.store, &name, ttl).await?;
     let opened = args.store.open_on(backend, location).await?;
-    let store: Arc<dyn StateStore> = opened.store.clone();
-    lease.keep_renewed(ttl, store.clone());
+    let shared: Arc<dyn StateStore> = opened.store.clone();
+    lease.keep_renewed(ttl, shared.clone());
+    // What the strategy writes stops the moment its lease is lost.
+    let store = lease.fence(shared);
     // A venue that replays is driven through the whole journal; any other
     // only needs to know where it ends.
     let replays = match &venue {
