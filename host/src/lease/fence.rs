@@ -105,3 +105,43 @@ impl StateStore for FencedStore {
         self.inner.trades(strategy).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn state(strategy: &str) -> Write {
+        Write::StrategyState {
+            strategy: strategy.into(),
+            module_digest: "d".into(),
+            state: "running".into(),
+            restarts: 0,
+            at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_for_the_strategy_stop_once_the_lease_is_lost() {
+        let (tx, rx) = watch::channel(None);
+        let store = FencedStore::new(Arc::new(MemoryStore::new()), "s".into(), rx);
+        store.write(state("s")).await.unwrap();
+        tx.send_replace(Some(LeaseLost {
+            strategy: "s".into(),
+            taken_by: "now held by another host".into(),
+        }));
+        let refused = store.write(state("s")).await.unwrap_err();
+        assert!(refused.to_string().contains("lost the lease"), "{refused}");
+        // Other strategies and system events still pass.
+        store.write(state("other")).await.unwrap();
+        let event = SystemEvent {
+            timestamp_ms: 1,
+            event_type: "lease-lost".into(),
+            component: "lease/s".into(),
+            message: "lost".into(),
+            id: String::new(),
+        };
+        store.write(Write::SystemEvent(event)).await.unwrap();
+        assert_eq!(store.system_events(10).await.unwrap().len(), 1);
+    }
+}
