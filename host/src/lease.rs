@@ -19,7 +19,9 @@
 //!
 //! A renewal that finds another token means the strategy was taken over: the
 //! lease reports itself lost ([`Lease::lost`]), writes a `lease-lost` system
-//! event, and the host must stop driving the strategy. A renewal that cannot
+//! event, fences the strategy's writes ([`Lease::fence`]: nothing more is
+//! journaled, so no further order leaves the host) and the host must stop
+//! driving the strategy. A renewal that cannot
 //! reach the database is retried (with a `lease-renewal-failed` system event)
 //! and does not stop the strategy: during a database outage the host keeps
 //! running on its local backlog, and the token check on the next successful
@@ -33,13 +35,16 @@
 //! host may drive it.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+mod fence;
+mod lock_file;
+pub use fence::FencedStore;
+pub use lock_file::LockFile;
 
 use crate::store::sql::{Backend, BackendError};
 use crate::store::{StateStore, SystemEvent, Write, wall_clock_ms};
@@ -151,87 +156,6 @@ pub struct LeaseLost {
     pub strategy: String,
     /// Who holds it now, as far as the database says.
     pub taken_by: String,
-}
-
-/// The OS-locked file that claims a strategy within one data directory.
-#[derive(Debug)]
-pub struct LockFile {
-    // Held open: closing it (or the process dying) releases the lock.
-    _file: File,
-    path: PathBuf,
-}
-
-impl LockFile {
-    /// Where `strategy`'s lock file lives under `data_dir`.
-    pub fn path(data_dir: &Path, strategy: &str) -> PathBuf {
-        data_dir.join("leases").join(format!("{strategy}.lock"))
-    }
-
-    /// Locks `strategy`'s lock file under `data_dir` (creating it) and writes
-    /// `holder` into it.
-    ///
-    /// # Errors
-    /// [`LeaseError::Held`] when a live process holds it, naming that
-    /// process; [`LeaseError::LockFile`] when it cannot be created.
-    pub fn acquire(
-        data_dir: &Path,
-        strategy: &str,
-        holder: &Holder,
-    ) -> Result<LockFile, LeaseError> {
-        let path = Self::path(data_dir, strategy);
-        let fail = |message: String| LeaseError::LockFile {
-            path: path.display().to_string(),
-            message,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| fail(e.to_string()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let found = read_holder(&file).unwrap_or_else(|| Holder {
-                    host: "unknown".into(),
-                    pid: 0,
-                    data_dir: absolute(data_dir).display().to_string(),
-                    since_ms: 0,
-                });
-                return Err(LeaseError::Held {
-                    strategy: strategy.to_string(),
-                    holder: found,
-                    expires_at_ms: None,
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(fail(format!("cannot lock: {e}"))),
-        }
-        let text = serde_json::to_string(holder).map_err(|e| fail(e.to_string()))?;
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(text.as_bytes()))
-            .and_then(|()| file.sync_data())
-            .map_err(|e| fail(format!("cannot write: {e}")))?;
-        Ok(LockFile { _file: file, path })
-    }
-}
-
-impl Drop for LockFile {
-    fn drop(&mut self) {
-        // The lock goes with the file handle; the file stays for the next holder.
-        tracing::debug!(path = %self.path.display(), "lock file released");
-    }
-}
-
-fn read_holder(mut file: &File) -> Option<Holder> {
-    let mut text = String::new();
-    file.rewind().ok()?;
-    file.read_to_string(&mut text).ok()?;
-    serde_json::from_str(&text).ok()
 }
 
 /// A strategy's lease, held: the lock file and the database row, renewed in
@@ -354,6 +278,17 @@ impl Lease {
         }
     }
 
+    /// `store` as the strategy's cell must see it: its writes for this
+    /// strategy are refused once the lease is lost (see [`FencedStore`]).
+    /// Call after [`Lease::keep_renewed`].
+    pub fn fence(&self, store: Arc<dyn StateStore>) -> Arc<dyn StateStore> {
+        Arc::new(FencedStore::new(
+            store,
+            self.strategy.clone(),
+            self.lost.clone(),
+        ))
+    }
+
     /// Whether the lease has been lost.
     pub fn is_lost(&self) -> Option<LeaseLost> {
         self.lost.borrow().clone()
@@ -474,6 +409,127 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn absolute(path: &Path) -> PathBuf {
+pub(crate) fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sql::SqliteBackend;
+
+    fn holder(dir: &Path, pid: u32) -> Holder {
+        Holder {
+            pid,
+            ..Holder::this_process(dir)
+        }
+    }
+
+    async fn backend(dir: &Path) -> Arc<dyn Backend> {
+        let b = SqliteBackend::open(&dir.join("polybot.db")).await.unwrap();
+        b.migrate().await.unwrap();
+        Arc::new(b)
+    }
+
+    #[test]
+    fn a_locked_file_names_its_holder_and_is_free_once_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = holder(dir.path(), 11);
+        let lock = LockFile::acquire(dir.path(), "s", &first).unwrap();
+        match LockFile::acquire(dir.path(), "s", &holder(dir.path(), 12)) {
+            Err(LeaseError::Held { holder, .. }) => assert_eq!(holder, first),
+            other => panic!("expected held, got {other:?}"),
+        }
+        // Another strategy in the same directory has its own lock.
+        LockFile::acquire(dir.path(), "other", &first).unwrap();
+        drop(lock);
+        LockFile::acquire(dir.path(), "s", &holder(dir.path(), 12)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_row_is_taken_over_only_when_expired_or_proven_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = backend(dir.path()).await;
+        let now = wall_clock_ms();
+        let ask = |pid, dead, dir: &str| LeaseRequest {
+            strategy: "s".into(),
+            holder: Holder {
+                host: "h".into(),
+                pid,
+                data_dir: dir.into(),
+                since_ms: now,
+            },
+            expires_at_ms: now + 60_000,
+            same_dir_is_dead: dead,
+        };
+        assert_eq!(
+            db.acquire_lease(&ask(1, false, "/a")).await.unwrap(),
+            Some(1)
+        );
+        // Held and live: refused, whether from another dir or without proof.
+        assert_eq!(db.acquire_lease(&ask(2, true, "/b")).await.unwrap(), None);
+        assert_eq!(db.acquire_lease(&ask(2, false, "/a")).await.unwrap(), None);
+        // Same host and dir, with the lock file proving the holder dead: taken.
+        assert_eq!(
+            db.acquire_lease(&ask(2, true, "/a")).await.unwrap(),
+            Some(2)
+        );
+        // The old holder's renewal finds another token.
+        assert!(!db.renew_lease("s", 1, now, now + 1).await.unwrap());
+        assert!(db.renew_lease("s", 2, now, now + 60_000).await.unwrap());
+        // Released: free for anyone, with a new token.
+        db.release_lease("s", 2).await.unwrap();
+        assert_eq!(
+            db.acquire_lease(&ask(3, false, "/b")).await.unwrap(),
+            Some(3)
+        );
+        let rows = db.leases().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].holder.pid, 3);
+        assert!(rows[0].is_live(now));
+    }
+
+    #[tokio::test]
+    async fn a_second_lease_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let db = backend(dir.path()).await;
+        let ttl = Duration::from_secs(30);
+        let first = Lease::acquire(
+            db.clone(),
+            "s",
+            dir.path(),
+            holder(dir.path(), 1),
+            ttl,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(first.token(), 1);
+        let refused = Lease::acquire(
+            db.clone(),
+            "s",
+            other.path(),
+            holder(other.path(), 2),
+            ttl,
+            None,
+        )
+        .await;
+        match refused {
+            Err(e @ LeaseError::Held { .. }) => {
+                let line = e.to_string();
+                assert!(
+                    line.contains("pid 1") && line.contains("expires in"),
+                    "{line}"
+                );
+            }
+            Err(e) => panic!("expected held, got {e}"),
+            Ok(_) => panic!("expected held, got a lease"),
+        }
+        first.release().await;
+        let second = Lease::acquire(db, "s", other.path(), holder(other.path(), 2), ttl, None)
+            .await
+            .unwrap();
+        assert_eq!(second.token(), 2);
+    }
 }

@@ -242,6 +242,8 @@ fn a_host_whose_lease_is_taken_over_stops_with_an_error_and_a_system_event() {
         events.iter().any(|e| e["event_type"] == "lease-lost"),
         "{status}"
     );
-    // The intruder still holds it: this host did not release it.
+    // The intruder still holds it: this host did not release it, and did not
+    // record the strategy as stopped over the new holder's records.
     assert_eq!(status["leases"][0]["holder"]["host"], "intruder");
+    assert_eq!(status["strategies"][0]["state"], "running", "{status}");
 }

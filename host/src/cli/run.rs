@@ -75,7 +75,7 @@ pub struct RunArgs {
     pub events: Option<u64>,
 
     /// Stop after this much event time from the strategy's first event (e.g. `90s`, `6h`, `7d`).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = parse_positive_duration)]
     pub duration: Option<Duration>,
 
     #[command(flatten)]
@@ -126,7 +126,7 @@ pub struct PolymarketArgs {
 
     /// With `--venue polymarket`: no market data for this long counts as a
     /// stalled feed (reported to the strategy as degraded, then reconnected).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
     pub stall_timeout: Duration,
 }
 
@@ -140,6 +140,17 @@ pub enum VenueKind {
 pub enum Speed {
     Times(f64),
     Max,
+}
+
+/// A duration flag: `90s`, `6h`, `7d`; zero is refused.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("`{text}` must be longer than zero")),
+        Err(e) => Err(format!(
+            "`{text}` is not a duration ({e}); use e.g. 90s, 6h, 7d"
+        )),
+    }
 }
 
 fn parse_speed(text: &str) -> Result<Speed, String> {
@@ -303,8 +314,14 @@ async fn run_async(
 ) -> Result<ExitCode, Failure> {
     let data_dir = args.store.data_dir.clone();
     let sandbox = Arc::new(
-        Sandbox::new(config.sandbox.clone(), Some(data_dir.join("cache")))
-            .map_err(Failure::bad_input)?,
+        Sandbox::new(config.sandbox.clone(), Some(data_dir.join("cache"))).map_err(|e| {
+            // The limits come from `[sandbox]`: name where they were set.
+            let origin = match &args.config {
+                Some(path) => format!("{}: [sandbox]", path.display()),
+                None => "sandbox".into(),
+            };
+            Failure::bad_input(anyhow::anyhow!("{origin}: cannot set up the limits: {e:#}"))
+        })?,
     );
     let module = sandbox.load(&args.strategy).map_err(Failure::bad_input)?;
     preflight(&module, &name, &config.strategy_json()).await?;
@@ -314,8 +331,10 @@ async fn run_async(
     let ttl = config.lease.ttl;
     let (mut lease, backend, location) = take_lease(&args.store, &name, ttl).await?;
     let opened = args.store.open_on(backend, location).await?;
-    let store: Arc<dyn StateStore> = opened.store.clone();
-    lease.keep_renewed(ttl, store.clone());
+    let shared: Arc<dyn StateStore> = opened.store.clone();
+    lease.keep_renewed(ttl, shared.clone());
+    // What the strategy writes stops the moment its lease is lost.
+    let store = lease.fence(shared);
     // A venue that replays is driven through the whole journal; any other
     // only needs to know where it ends.
     let replays = match &venue {
@@ -342,12 +361,17 @@ async fn run_async(
         restart: config.supervisor.clone(),
         checkpoint: config.checkpoint.clone(),
     };
-    let mut cell = Cell::start(spec, store.clone())
-        .await
-        .map_err(|e| match e {
-            StartError::Store { .. } => Failure::runtime(e),
-            _ => Failure::bad_input(e),
-        })?;
+    let mut cell = match Cell::start(spec, store.clone()).await {
+        Ok(cell) => cell,
+        Err(e) => {
+            // Not started: let the next host have the strategy at once.
+            lease.release().await;
+            return Err(match e {
+                StartError::Store { .. } => Failure::runtime(e),
+                _ => Failure::bad_input(e),
+            });
+        }
+    };
     // Started: only now does anything get written.
     if let Err(e) = module.save_to_cache() {
         tracing::warn!("cannot cache compiled code in {}: {e}", data_dir.display());
@@ -655,6 +679,11 @@ mod tests {
         assert_eq!(parse_speed("60").unwrap(), Speed::Times(60.0));
         assert!(parse_speed("0").is_err());
         assert!(parse_speed("fast").is_err());
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(
+            parse_positive_duration("2m").unwrap(),
+            Duration::from_secs(120)
+        );
     }
 
     #[derive(clap::Parser)]
