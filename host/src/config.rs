@@ -140,6 +140,7 @@ impl HostConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        self.sandbox.check()?;
         if self.sim.tick_ms == 0 {
             return Err("[sim] tick_ms must be at least 1".into());
         }
