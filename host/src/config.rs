@@ -4,9 +4,15 @@
 //! [strategy]            # handed to the strategy's `init`, as JSON
 //! lookback = 20
 //!
-//! [sandbox]             # limits every instance runs under
+//! [sandbox]             # limits every instance runs under (`SandboxLimits`)
 //! memory_bytes = 67108864
 //! call_deadline = "100ms"
+//! max_actions_per_event = 64
+//! max_id_bytes = 256
+//! max_output_bytes = 65536
+//! max_snapshot_bytes = 16777216
+//! max_log_line = 4096
+//! max_log_lines_per_sec = 100
 //!
 //! [supervisor]          # restart policy
 //! max_restarts = 10

@@ -33,6 +33,10 @@ use polybot_tests::{guest, load, sandbox};
 const RSS_BOUND_KIB: u64 = 200 * 1024;
 const RSS_BOUND: &str = "200 MiB";
 
+/// Building tens of MiB of strings takes the guest longer than the default
+/// 100 ms deadline on a loaded machine; these cases are about output, not time.
+const SLOW_GUEST: &str = "[sandbox]\ncall_deadline = \"2s\"\n";
+
 /// Longest any hostile run may take before the test calls it a hang.
 const RUN_BOUND: Duration = Duration::from_secs(90);
 
@@ -289,7 +293,10 @@ fn exit_is_the_strategys_fault_and_the_event_is_quarantined() {
 #[test]
 fn a_40_mib_market_id_is_refused_before_the_host_copies_it() {
     assert_poison_event_quarantined(
-        &format!("fault = \"huge-market\"\nbytes = {}\n", 40 << 20),
+        &format!(
+            "fault = \"huge-market\"\nbytes = {}\n{SLOW_GUEST}",
+            40 << 20
+        ),
         &["invalid output", "on-event", "65536 bytes"],
     );
 }
@@ -299,7 +306,7 @@ fn many_actions_with_long_strings_are_refused() {
     // 60 cancels of 512 KiB each: 30 MiB in one reply.
     assert_poison_event_quarantined(
         &format!(
-            "fault = \"long-strings\"\nactions = 60\nbytes = {}\n",
+            "fault = \"long-strings\"\nactions = 60\nbytes = {}\n{SLOW_GUEST}",
             512 << 10
         ),
         &["invalid output"],

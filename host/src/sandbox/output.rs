@@ -54,14 +54,6 @@ pub(crate) fn check_actions(actions: &[Action], limits: &SandboxLimits) -> Resul
             limit: limits.max_actions_per_event,
         });
     }
-    let total = output_bytes(actions);
-    if total > limits.max_output_bytes {
-        return Err(invalid(format!(
-            "{} actions of {total} bytes in all; the limit is {} bytes per call",
-            actions.len(),
-            limits.max_output_bytes
-        )));
-    }
     for (index, action) in actions.iter().enumerate() {
         let refuse = |what: String| invalid(format!("action {index}: {what}"));
         match action {
@@ -75,6 +67,14 @@ pub(crate) fn check_actions(actions: &[Action], limits: &SandboxLimits) -> Resul
             }
             Action::SetTimer(_) => {}
         }
+    }
+    let total = output_bytes(actions);
+    if total > limits.max_output_bytes {
+        return Err(invalid(format!(
+            "{} actions of {total} bytes in all; the limit is {} bytes per call",
+            actions.len(),
+            limits.max_output_bytes
+        )));
     }
     Ok(())
 }
