@@ -243,3 +243,24 @@ impl Drop for EpochTicker {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limits_pass_and_a_limit_out_of_range_names_its_key() {
+        assert_eq!(SandboxLimits::default().check(), Ok(()));
+        let tiny = SandboxLimits {
+            max_output_bytes: 10,
+            ..SandboxLimits::default()
+        };
+        let e = tiny.check().unwrap_err();
+        assert!(e.contains("[sandbox] max_output_bytes"), "{e}");
+        let fast = SandboxLimits {
+            call_deadline: Duration::from_millis(1),
+            ..SandboxLimits::default()
+        };
+        assert!(fast.check().unwrap_err().contains("call_deadline"));
+    }
+}

@@ -267,6 +267,7 @@ fn sigterm_stops_a_host_whose_strategy_sleeps_within_two_seconds() {
     assert!(status.success());
     let run = host.finish(Duration::from_secs(10));
     let took = signalled.elapsed();
+    eprintln!("stopped {took:?} after SIGTERM");
     assert!(
         took < Duration::from_secs(2),
         "the host took {took:?} to stop after SIGTERM"
@@ -416,6 +417,24 @@ fn a_log_line_over_the_transfer_budget_is_the_strategys_fault() {
             1 << 20
         ),
         &["invalid output", "65536 bytes"],
+    );
+}
+
+#[test]
+fn a_sandbox_limit_out_of_range_is_bad_input_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_faulty(dir.path(), "[sandbox]\nmax_id_bytes = 1\n", 10);
+    assert_eq!(run.status.code(), Some(2), "log:\n{}", run.stderr);
+    let errors = run.error_lines();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains("faulty.toml") && errors[0].contains("[sandbox] max_id_bytes"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing may be written for bad input"
     );
 }
 
