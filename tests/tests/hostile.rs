@@ -77,6 +77,8 @@ impl Finished {
 }
 
 /// Peak resident memory of process `pid` so far, in KiB (0 once it is gone).
+/// VmHWM is the kernel's high-water mark, so a sample taken after a spike
+/// still sees it; only the last moments before exit can escape the sampling.
 fn vm_hwm_kib(pid: u32) -> u64 {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return 0;
@@ -389,7 +391,7 @@ fn a_log_flood_is_cut_to_the_rate_limit_and_counted() {
     // Events 5..=9 each log 2,000 lines of 100 bytes; at most 20 lines a second pass.
     let config = "[strategy]\nfault = \"log-flood\"\nat_seq = [5, 6, 7, 8, 9]\n\
                   log_lines = 2000\nbytes = 100\n\
-                  [sandbox]\nmax_log_lines_per_sec = 20\n";
+                  [sandbox]\nmax_log_lines_per_sec = 20\ncall_deadline = \"2s\"\n";
     let mut command = faulty_run(dir.path(), config, 40, "info");
     let run = Watched::spawn(&mut command).finish(RUN_BOUND);
     assert!(run.status.success(), "log:\n{}", run.stderr);
@@ -397,8 +399,9 @@ fn a_log_flood_is_cut_to_the_rate_limit_and_counted() {
     assert_eq!(report["cell"]["quarantined"], 0, "{report}");
     let line = "l".repeat(100);
     let logged = run.stderr.lines().filter(|l| l.contains(&line)).count();
+    // A burst of 20, then 20 a second while the five flooding events run.
     assert!(
-        (1..=60).contains(&logged),
+        (1..=500).contains(&logged),
         "{logged} of 10,000 flood lines reached the log"
     );
     assert!(
