@@ -57,8 +57,8 @@ pub struct SandboxLimits {
     pub max_id_bytes: usize,
     /// Most data one `on-event` call may return (each action counted as the
     /// host's in-memory size plus its strings), and most any single value the
-    /// strategy passes the host during a call (a log line, a stdout write) may
-    /// carry. Checked before the host copies it.
+    /// strategy passes the host during that call (a log line, a stdout write)
+    /// may carry. Checked before the host copies it.
     pub max_output_bytes: usize,
     /// Largest snapshot a strategy may return, in bytes.
     pub max_snapshot_bytes: usize,
