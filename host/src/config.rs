@@ -4,9 +4,15 @@
 //! [strategy]            # handed to the strategy's `init`, as JSON
 //! lookback = 20
 //!
-//! [sandbox]             # limits every instance runs under
+//! [sandbox]             # limits every instance runs under (`SandboxLimits`)
 //! memory_bytes = 67108864
 //! call_deadline = "100ms"
+//! max_actions_per_event = 64
+//! max_id_bytes = 256
+//! max_output_bytes = 65536
+//! max_snapshot_bytes = 16777216
+//! max_log_line = 4096
+//! max_log_lines_per_sec = 100
 //!
 //! [supervisor]          # restart policy
 //! max_restarts = 10
@@ -170,27 +176,15 @@ impl HostConfig {
     /// counts, NaN, empty or duplicate market lists and absurd values are
     /// refused here, at load, before anything runs or is written.
     fn check(&self) -> Result<(), String> {
+        // Lower bounds of every [sandbox] key live with the limits themselves.
+        self.sandbox.check()?;
         let s = &self.sandbox;
-        at_least("sandbox", "memory_bytes", s.memory_bytes as u64, MIN_MEMORY)?;
         at_most("sandbox", "memory_bytes", s.memory_bytes as u64, MAX_MEMORY)?;
-        if s.call_deadline < EPOCH_TICK {
-            return Err(format!(
-                "[sandbox] call_deadline = {} is shorter than the {} epoch tick that enforces it",
-                show(s.call_deadline),
-                show(EPOCH_TICK)
-            ));
-        }
         duration_at_most(
             "sandbox",
             "call_deadline",
             s.call_deadline,
             MAX_CALL_DEADLINE,
-        )?;
-        at_least(
-            "sandbox",
-            "max_actions_per_event",
-            s.max_actions_per_event as u64,
-            1,
         )?;
         at_most(
             "sandbox",
@@ -198,9 +192,7 @@ impl HostConfig {
             s.max_actions_per_event as u64,
             100_000,
         )?;
-        at_least("sandbox", "max_log_line", s.max_log_line as u64, 16)?;
         at_most("sandbox", "max_log_line", s.max_log_line as u64, 1 << 20)?;
-        at_least("sandbox", "max_instances", u64::from(s.max_instances), 1)?;
         at_most("sandbox", "max_instances", u64::from(s.max_instances), 1024)?;
 
         let r = &self.supervisor;
@@ -273,7 +265,6 @@ impl HostConfig {
 }
 
 /// Smallest and largest linear memory a strategy may be given (wasm32 tops out at 4 GiB).
-const MIN_MEMORY: u64 = 1 << 20;
 const MAX_MEMORY: u64 = 4 << 30;
 const MAX_CALL_DEADLINE: Duration = Duration::from_secs(600);
 const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
