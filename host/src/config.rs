@@ -41,7 +41,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::sandbox::{EPOCH_TICK, SandboxLimits};
+use crate::sandbox::SandboxLimits;
 use crate::supervisor::{CheckpointPolicy, RestartPolicy};
 use crate::venue::paper::PaperConfig;
 

@@ -142,7 +142,7 @@ pub(crate) mod humantime_serde_compat {
 /// How often the epoch ticker advances the engine's epoch. A running call
 /// yields to the async runtime once per tick, and its deadline is enforced to
 /// within one tick.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// The engine, linker and limits shared by every strategy of a host.
 pub struct Sandbox {
