@@ -14,7 +14,7 @@ use clap::Args;
 use super::Failure;
 use super::progress::Progress;
 use crate::config::HostConfig;
-use crate::runner::{self, RunCounters, RunLimits, RunReport, StopReason};
+use crate::runner::{self, RunCounters, RunLimits, RunReport, StopReason, VenueStart};
 use crate::sandbox::Sandbox;
 use crate::store::StateStore;
 use crate::supervisor::{Cell, CellSpec, CellState, StartError};
@@ -299,25 +299,6 @@ async fn run_async(
     let mut venue = build_venue(&args, &config, &name, credentials).await?;
     // The module and its configuration are good; now the store may create its files.
     let store: Arc<dyn StateStore> = Arc::new(args.store.open().await?);
-    // A venue that replays is driven through the whole journal; any other
-    // only needs to know where it ends.
-    let replays = match &venue {
-        ChosenVenue::Sim(v) => crate::venue::Venue::replays_history(v.as_ref()),
-        ChosenVenue::Polymarket(v) => crate::venue::Venue::replays_history(v.as_ref()),
-    };
-    let from = if replays {
-        0
-    } else {
-        store
-            .last_seq(&name)
-            .await
-            .map_err(Failure::runtime)?
-            .saturating_sub(1)
-    };
-    let history = store
-        .entries_after(&name, from)
-        .await
-        .map_err(Failure::runtime)?;
     let spec = CellSpec {
         name: name.clone(),
         module: module.clone(),
@@ -372,10 +353,12 @@ async fn run_async(
     };
     let report = match &mut venue {
         ChosenVenue::Sim(v) => {
-            runner::run(&mut cell, v.as_mut(), history, limits, counters, shutdown).await
+            let start = VenueStart::Fresh;
+            runner::run(&mut cell, v.as_mut(), start, limits, counters, shutdown).await
         }
         ChosenVenue::Polymarket(v) => {
-            runner::run(&mut cell, v.as_mut(), history, limits, counters, shutdown).await
+            let start = VenueStart::Fresh;
+            runner::run(&mut cell, v.as_mut(), start, limits, counters, shutdown).await
         }
     };
     if let Some(progress) = progress {
@@ -539,6 +522,14 @@ fn print_summary(
         println!(
             "  resumed      at seq {} from the journal",
             report.resumed_at_seq
+        );
+    }
+    if let Some(c) = &report.catch_up {
+        println!(
+            "  caught up    {} journal entries after seq {} in {:.2} s",
+            c.entries,
+            c.from_seq,
+            c.wall_ms as f64 / 1000.0
         );
     }
     println!(
