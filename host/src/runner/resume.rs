@@ -331,12 +331,16 @@ pub(super) async fn save<V: Venue>(cell: &Cell, venue: &V, run: RunState) -> boo
             return false;
         }
     };
+    let size = bytes.len();
     let write = Write::HostState {
         strategy: cell.name().to_string(),
         state: HostState::new(seq, bytes),
     };
     match cell.store().write(write).await {
-        Ok(()) => true,
+        Ok(()) => {
+            tracing::debug!(strategy = %cell.name(), seq, bytes = size, "host state saved");
+            true
+        }
         Err(e) => {
             tracing::warn!(strategy = %cell.name(), "cannot save the host state at seq {seq}: {e}");
             false
