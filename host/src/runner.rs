@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::contract::{Action, EventKind, Fill, PlaceOrder, Side};
 pub use self::resume::{CatchUpReport, HOST_STATE_EVERY, VenueStart};
+use crate::contract::{Action, EventKind, Fill, PlaceOrder, Side};
 use crate::store::{OrderRecord, Outcome, TradeRecord, Write, wall_clock_ms};
 use crate::supervisor::{Cell, CellState, CellStats};
 use crate::venue::{PortfolioSummary, Venue};

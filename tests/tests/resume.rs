@@ -79,7 +79,9 @@ fn sqlite(data: &Path, sql: &str) -> String {
 }
 
 fn journal_end(data: &Path) -> u64 {
-    sqlite(data, "SELECT MAX(seq) FROM journal").parse().unwrap()
+    sqlite(data, "SELECT MAX(seq) FROM journal")
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -119,7 +121,11 @@ fn a_killed_run_resumes_reading_only_the_journal_after_its_host_state() {
     let from = catch_up["from_seq"].as_u64().unwrap();
     eprintln!("journal of {end}: caught up from host state {from}, reading {entries} entries");
     assert_eq!(catch_up["to_seq"], end);
-    assert_eq!(entries, end - from, "exactly the entries after the host state");
+    assert_eq!(
+        entries,
+        end - from,
+        "exactly the entries after the host state"
+    );
     assert!(
         entries < 2_000,
         "read {entries} journal entries to resume a journal of {end}"

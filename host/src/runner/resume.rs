@@ -236,11 +236,7 @@ pub(super) async fn prepare<V: Venue>(
 /// Restores the newest host state at or before `end` that is intact, decodes
 /// and that the venue accepts; returns its seq and the runner's state. Every
 /// state passed over is reported as a system event.
-async fn restore_newest<V: Venue>(
-    cell: &Cell,
-    venue: &mut V,
-    end: u64,
-) -> Option<(u64, RunState)> {
+async fn restore_newest<V: Venue>(cell: &Cell, venue: &mut V, end: u64) -> Option<(u64, RunState)> {
     let states = match cell.store().host_states(cell.name()).await {
         Ok(states) => states,
         Err(e) => {

@@ -896,7 +896,11 @@ mod tests {
             x.place(&format!("r{i}"), &buy(0.405, 1.0, OrderType::Gtc));
         }
         assert_eq!(x.known.len(), REMEMBERED_FINISHED + 1);
-        assert_eq!(x.order("r0"), None, "the oldest finished order is forgotten");
+        assert_eq!(
+            x.order("r0"),
+            None,
+            "the oldest finished order is forgotten"
+        );
         assert!(x.order(&format!("r{}", REMEMBERED_FINISHED + 9)).is_some());
         assert_eq!(
             x.order("open").map(|u| u.status),

@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::paper::{PaperConfig, PaperExchange};
-use super::sim::{SimConfig, SimMarket};
 use super::sim::SimMarketState;
+use super::sim::{SimConfig, SimMarket};
 use super::{MarketTick, PortfolioSummary, Venue, VenueError, VenueStateError};
 use crate::contract::{EventKind, OrderUpdate, PlaceOrder};
 
@@ -193,8 +193,8 @@ impl Venue for SimVenue {
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), VenueStateError> {
-        let saved: SavedSimVenue =
-            postcard::from_bytes(state).map_err(|e| VenueStateError(format!("does not decode: {e}")))?;
+        let saved: SavedSimVenue = postcard::from_bytes(state)
+            .map_err(|e| VenueStateError(format!("does not decode: {e}")))?;
         self.market.restore(saved.market).map_err(VenueStateError)?;
         self.paper = saved.paper;
         self.pending = saved.pending;
@@ -408,7 +408,11 @@ mod tests {
         for _ in 0..100 {
             v.next_tick().await.unwrap().unwrap();
         }
-        assert_eq!(start.elapsed(), Duration::ZERO, "no waits while catching up");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "no waits while catching up"
+        );
         v.set_catching_up(false);
         let live = tokio::time::Instant::now();
         for _ in 0..3 {
