@@ -1,5 +1,5 @@
-//! Durable state: the journal of events, checkpoints, orders, trades and
-//! system events, behind one [`StateStore`] trait.
+//! Durable state: the journal of events, checkpoints, host states, orders,
+//! trades and system events, behind one [`StateStore`] trait.
 //!
 //! Implementations: [`memory::MemoryStore`] (one process, for tests and
 //! benchmarks), [`sql::SqlStore`] over SQLite (the embedded default, a file in
