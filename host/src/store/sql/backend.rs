@@ -237,7 +237,12 @@ macro_rules! sql_backend {
                             .push_bind(serde_json::to_string(entry).unwrap_or_default());
                     });
                     insert.push(" ON CONFLICT (strategy_id, seq) DO NOTHING");
-                    insert.build().execute(&mut *tx).await?;
+                    // Only the full-size statement is kept prepared: every other
+                    // row count is a different statement, and caching each one
+                    // (up to the connection's cache size) made memory climb
+                    // through a long run.
+                    let full = chunk.len() == ROWS_PER_INSERT;
+                    insert.build().persistent(full).execute(&mut *tx).await?;
                 }
 
                 for write in writes {
