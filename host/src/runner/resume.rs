@@ -142,6 +142,17 @@ impl CatchUp {
                 .into_iter()
                 .take_while(|e| e.event.seq <= self.report.to_seq)
                 .collect();
+            if let Some(first) = page.front()
+                && first.event.seq != self.fetched + 1
+            {
+                return Err(StoreError::new(
+                    format!("catch up with {}'s journal", self.strategy),
+                    format!(
+                        "the journal skips from seq {} to {}",
+                        self.fetched, first.event.seq
+                    ),
+                ));
+            }
             match page.back() {
                 Some(last) => self.fetched = last.event.seq,
                 None => {
