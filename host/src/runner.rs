@@ -8,25 +8,31 @@
 //!
 //! **Resuming.** When the strategy's journal already holds events (the host was
 //! killed or stopped), the cell has restored its state from them; the runner
-//! then *catches the venue up*: it drives the venue through the same history,
-//! checking each event against the journal and re-applying the journaled
-//! actions instead of asking the strategy again. For the simulated venue this
-//! rebuilds the market and the paper account exactly; the first event past the
-//! journal is where live handling continues, so a resumed run produces the
-//! same events as one that was never interrupted. Orders and fills are written
-//! to the store idempotently, so re-applying them never records them twice.
+//! then *catches the venue up*: it restores the newest host state (market,
+//! paper account, timers, ledger; see [`resume`]) and drives the venue
+//! through the journal after it, checking each event against the journal and
+//! re-applying the journaled actions instead of asking the strategy again.
+//! For the simulated venue this rebuilds the market and the paper account
+//! exactly; the first event past the journal is where live handling (and
+//! pacing) continues, so a resumed run produces the same events as one that
+//! was never interrupted. Orders and fills are written to the store
+//! idempotently, so re-applying them never records them twice. Host states
+//! are saved at tick boundaries as the run goes.
 //!
 //! Shutdown is a future passed in; when it resolves the loop finishes the event
 //! in hand, takes a final checkpoint and returns its report.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+mod resume;
+
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use self::resume::{CatchUpReport, HOST_STATE_EVERY, VenueStart};
 use crate::contract::{Action, EventKind, Fill, PlaceOrder, Side};
-use crate::store::{JournalEntry, OrderRecord, Outcome, TradeRecord, Write, wall_clock_ms};
+use crate::store::{OrderRecord, Outcome, TradeRecord, Write, wall_clock_ms};
 use crate::supervisor::{Cell, CellState, CellStats};
 use crate::venue::{PortfolioSummary, Venue};
 
@@ -96,37 +102,34 @@ pub struct RunReport {
     pub cell: CellStats,
     /// The error that ended the run, if one did.
     pub fatal: Option<String>,
+    /// How the venue was caught up with the journal, when it was.
+    pub catch_up: Option<CatchUpReport>,
 }
 
 /// Runs `cell` against `venue` until a limit, the feed's end, a fatal strategy
-/// or `shutdown`. `history` is the strategy's journal when resuming (empty on
-/// a fresh start); see the module docs.
+/// or `shutdown`. A [`VenueStart::Fresh`] venue is first caught up with the
+/// strategy's journal; see the module docs.
 pub async fn run<V: Venue>(
     cell: &mut Cell,
     venue: &mut V,
-    history: Vec<JournalEntry>,
+    start: VenueStart,
     limits: RunLimits,
     counters: Arc<RunCounters>,
     shutdown: impl Future<Output = ()>,
 ) -> RunReport {
     tokio::pin!(shutdown);
-    let resumed_at_seq = history.last().map_or(0, |e| e.event.seq);
-    let history = if venue.replays_history() {
-        history
+    let resumed_at_seq = cell.last_seq();
+    let (mut pending, restored) = resume::prepare(cell, venue, start).await;
+    let mut catching_up = pending.is_needed();
+    // Seq of the newest host state this run knows of.
+    let mut host_state_seq = if catching_up {
+        pending.report().from_seq
     } else {
-        if resumed_at_seq > 0 {
-            tracing::info!(
-                strategy = %cell.name(),
-                venue = venue.name(),
-                "the venue keeps its own state; continuing live after seq {resumed_at_seq}"
-            );
-        }
-        Vec::new()
+        resumed_at_seq
     };
-    let mut pending: VecDeque<JournalEntry> = history.into();
     let mut queue: VecDeque<(u64, EventKind)> = VecDeque::new();
-    let mut timers: BTreeSet<(u64, u64)> = BTreeSet::new();
-    let mut ledger = Ledger::default();
+    let mut timers = restored.timers;
+    let mut ledger = restored.ledger;
     let mut report = RunReport {
         strategy: cell.name().to_string(),
         state: cell.state(),
@@ -134,21 +137,38 @@ pub async fn run<V: Venue>(
         resumed_at_seq,
         last_seq: cell.last_seq(),
         events: 0,
-        orders: 0,
-        cancels: 0,
-        fills: 0,
-        first_event_ms: pending.front().map(|e| e.event.timestamp_ms),
+        orders: restored.orders,
+        cancels: restored.cancels,
+        fills: restored.fills,
+        first_event_ms: restored.first_event_ms,
         last_event_ms: None,
         portfolio: venue.portfolio(),
         cell: cell.stats().clone(),
         fatal: None,
+        catch_up: None,
     };
-    if !pending.is_empty() {
-        tracing::info!(strategy = %cell.name(), seq = resumed_at_seq, "catching the venue up with the journal");
-    }
 
     'run: loop {
-        if pending.is_empty() && limits.max_events.is_some_and(|max| cell.last_seq() >= max) {
+        // A tick boundary: every event so far is through the venue.
+        if catching_up && pending.is_done() {
+            catching_up = false;
+            venue.set_catching_up(false);
+            let done = pending.report();
+            tracing::info!(
+                strategy = %cell.name(),
+                from_seq = done.from_seq,
+                to_seq = done.to_seq,
+                entries = done.entries,
+                elapsed_ms = done.wall_ms,
+                "caught up with the journal; continuing live"
+            );
+            report.catch_up = Some(done);
+        }
+        if !catching_up && cell.last_seq() >= host_state_seq + HOST_STATE_EVERY {
+            host_state_seq = cell.last_seq();
+            save_host_state(cell, venue, &report, &timers, &ledger).await;
+        }
+        if pending.is_done() && limits.max_events.is_some_and(|max| cell.last_seq() >= max) {
             report.stop = StopReason::EventLimit;
             break;
         }
@@ -172,7 +192,7 @@ pub async fn run<V: Venue>(
             }
         };
         let first = *report.first_event_ms.get_or_insert(tick.timestamp_ms);
-        if pending.is_empty()
+        if pending.is_done()
             && let Some(max) = limits.max_event_time
             && tick.timestamp_ms.saturating_sub(first) > max.as_millis() as u64
         {
@@ -197,7 +217,15 @@ pub async fn run<V: Venue>(
                 _ => None,
             };
             // From the journal while catching up, from the strategy after.
-            let (seq, actions) = match pending.pop_front() {
+            let next = match pending.next().await {
+                Ok(next) => next,
+                Err(e) => {
+                    report.fatal = Some(e.to_string());
+                    report.stop = StopReason::Fatal;
+                    break 'run;
+                }
+            };
+            let (seq, actions) = match next {
                 Some(entry) => {
                     if entry.event.kind != kind || entry.event.timestamp_ms != timestamp_ms {
                         report.stop = StopReason::Diverged;
@@ -270,7 +298,7 @@ pub async fn run<V: Venue>(
             }
             // The counters feed a display redrawn a few times a second;
             // valuing the portfolio on every event would be wasted work.
-            if pending.is_empty() && seq % PUBLISH_EVERY == 0 {
+            if pending.is_done() && seq % PUBLISH_EVERY == 0 {
                 publish(
                     &counters,
                     &report,
@@ -281,6 +309,16 @@ pub async fn run<V: Venue>(
         }
     }
 
+    if pending.is_done()
+        && cell.last_seq() > host_state_seq
+        && !matches!(report.stop, StopReason::Fatal | StopReason::Diverged)
+    {
+        // Ended at a tick boundary: the next run resumes from exactly here.
+        save_host_state(cell, venue, &report, &timers, &ledger).await;
+    }
+    if catching_up {
+        report.catch_up = Some(pending.report());
+    }
     cell.stop().await;
     report.state = cell.state();
     report.last_seq = cell.last_seq();
@@ -293,6 +331,24 @@ pub async fn run<V: Venue>(
         report.portfolio.total_pnl(),
     );
     report
+}
+
+async fn save_host_state<V: Venue>(
+    cell: &Cell,
+    venue: &V,
+    report: &RunReport,
+    timers: &std::collections::BTreeSet<(u64, u64)>,
+    ledger: &Ledger,
+) {
+    let run = resume::RunState {
+        timers: timers.clone(),
+        ledger: ledger.clone(),
+        orders: report.orders,
+        cancels: report.cancels,
+        fills: report.fills,
+        first_event_ms: report.first_event_ms,
+    };
+    resume::save(cell, venue, run).await;
 }
 
 async fn record(cell: &Cell, write: Write) {
@@ -313,7 +369,7 @@ fn side_name(side: Side) -> &'static str {
 }
 
 /// Average-cost accounting per market, to give each fill its realised PnL.
-#[derive(Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Ledger {
     positions: HashMap<String, (f64, f64)>,
 }

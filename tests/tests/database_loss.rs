@@ -57,7 +57,7 @@ async fn run_until(cell: &mut Cell, venue: &mut SimVenue, events: u64) -> runner
     runner::run(
         cell,
         venue,
-        Vec::new(),
+        runner::VenueStart::AtJournalEnd,
         limits,
         Arc::new(RunCounters::default()),
         std::future::pending(),
@@ -97,7 +97,7 @@ async fn database_outage_is_survived_and_resynced_exactly_once() {
     let report = runner::run(
         &mut cell,
         &mut venue,
-        Vec::new(),
+        runner::VenueStart::AtJournalEnd,
         RunLimits::default(),
         Arc::new(RunCounters::default()),
         tokio::time::sleep(outage),

@@ -22,7 +22,7 @@ use super::Failure;
 use super::progress::Progress;
 use crate::config::HostConfig;
 use crate::lease::{Holder, Lease, LeaseError, LockFile};
-use crate::runner::{self, RunCounters, RunLimits, RunReport, StopReason};
+use crate::runner::{self, RunCounters, RunLimits, RunReport, StopReason, VenueStart};
 use crate::sandbox::Sandbox;
 use crate::store::StateStore;
 use crate::supervisor::{Cell, CellSpec, CellState, StartError};
@@ -335,25 +335,6 @@ async fn run_async(
     lease.keep_renewed(ttl, shared.clone());
     // What the strategy writes stops the moment its lease is lost.
     let store = lease.fence(shared);
-    // A venue that replays is driven through the whole journal; any other
-    // only needs to know where it ends.
-    let replays = match &venue {
-        ChosenVenue::Sim(v) => crate::venue::Venue::replays_history(v.as_ref()),
-        ChosenVenue::Polymarket(v) => crate::venue::Venue::replays_history(v.as_ref()),
-    };
-    let from = if replays {
-        0
-    } else {
-        store
-            .last_seq(&name)
-            .await
-            .map_err(Failure::runtime)?
-            .saturating_sub(1)
-    };
-    let history = store
-        .entries_after(&name, from)
-        .await
-        .map_err(Failure::runtime)?;
     let spec = CellSpec {
         name: name.clone(),
         module: module.clone(),
@@ -420,10 +401,12 @@ async fn run_async(
     };
     let report = match &mut venue {
         ChosenVenue::Sim(v) => {
-            runner::run(&mut cell, v.as_mut(), history, limits, counters, shutdown).await
+            let start = VenueStart::Fresh;
+            runner::run(&mut cell, v.as_mut(), start, limits, counters, shutdown).await
         }
         ChosenVenue::Polymarket(v) => {
-            runner::run(&mut cell, v.as_mut(), history, limits, counters, shutdown).await
+            let start = VenueStart::Fresh;
+            runner::run(&mut cell, v.as_mut(), start, limits, counters, shutdown).await
         }
     };
     if let Some(progress) = progress {
@@ -631,6 +614,14 @@ fn print_summary(
         outln!(
             "  resumed      at seq {} from the journal",
             report.resumed_at_seq
+        );
+    }
+    if let Some(c) = &report.catch_up {
+        outln!(
+            "  caught up    {} journal entries after seq {} in {:.2} s",
+            c.entries,
+            c.from_seq,
+            c.wall_ms as f64 / 1000.0
         );
     }
     outln!(

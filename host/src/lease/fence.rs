@@ -13,8 +13,8 @@ use tokio::sync::watch;
 
 use super::LeaseLost;
 use crate::store::{
-    Checkpoint, JournalEntry, OrderRecord, StateStore, StoreError, StrategyStatus, SystemEvent,
-    TradeRecord, Write,
+    Checkpoint, HostState, JournalEntry, OrderRecord, StateStore, StoreError, StrategyStatus,
+    SystemEvent, TradeRecord, Write,
 };
 
 /// See the module docs.
@@ -44,6 +44,7 @@ impl FencedStore {
             | Write::Checkpoint { strategy, .. }
             | Write::Order { strategy, .. }
             | Write::Trade { strategy, .. }
+            | Write::HostState { strategy, .. }
             | Write::StrategyState { strategy, .. } => strategy,
         };
         if *strategy != self.strategy {
@@ -79,6 +80,19 @@ impl StateStore for FencedStore {
         after: u64,
     ) -> Result<Vec<JournalEntry>, StoreError> {
         self.inner.entries_after(strategy, after).await
+    }
+
+    async fn journal_page(
+        &self,
+        strategy: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        self.inner.journal_page(strategy, after, limit).await
+    }
+
+    async fn host_states(&self, strategy: &str) -> Result<Vec<HostState>, StoreError> {
+        self.inner.host_states(strategy).await
     }
 
     async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError> {

@@ -47,7 +47,7 @@ pub use writer::SYNC_GRACE;
 use super::files::{Backlog, FileCheckpoints, write_atomic};
 use super::mirror::JournalMirror;
 use super::{
-    Checkpoint, JournalEntry, KEPT_CHECKPOINTS, OrderRecord, StateStore, StoreError,
+    Checkpoint, HostState, JournalEntry, KEPT_CHECKPOINTS, OrderRecord, StateStore, StoreError,
     StrategyStatus, SystemEvent, TradeRecord, Write, wall_clock_ms,
 };
 use writer::{Command, Writer, resync};
@@ -471,6 +471,38 @@ impl StateStore for SqlStore {
         }
         self.sync().await?;
         self.backend.entries_after(strategy, after).await
+    }
+
+    async fn journal_page(
+        &self,
+        strategy: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        self.ensure_cached(strategy).await?;
+        {
+            let cache = self.lock()?;
+            if let Some(c) = cache.get(strategy) {
+                let tail_from = c.tail.front().map_or(c.last_seq, |e| e.event.seq - 1);
+                if after >= tail_from {
+                    return Ok(c
+                        .tail
+                        .iter()
+                        .skip_while(|e| e.event.seq <= after)
+                        .take(limit)
+                        .cloned()
+                        .collect());
+                }
+            }
+        }
+        // Older than the cached tail: read the database, after flushing to it.
+        self.sync().await?;
+        self.backend.journal_page(strategy, after, limit).await
+    }
+
+    async fn host_states(&self, strategy: &str) -> Result<Vec<HostState>, StoreError> {
+        self.sync().await?;
+        self.backend.host_states(strategy).await
     }
 
     async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError> {

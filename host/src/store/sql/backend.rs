@@ -13,8 +13,8 @@ use sqlx::{QueryBuilder, Row};
 
 use crate::lease::{Holder, LeaseRecord, LeaseRequest};
 use crate::store::{
-    Checkpoint, JournalEntry, KEPT_CHECKPOINTS, OrderRecord, StoreError, StrategyStatus,
-    SystemEvent, TradeRecord, Write, codec,
+    Checkpoint, HostState, JournalEntry, KEPT_CHECKPOINTS, KEPT_HOST_STATES, OrderRecord,
+    StoreError, StrategyStatus, SystemEvent, TradeRecord, Write, codec,
 };
 
 /// A database failure, classified: transient ones (connection lost, server
@@ -82,7 +82,16 @@ pub trait Backend: Send + Sync + 'static {
         strategy: &str,
         after: u64,
     ) -> Result<Vec<JournalEntry>, StoreError>;
+    /// At most `limit` journal entries after seq `after`, in order.
+    async fn journal_page(
+        &self,
+        strategy: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
     async fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError>;
+    /// Kept host states, newest first.
+    async fn host_states(&self, strategy: &str) -> Result<Vec<HostState>, StoreError>;
     async fn system_events(&self, limit: usize) -> Result<Vec<SystemEvent>, StoreError>;
     async fn status(&self) -> Result<Vec<StrategyStatus>, StoreError>;
     async fn orders(&self, strategy: &str) -> Result<Vec<OrderRecord>, StoreError>;
@@ -172,6 +181,31 @@ macro_rules! sql_backend {
                 .bind(o.created_at_ms as i64)
             }
 
+            /// Up to `limit` journal entries after seq `from`, in seq order.
+            async fn read_page(&self, strategy: &str, id: i64, from: i64, limit: i64) -> Result<Vec<JournalEntry>, StoreError> {
+                // A page of entries comes back as one concatenation of
+                // self-delimiting binary entries, built by the database:
+                // per-row fetching was most of a restart's time.
+                let row = sqlx::query($journal_page)
+                    .bind(id)
+                    .bind(from)
+                    .bind(limit)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(read_err("read the journal"))?;
+                let (Some(page), Some(last)) = (row.get::<Option<Vec<u8>>, _>(0), row.get::<Option<i64>, _>(1)) else {
+                    return Ok(Vec::new());
+                };
+                let mut decoded = match codec::decode_entries(&page) {
+                    Ok(decoded) => decoded,
+                    // Entries written as JSON, or a corrupt one to name.
+                    Err(_) => self.decode_rows(strategy, id, from, last).await?,
+                };
+                // Aggregation order is the database's; seq order is ours.
+                decoded.sort_by_key(|e| e.event.seq);
+                Ok(decoded)
+            }
+
             fn cached_id(&self, strategy: &str) -> Option<i64> {
                 self.ids.lock().ok()?.get(strategy).copied()
             }
@@ -214,7 +248,8 @@ macro_rules! sql_backend {
                         | Write::Checkpoint { strategy, .. }
                         | Write::Order { strategy, .. }
                         | Write::Trade { strategy, .. }
-                        | Write::StrategyState { strategy, .. } => strategy,
+                        | Write::StrategyState { strategy, .. }
+                        | Write::HostState { strategy, .. } => strategy,
                         Write::SystemEvent(_) => continue,
                     };
                     if ids.contains_key(name) {
@@ -260,7 +295,12 @@ macro_rules! sql_backend {
                             .push_bind(codec::encode_entry(entry));
                     });
                     insert.push(" ON CONFLICT (strategy_id, seq) DO NOTHING");
-                    insert.build().execute(&mut *tx).await?;
+                    // Only the full-size statement is kept prepared: every other
+                    // row count is a different statement, and caching each one
+                    // (up to the connection's cache size) made memory climb
+                    // through a long run.
+                    let full = chunk.len() == ROWS_PER_INSERT;
+                    insert.build().persistent(full).execute(&mut *tx).await?;
                 }
 
                 // An order row goes in with the journal entry that places it,
@@ -339,6 +379,28 @@ macro_rules! sql_backend {
                             .execute(&mut *tx)
                             .await?;
                         }
+                        Write::HostState { strategy, state: h } => {
+                            let id = ids[strategy];
+                            sqlx::query(
+                                "INSERT INTO host_states (strategy_id, seq, state, checksum, created_at_ms) \
+                                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (strategy_id, seq) DO NOTHING",
+                            )
+                            .bind(id)
+                            .bind(h.seq as i64)
+                            .bind(&h.bytes)
+                            .bind(&h.checksum)
+                            .bind(h.created_at_ms as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query(
+                                "DELETE FROM host_states WHERE strategy_id = $1 AND seq NOT IN \
+                                 (SELECT seq FROM host_states WHERE strategy_id = $1 ORDER BY seq DESC LIMIT $2)",
+                            )
+                            .bind(id)
+                            .bind(KEPT_HOST_STATES as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                         Write::StrategyState { strategy, module_digest, state, restarts, at_ms } => {
                             sqlx::query(
                                 "UPDATE strategies SET state = $2, restarts = $3, module_digest = $4, \
@@ -403,35 +465,44 @@ macro_rules! sql_backend {
                 let mut entries: Vec<JournalEntry> = Vec::new();
                 let mut from = after as i64;
                 loop {
-                    // A page of entries comes back as one concatenation of
-                    // self-delimiting binary entries, built by the database:
-                    // per-row fetching was most of a restart's time.
-                    let row = sqlx::query($journal_page)
-                        .bind(id)
-                        .bind(from)
-                        .bind(JOURNAL_PAGE)
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(read_err("read the journal"))?;
-                    let (Some(page), Some(last), count) =
-                        (row.get::<Option<Vec<u8>>, _>(0), row.get::<Option<i64>, _>(1), row.get::<i64, _>(2))
-                    else {
-                        break;
-                    };
-                    let mut decoded = match codec::decode_entries(&page) {
-                        Ok(decoded) => decoded,
-                        // Entries written as JSON, or a corrupt one to name.
-                        Err(_) => self.decode_rows(strategy, id, from, last).await?,
-                    };
-                    // Aggregation order is the database's; seq order is ours.
-                    decoded.sort_by_key(|e| e.event.seq);
-                    entries.append(&mut decoded);
-                    if count < JOURNAL_PAGE {
+                    let mut page = self.read_page(strategy, id, from, JOURNAL_PAGE).await?;
+                    let Some(last) = page.last().map(|e| e.event.seq as i64) else { break };
+                    let full = page.len() as i64 >= JOURNAL_PAGE;
+                    entries.append(&mut page);
+                    if !full {
                         break;
                     }
                     from = last;
                 }
                 Ok(entries)
+            }
+
+            async fn journal_page(&self, strategy: &str, after: u64, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+                let Some(id) = self.strategy_id(strategy).await? else { return Ok(Vec::new()) };
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                self.read_page(strategy, id, after as i64, limit).await
+            }
+
+            async fn host_states(&self, strategy: &str) -> Result<Vec<HostState>, StoreError> {
+                let Some(id) = self.strategy_id(strategy).await? else { return Ok(Vec::new()) };
+                let rows = sqlx::query(
+                    "SELECT seq, state, checksum, created_at_ms FROM host_states \
+                     WHERE strategy_id = $1 ORDER BY seq DESC LIMIT $2",
+                )
+                .bind(id)
+                .bind(KEPT_HOST_STATES as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_err("read host states"))?;
+                Ok(rows
+                    .iter()
+                    .map(|row| HostState {
+                        seq: row.get::<i64, _>(0) as u64,
+                        bytes: row.get(1),
+                        checksum: row.get(2),
+                        created_at_ms: row.get::<i64, _>(3) as u64,
+                    })
+                    .collect())
             }
 
             async fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError> {
