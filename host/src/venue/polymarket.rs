@@ -44,7 +44,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use polybot_polymarket::auth::Credentials;
-use polybot_polymarket::order::{OrderIntent, OrderSigner, OrderType as WireOrderType};
+use polybot_polymarket::order::{
+    OrderIntent, OrderSigner, OrderType as WireOrderType, SignedOrder,
+};
 use polybot_polymarket::rest::{ClobClient, ClobConfig, ClobError, RejectCode, TransportKind};
 use polybot_polymarket::types::{
     OpenOrder, OrderBook, OrderStatus as WireStatus, PostOrderResponse, Side as WireSide,
@@ -54,7 +56,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::paper::{PaperConfig, PaperExchange};
-use super::{MarketTick, PortfolioSummary, Venue, VenueError};
+use super::{Halt, MarketTick, PortfolioSummary, Unknown, Venue, VenueError, VenueTrade};
 use crate::contract::{
     Book, EventKind, Fill, Level, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Side,
     TradePrint, VenueHealth, VenueStatus,
@@ -186,6 +188,8 @@ struct Live {
 #[derive(Debug, Clone, PartialEq)]
 struct LiveOrder {
     hash: String,
+    /// The order as signed: every re-send is these bytes.
+    signed: Option<SignedOrder>,
     market: String,
     side: Side,
     price: f64,
@@ -217,10 +221,85 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn unavailable(message: impl std::fmt::Display) -> VenueError {
-    VenueError::Unavailable {
-        venue: VENUE.into(),
-        message: message.to_string(),
+/// A problem no retry fixes: configuration, credentials, a malformed URL.
+fn fatal(message: impl std::fmt::Display) -> VenueError {
+    VenueError::fatal(VENUE, message)
+}
+
+/// Keeps the connector's classification of a failed request: `context` (may
+/// be empty) says what was being done.
+fn classify(e: &ClobError, context: &str) -> VenueError {
+    let venue = VENUE.to_string();
+    let message = if context.is_empty() {
+        e.to_string()
+    } else {
+        format!("{context}: {e}")
+    };
+    // A request that changes state may have taken effect when its answer is lost.
+    let mutating = e.endpoint().starts_with("POST") || e.endpoint().starts_with("DELETE");
+    match e {
+        ClobError::RateLimited { retry_after, .. } => VenueError::Retryable {
+            venue,
+            message,
+            retry_after: *retry_after,
+        },
+        ClobError::TooEarly { .. } => VenueError::Halted {
+            venue,
+            halt: Halt::TooEarly,
+            message,
+        },
+        ClobError::Unavailable { cancel_only, .. } => VenueError::Halted {
+            venue,
+            halt: if *cancel_only {
+                Halt::CancelOnly
+            } else {
+                Halt::Disabled
+            },
+            message,
+        },
+        ClobError::Server { .. } => VenueError::Retryable {
+            venue,
+            message,
+            retry_after: None,
+        },
+        ClobError::Unauthorized { .. } | ClobError::NoCredentials { .. } | ClobError::Auth { .. } => {
+            VenueError::Fatal { venue, message }
+        }
+        ClobError::Rejected { code, message: m, .. } => VenueError::Rejected {
+            venue,
+            reason: if context.is_empty() {
+                m.clone()
+            } else {
+                format!("{context}: {m}")
+            },
+            code: code.map(|c| format!("{c:?}")),
+        },
+        ClobError::Malformed { .. } if mutating => VenueError::OutcomeUnknown {
+            venue,
+            cause: Unknown::LostResponse,
+            message,
+        },
+        ClobError::Transport {
+            kind: TransportKind::Timeout,
+            ..
+        } if mutating => VenueError::OutcomeUnknown {
+            venue,
+            cause: Unknown::Timeout,
+            message,
+        },
+        ClobError::Transport {
+            kind: TransportKind::Interrupted,
+            ..
+        } if mutating => VenueError::OutcomeUnknown {
+            venue,
+            cause: Unknown::ConnectionLost,
+            message,
+        },
+        ClobError::Malformed { .. } | ClobError::Transport { .. } => VenueError::Retryable {
+            venue,
+            message,
+            retry_after: None,
+        },
     }
 }
 
@@ -234,7 +313,7 @@ fn check_url(flag: &str, url: &str, schemes: &[&str]) -> Result<(), VenueError> 
         Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace) => {
             Ok(())
         }
-        _ => Err(unavailable(format!(
+        _ => Err(fatal(format!(
             "{flag} `{url}` is not a {} URL",
             schemes.join("/")
         ))),
@@ -254,21 +333,21 @@ impl PolymarketVenue {
         check_url("--gamma-url", &cfg.gamma_url, &["http", "https"])?;
         check_url("--ws-url", &cfg.ws_url, &["ws", "wss"])?;
         if cfg.tokens.is_empty() {
-            return Err(unavailable("no token ids to stream"));
+            return Err(fatal("no token ids to stream"));
         }
         let client =
-            ClobClient::new(ClobConfig::new(&cfg.clob_url, &cfg.gamma_url)).map_err(unavailable)?;
+            ClobClient::new(ClobConfig::new(&cfg.clob_url, &cfg.gamma_url)).map_err(fatal)?;
         client
             .ok()
             .await
-            .map_err(|e| unavailable(format!("CLOB at {}: {e}", cfg.clob_url)))?;
+            .map_err(|e| classify(&e, &format!("CLOB at {}", cfg.clob_url)))?;
         let mut params = HashMap::new();
         let mut books = HashMap::new();
         for token in &cfg.tokens {
             let book = client
                 .book(token)
                 .await
-                .map_err(|e| unavailable(format!("token {token}: {e}")))?;
+                .map_err(|e| classify(&e, &format!("token {token}")))?;
             params
                 .entry(token.clone())
                 .or_insert_with(TokenParams::default)
@@ -294,12 +373,14 @@ impl PolymarketVenue {
         let first = match tokio::time::timeout(connect_wait, stream.recv()).await {
             Ok(Some(StreamMessage::Connected { .. })) => None,
             Ok(Some(StreamMessage::Disconnected { reason })) => {
-                return Err(unavailable(format!("market WebSocket: {reason}")));
+                return Err(VenueError::unavailable(VENUE, format!("market WebSocket: {reason}")));
             }
             Ok(Some(other)) => Some(other),
-            Ok(None) => return Err(unavailable("market WebSocket: stream ended")),
+            Ok(None) => {
+                return Err(VenueError::unavailable(VENUE, "market WebSocket: stream ended"));
+            }
             Err(_) => {
-                return Err(unavailable(format!(
+                return Err(VenueError::unavailable(VENUE, format!(
                     "market WebSocket {}: no answer within {connect_wait:?}",
                     cfg.ws_url
                 )));
@@ -574,6 +655,23 @@ impl Venue for PolymarketVenue {
         }
     }
 
+    fn rate_limit_warnings(&self) -> u64 {
+        match &self.exec {
+            Exec::Paper(_) => 0,
+            Exec::Live(live) => live.client.rate_limit_warnings(),
+        }
+    }
+
+    /// Paper: nothing (every paper fill comes back as an event at once).
+    /// Live: `GET /data/trades`, the trades of orders this process placed, as
+    /// taker or maker, matched at or after `since_ms`.
+    async fn trades_since(&mut self, since_ms: u64) -> Result<Vec<VenueTrade>, VenueError> {
+        match &self.exec {
+            Exec::Paper(_) => Ok(Vec::new()),
+            Exec::Live(live) => live.trades(since_ms).await,
+        }
+    }
+
     fn portfolio(&self) -> PortfolioSummary {
         match &self.exec {
             Exec::Paper(paper) => paper.summary(),
@@ -592,11 +690,11 @@ impl Live {
         let key = creds
             .private_key
             .as_ref()
-            .ok_or_else(|| unavailable("live trading needs POLYMARKET_PRIVATE_KEY"))?;
-        let signer = OrderSigner::from_private_key(key.expose()).map_err(unavailable)?;
+            .ok_or_else(|| fatal("live trading needs POLYMARKET_PRIVATE_KEY"))?;
+        let signer = OrderSigner::from_private_key(key.expose()).map_err(fatal)?;
         let address = signer.address().to_checksum(None);
         if !address.eq_ignore_ascii_case(creds.address.trim()) {
-            return Err(unavailable(format!(
+            return Err(fatal(format!(
                 "POLYMARKET_ADDRESS {} is not the address of POLYMARKET_PRIVATE_KEY ({address}); \
                  only wallets that sign for themselves (EOA) are supported",
                 creds.address
@@ -610,7 +708,7 @@ impl Live {
             let open = client
                 .open_orders(None, Some(token))
                 .await
-                .map_err(|e| unavailable(format!("credentials check: {e}")))?;
+                .map_err(|e| classify(&e, "credentials check"))?;
             if !open.is_empty() {
                 tracing::warn!(
                     venue = VENUE,
@@ -675,18 +773,31 @@ impl Live {
             expiration: 0,
             post_only: false,
         };
-        let signed = match self.signer.sign(&intent, &self.owner) {
-            Ok(s) => s,
-            Err(e) => {
-                return Ok(vec![rejected(intent_id, order, e.to_string())]);
-            }
+        // The same intent is always the same order: re-sent as the bytes
+        // signed the first time (a new signature would be a new order).
+        let known = self
+            .orders
+            .lock()
+            .get(intent_id)
+            .filter(|o| o.refused.is_none())
+            .and_then(|o| o.signed.clone());
+        let signed = match known {
+            Some(signed) => signed,
+            None => match self.signer.sign(&intent, &self.owner) {
+                Ok(s) => s,
+                Err(e) => {
+                    return Ok(vec![rejected(intent_id, order, e.to_string())]);
+                }
+            },
         };
         // Remembered before sending: whatever happens to the request, the
         // order can be found by this hash.
-        self.orders.lock().insert(
-            intent_id.to_string(),
-            LiveOrder {
+        self.orders
+            .lock()
+            .entry(intent_id.to_string())
+            .or_insert_with(|| LiveOrder {
                 hash: signed.order_hash.clone(),
+                signed: Some(signed.clone()),
                 market: order.market.clone(),
                 side: order.side,
                 price: order.price,
@@ -694,62 +805,66 @@ impl Live {
                 matched: 0.0,
                 resting: false,
                 refused: None,
-            },
-        );
+            });
         tracing::debug!(venue = VENUE, intent = intent_id, hash = %signed.order_hash, "posting order");
         let outcome = match self.client.post_order(&signed).await {
             Ok(resp) => on_posted(intent_id, order, &resp),
-            Err(e) => {
-                let lost = matches!(
-                    e,
-                    ClobError::Transport {
-                        kind: TransportKind::Interrupted | TransportKind::Timeout,
-                        ..
-                    }
-                );
-                if e.is_duplicate() || lost {
-                    // Already placed (or maybe placed): the venue's record is the answer.
-                    match self.client.get_order(&signed.order_hash).await {
-                        Ok(Some(found)) => on_found(intent_id, order, &found),
-                        Ok(None) if lost => {
-                            return Err(unavailable(format!(
-                                "{e} (order {} is not on the venue)",
-                                signed.order_hash
-                            )));
-                        }
-                        Ok(None) => {
-                            return Err(unavailable(format!(
+            Err(e) if e.is_duplicate() => {
+                // Already placed: the venue's record is the answer.
+                match self.client.get_order(&signed.order_hash).await {
+                    Ok(Some(found)) => on_found(intent_id, order, &found),
+                    Ok(None) => {
+                        return Err(VenueError::OutcomeUnknown {
+                            venue: VENUE.into(),
+                            cause: Unknown::LostResponse,
+                            message: format!(
                                 "{e}, yet GET /data/order does not know {}",
                                 signed.order_hash
-                            )));
-                        }
-                        Err(lookup) => return Err(unavailable(format!("{e}; then {lookup}"))),
+                            ),
+                        });
                     }
-                } else if let ClobError::Rejected { code, message, .. } = &e {
-                    // The venue refused this order: an answer for the strategy, not an outage.
-                    let status = if *code == Some(RejectCode::FokOrderNotFilled) {
-                        OrderStatus::Cancelled
-                    } else {
-                        OrderStatus::Rejected
-                    };
-                    if let Some(o) = self.orders.lock().get_mut(intent_id) {
-                        o.refused = Some((status, message.clone()));
+                    Err(lookup) => {
+                        return Err(VenueError::OutcomeUnknown {
+                            venue: VENUE.into(),
+                            cause: Unknown::LostResponse,
+                            message: format!("{e}; then {lookup}"),
+                        });
                     }
-                    Outcome {
-                        events: vec![update(
-                            intent_id,
-                            &order.market,
-                            status,
-                            0.0,
-                            order.size,
-                            Some(message.clone()),
-                        )],
-                        matched: 0.0,
-                        resting: false,
-                    }
-                } else {
-                    return Err(unavailable(e));
                 }
+            }
+            Err(ClobError::Rejected { code, message, .. }) => {
+                // The venue refused this order: an answer for the strategy, not an outage.
+                let status = if code == Some(RejectCode::FokOrderNotFilled) {
+                    OrderStatus::Cancelled
+                } else {
+                    OrderStatus::Rejected
+                };
+                if let Some(o) = self.orders.lock().get_mut(intent_id) {
+                    o.refused = Some((status, message.clone()));
+                }
+                Outcome {
+                    events: vec![update(
+                        intent_id,
+                        &order.market,
+                        status,
+                        0.0,
+                        order.size,
+                        Some(message),
+                    )],
+                    matched: 0.0,
+                    resting: false,
+                }
+            }
+            Err(e) => {
+                let err = classify(&e, "");
+                if matches!(err, VenueError::OutcomeUnknown { .. })
+                    && let Some(o) = self.orders.lock().get_mut(intent_id)
+                {
+                    // May rest at the venue: kept alive by heartbeats and
+                    // polled until the caller looks it up.
+                    o.resting = true;
+                }
+                return Err(err);
             }
         };
         if let Some(o) = self.orders.lock().get_mut(intent_id) {
@@ -775,7 +890,7 @@ impl Live {
             .client
             .cancel_order(&o.hash)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| classify(&e, ""))?;
         let remaining = clean(o.size - o.matched);
         if resp.canceled.iter().any(|h| h == &o.hash) {
             if let Some(o) = self.orders.lock().get_mut(intent_id) {
@@ -824,7 +939,7 @@ impl Live {
                 .client
                 .open_orders(None, Some(token))
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| classify(&e, ""))?;
             open.extend(
                 found
                     .iter()
@@ -832,6 +947,55 @@ impl Live {
             );
         }
         Ok(open)
+    }
+
+    async fn trades(&self, since_ms: u64) -> Result<Vec<VenueTrade>, VenueError> {
+        let ours: HashMap<String, (String, Side)> = self
+            .orders
+            .lock()
+            .iter()
+            .map(|(id, o)| (o.hash.clone(), (id.clone(), o.side)))
+            .collect();
+        let all = self
+            .client
+            .trades()
+            .await
+            .map_err(|e| classify(&e, ""))?;
+        let mut out = Vec::new();
+        for t in all {
+            // The venue states match times in seconds.
+            let time_ms = t.match_time.map(|s| s.saturating_mul(1000));
+            if time_ms.is_some_and(|ms| ms + 1000 <= since_ms) {
+                continue;
+            }
+            if let Some((intent_id, _)) = t.taker_order_id.as_ref().and_then(|h| ours.get(h)) {
+                out.push(VenueTrade {
+                    id: t.id.clone(),
+                    intent_id: intent_id.clone(),
+                    market: t.asset_id.clone(),
+                    side: side_from_wire(t.side),
+                    price: t.price,
+                    size: t.size,
+                    status: t.status.clone(),
+                    time_ms,
+                });
+            }
+            for m in &t.maker_orders {
+                if let Some((intent_id, side)) = ours.get(&m.order_id) {
+                    out.push(VenueTrade {
+                        id: format!("{}/{}", t.id, m.order_id),
+                        intent_id: intent_id.clone(),
+                        market: t.asset_id.clone(),
+                        side: *side,
+                        price: m.price.unwrap_or(t.price),
+                        size: m.matched_amount.unwrap_or(t.size),
+                        status: t.status.clone(),
+                        time_ms,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn lookup(&self, intent_id: &str) -> Result<Option<OrderUpdate>, VenueError> {
@@ -848,7 +1012,7 @@ impl Live {
                 reason: Some(reason),
             }));
         }
-        match self.client.get_order(&o.hash).await.map_err(unavailable)? {
+        match self.client.get_order(&o.hash).await.map_err(|e| classify(&e, ""))? {
             Some(found) => Ok(Some(venue_update(intent_id, &found))),
             // Accepted as delayed: the venue has it but does not show it yet.
             None if o.resting => Ok(Some(OrderUpdate {
@@ -990,6 +1154,7 @@ fn on_posted(intent_id: &str, order: &PlaceOrder, resp: &PostOrderResponse) -> O
 fn on_found(intent_id: &str, order: &PlaceOrder, found: &OpenOrder) -> Outcome {
     let mut o = LiveOrder {
         hash: found.id.clone(),
+        signed: None,
         market: order.market.clone(),
         side: order.side,
         price: order.price,
@@ -1327,6 +1492,7 @@ mod tests {
     fn polled_orders_report_new_fills_and_their_end() {
         let mut o = LiveOrder {
             hash: "0xabc".into(),
+            signed: None,
             market: YES.into(),
             side: Side::Buy,
             price: 0.40,

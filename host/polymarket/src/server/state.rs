@@ -103,6 +103,9 @@ pub(crate) struct SimState {
     pub trades: Vec<Value>,
     pub heartbeat: Option<Heartbeat>,
     pub heartbeat_seq: u64,
+    /// The minutes after a matching-engine restart: only orders that rest
+    /// (GTC/GTD) are accepted.
+    pub post_only: bool,
     book_seq: u64,
     trade_seq: u64,
 }
