@@ -337,7 +337,7 @@ mod tests {
         // 4 failures in 10 calls: 40 % < 50 %, and the window slides.
         for i in 0..30 {
             b.permit(now);
-            b.record(now, i % 10 < 4, FAST);
+            b.record(now, i % 10 >= 6, FAST);
         }
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.take_transitions().is_empty());
