@@ -17,15 +17,17 @@ pub mod breaker;
 pub mod executor;
 pub mod intent;
 pub mod limits;
+pub mod output;
 pub mod retry;
 pub mod risk;
 
 use serde::{Deserialize, Serialize};
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, EndpointGroup};
-pub use executor::{ExecError, ExecOutput, Executor, NoteKind, SystemNote};
+pub use executor::{ExecError, Executor};
 pub use intent::{Intent, IntentLog, IntentLogError, IntentRecord, IntentState, MemoryIntentLog};
 pub use limits::LimitsConfig;
+pub use output::{ExecOutput, NoteKind, SystemNote};
 pub use retry::RetryConfig;
 pub use risk::RiskConfig;
 
@@ -110,6 +112,10 @@ mod tests {
         let e = toml::from_str::<ExecConfig>("[breaker]\nopen_for = 3").expect_err("unknown");
         assert!(e.to_string().contains("open_for"), "{e}");
         let bad: ExecConfig = toml::from_str("[retry]\nmax_attempts = 0").expect("parses");
-        assert!(bad.validate().unwrap_err().starts_with("exec.retry.max_attempts"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("exec.retry.max_attempts")
+        );
     }
 }

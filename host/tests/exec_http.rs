@@ -17,7 +17,7 @@ use polybot_host::venue::polymarket::{Execution, LiveConfig, PolymarketConfig, P
 use polybot_polymarket::auth::{Credentials, Secret};
 use polybot_polymarket::order::OrderSigner;
 use polybot_polymarket::server::{
-    FaultPlan, FaultRule, FeedHandle, Fault, SimHandle, SimOptions, SimServer,
+    Fault, FaultPlan, FaultRule, FeedHandle, SimHandle, SimOptions, SimServer,
 };
 
 /// Hardhat's first well-known test key; holds nothing anywhere.
@@ -67,16 +67,20 @@ fn config() -> ExecConfig {
 }
 
 async fn rig(cfg: ExecConfig) -> Rig {
-    let (server, feed) = SimServer::start("127.0.0.1:0".parse().expect("addr"), SimOptions::default())
-        .await
-        .expect("local server");
+    let (server, feed) =
+        SimServer::start("127.0.0.1:0".parse().expect("addr"), SimOptions::default())
+            .await
+            .expect("local server");
     feed.publish_book(YES, "0xc1", &[(0.48, 30.0)], &[(0.52, 25.0)], 1_000);
     let c = server.credentials();
     let credentials = Credentials {
         api_key: c.api_key.clone(),
         secret: Secret::new(c.secret.clone()),
         passphrase: Secret::new(c.passphrase.clone()),
-        address: OrderSigner::from_private_key(KEY).expect("key").address().to_checksum(None),
+        address: OrderSigner::from_private_key(KEY)
+            .expect("key")
+            .address()
+            .to_checksum(None),
         private_key: Some(Secret::new(KEY)),
     };
     let venue = within(
@@ -97,7 +101,13 @@ async fn rig(cfg: ExecConfig) -> Rig {
     .await
     .expect("connect");
     let log = SharedLog::default();
-    let exec = Executor::new("exec-test", "polymarket", cfg, RiskConfig::default(), Box::new(log.clone()));
+    let exec = Executor::new(
+        "exec-test",
+        "polymarket",
+        cfg,
+        RiskConfig::default(),
+        Box::new(log.clone()),
+    );
     Rig {
         server,
         _feed: feed,
@@ -135,7 +145,8 @@ impl Rig {
             let out = within(
                 "submit",
                 60,
-                self.exec.submit(&mut self.venue, &id, resting(5.0), 1_000 + i as u64),
+                self.exec
+                    .submit(&mut self.venue, &id, resting(5.0), 1_000 + i as u64),
             )
             .await
             .expect("submit");
@@ -159,7 +170,11 @@ impl Rig {
             .collect();
         let orders = self.server.orders();
         let at_server: HashSet<String> = orders.iter().map(|o| o.id.clone()).collect();
-        assert_eq!(orders.len(), n, "one order per intent at the server (none twice)");
+        assert_eq!(
+            orders.len(),
+            n,
+            "one order per intent at the server (none twice)"
+        );
         assert_eq!(at_server, intents, "none lost, none unknown");
         let states = self.log.states();
         assert_eq!(states.len(), n);
@@ -176,7 +191,9 @@ async fn a_429_storm_opens_the_breaker_pauses_placement_and_resumes_by_itself() 
     let mut rig = rig(config()).await;
     rig.server.set_faults(FaultPlan::times(
         "POST /order",
-        Fault::RateLimited { retry_after_s: None },
+        Fault::RateLimited {
+            retry_after_s: None,
+        },
         25,
     ));
     let outs = rig.submit_all(12).await;
@@ -187,7 +204,11 @@ async fn a_429_storm_opens_the_breaker_pauses_placement_and_resumes_by_itself() 
     let h = healths(&outs);
     assert!(h.contains(&VenueHealth::CircuitOpen), "{h:?}");
     assert_eq!(h.last(), Some(&VenueHealth::Recovered), "{h:?}");
-    assert_eq!(rig.server.faults().rules[0].count, Some(0), "the storm was spent");
+    assert_eq!(
+        rig.server.faults().rules[0].count,
+        Some(0),
+        "the storm was spent"
+    );
     rig.finish_and_check(12).await;
 }
 
@@ -232,7 +253,11 @@ async fn sixty_percent_5xx_loses_nothing_and_duplicates_nothing() {
     });
     let outs = rig.submit_all(15).await;
     for o in &outs {
-        assert_eq!(o.updates().last().map(|u| u.status), Some(OrderStatus::Open), "{o:?}");
+        assert_eq!(
+            o.updates().last().map(|u| u.status),
+            Some(OrderStatus::Open),
+            "{o:?}"
+        );
     }
     rig.finish_and_check(15).await;
 }
@@ -252,7 +277,11 @@ async fn a_425_window_pauses_placement_and_post_only_follows() {
         price: 0.52,
         ..resting(1.0)
     };
-    let out = rig.exec.submit(&mut rig.venue, "4.0", taker, 2_000).await.expect("taker");
+    let out = rig
+        .exec
+        .submit(&mut rig.venue, "4.0", taker, 2_000)
+        .await
+        .expect("taker");
     let u = out.updates().last().cloned().expect("update");
     assert_eq!(u.status, OrderStatus::Rejected);
     assert!(u.reason.unwrap_or_default().contains("only resting orders"));
@@ -261,7 +290,10 @@ async fn a_425_window_pauses_placement_and_post_only_follows() {
     // 4.0 never reached the server; the other three rest and are cancelled.
     rig.server.clear_faults();
     for id in ["1.0", "2.0", "3.0"] {
-        rig.exec.cancel(&mut rig.venue, id, 3_000).await.expect("cancel");
+        rig.exec
+            .cancel(&mut rig.venue, id, 3_000)
+            .await
+            .expect("cancel");
     }
     for (id, s) in rig.log.states() {
         assert!(s.is_terminal(), "{id} {s}");
@@ -280,13 +312,28 @@ async fn cancel_only_holds_new_orders_while_cancels_still_go() {
     let venue = &mut rig.venue;
     let exec = &mut rig.exec;
     // A new order waits out the window while the cancel goes through.
-    let out = within("batch", 30, exec.run_batch(venue, vec![("3.0".into(), resting(5.0))], vec!["1.0".into()], 2_000))
-        .await
-        .expect("batch");
-    let statuses: Vec<_> = out.updates().map(|u| (u.intent_id.clone(), u.status)).collect();
+    let out = within(
+        "batch",
+        30,
+        exec.run_batch(
+            venue,
+            vec![("3.0".into(), resting(5.0))],
+            vec!["1.0".into()],
+            2_000,
+        ),
+    )
+    .await
+    .expect("batch");
+    let statuses: Vec<_> = out
+        .updates()
+        .map(|u| (u.intent_id.clone(), u.status))
+        .collect();
     assert_eq!(
         statuses,
-        [("1.0".to_string(), OrderStatus::Cancelled), ("3.0".to_string(), OrderStatus::Open)]
+        [
+            ("1.0".to_string(), OrderStatus::Cancelled),
+            ("3.0".to_string(), OrderStatus::Open)
+        ]
     );
     let h: Vec<_> = healths(std::slice::from_ref(&out));
     assert_eq!(h, [VenueHealth::Degraded, VenueHealth::Recovered]);

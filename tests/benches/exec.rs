@@ -114,7 +114,10 @@ fn main() {
                 order_type: OrderType::Gtc,
             };
             let t = Instant::now();
-            let out = ex.submit(&mut venue, &id, order, i as u64).await.expect("submit");
+            let out = ex
+                .submit(&mut venue, &id, order, i as u64)
+                .await
+                .expect("submit");
             times.push(t.elapsed());
             assert_eq!(out.events.len(), 2, "{out:?}");
         }
@@ -144,8 +147,20 @@ fn main() {
     println!("exec layer ({ORDERS} orders, venue answers at once, in-memory intent log)");
     println!("| measure | value | target |");
     println!("| --- | --- | --- |");
-    println!("| happy-path order, mean | {:.2} µs | ≤ 50 µs |", mean.as_secs_f64() * 1e6);
-    println!("| happy-path order, p50 | {:.2} µs | |", percentile(&times, 0.5).as_secs_f64() * 1e6);
-    println!("| happy-path order, p99 | {:.2} µs | |", percentile(&times, 0.99).as_secs_f64() * 1e6);
-    println!("| breaker + limiter decision, mean of {DECISIONS} | {:.0} ns | ≤ 1 µs |", decisions.as_secs_f64() * 1e9);
+    println!(
+        "| happy-path order, mean | {:.2} µs | ≤ 50 µs |",
+        mean.as_secs_f64() * 1e6
+    );
+    println!(
+        "| happy-path order, p50 | {:.2} µs | |",
+        percentile(&times, 0.5).as_secs_f64() * 1e6
+    );
+    println!(
+        "| happy-path order, p99 | {:.2} µs | |",
+        percentile(&times, 0.99).as_secs_f64() * 1e6
+    );
+    println!(
+        "| breaker + limiter decision, mean of {DECISIONS} | {:.0} ns | ≤ 1 µs |",
+        decisions.as_secs_f64() * 1e9
+    );
 }

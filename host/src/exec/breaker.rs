@@ -136,7 +136,9 @@ impl BreakerTransition {
                 self.slow_call_rate * 100.0
             ),
             BreakerState::HalfOpen => format!("{} circuit half-open: probing", self.group.as_str()),
-            BreakerState::Closed => format!("{} circuit closed: probes succeeded", self.group.as_str()),
+            BreakerState::Closed => {
+                format!("{} circuit closed: probes succeeded", self.group.as_str())
+            }
         }
     }
 }
@@ -326,7 +328,10 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         let t = b.take_transitions();
         assert_eq!(t.len(), 1);
-        assert_eq!((t[0].from, t[0].to, t[0].failure_rate), (BreakerState::Closed, BreakerState::Open, 1.0));
+        assert_eq!(
+            (t[0].from, t[0].to, t[0].failure_rate),
+            (BreakerState::Closed, BreakerState::Open, 1.0)
+        );
         assert_eq!(b.permit(now), Gate::Wait(Duration::from_secs(1)));
     }
 
@@ -395,11 +400,15 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let mut c = BreakerConfig::default();
-        c.failure_rate_threshold = 1.5;
+        let c = BreakerConfig {
+            failure_rate_threshold: 1.5,
+            ..BreakerConfig::default()
+        };
         assert!(c.validate().unwrap_err().contains("failure_rate_threshold"));
-        let mut c = BreakerConfig::default();
-        c.minimum_calls = 50;
+        let c = BreakerConfig {
+            minimum_calls: 50,
+            ..BreakerConfig::default()
+        };
         assert!(c.validate().unwrap_err().contains("minimum_calls"));
         assert!(BreakerConfig::default().validate().is_ok());
     }

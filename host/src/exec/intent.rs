@@ -64,13 +64,15 @@ impl IntentState {
         use IntentState::*;
         match (self, to) {
             (Pending, Sent | Rejected) => true,
-            (Sent, Sent | Acknowledged | PartiallyFilled | Filled | Cancelled | Rejected | Unknown) => {
-                true
-            }
+            (
+                Sent,
+                Sent | Acknowledged | PartiallyFilled | Filled | Cancelled | Rejected | Unknown,
+            ) => true,
             // Looked up: whatever the venue says, or absent and sent again.
-            (Unknown, Unknown | Sent | Acknowledged | PartiallyFilled | Filled | Cancelled | Rejected) => {
-                true
-            }
+            (
+                Unknown,
+                Unknown | Sent | Acknowledged | PartiallyFilled | Filled | Cancelled | Rejected,
+            ) => true,
             (Acknowledged, PartiallyFilled | Filled | Cancelled | Unknown) => true,
             (PartiallyFilled, PartiallyFilled | Filled | Cancelled | Unknown) => true,
             _ => false,
@@ -246,7 +248,11 @@ pub trait IntentLog: Send {
     async fn append(&mut self, record: &IntentRecord) -> Result<(), IntentLogError>;
     /// Records that trade `trade_id` was turned into a fill; `false` if it
     /// already was (the fill must not be journaled again).
-    async fn record_trade(&mut self, strategy: &str, trade_id: &str) -> Result<bool, IntentLogError>;
+    async fn record_trade(
+        &mut self,
+        strategy: &str,
+        trade_id: &str,
+    ) -> Result<bool, IntentLogError>;
     /// The intents of `strategy` not yet in a terminal state, rebuilt from
     /// their records.
     async fn open_intents(&self, strategy: &str) -> Result<Vec<Intent>, IntentLogError>;
@@ -301,7 +307,11 @@ impl IntentLog for MemoryIntentLog {
         Ok(())
     }
 
-    async fn record_trade(&mut self, strategy: &str, trade_id: &str) -> Result<bool, IntentLogError> {
+    async fn record_trade(
+        &mut self,
+        strategy: &str,
+        trade_id: &str,
+    ) -> Result<bool, IntentLogError> {
         Ok(self
             .inner()
             .trades
@@ -363,7 +373,9 @@ mod tests {
         assert!(first.order.is_some());
         let t = i.transition(IntentState::Sent, 0.0, None, 6).expect("sent");
         assert!(t.update.is_none(), "sent is not shown to the strategy");
-        let t = i.transition(IntentState::Acknowledged, 0.0, None, 7).expect("ack");
+        let t = i
+            .transition(IntentState::Acknowledged, 0.0, None, 7)
+            .expect("ack");
         assert_eq!(t.update.expect("update").status, OrderStatus::Open);
         let t = i
             .transition(IntentState::PartiallyFilled, 4.0, None, 8)
@@ -372,7 +384,9 @@ mod tests {
         assert_eq!((u.filled_size, u.remaining_size), (4.0, 6.0));
         i.transition(IntentState::PartiallyFilled, 6.0, None, 9)
             .expect("more");
-        let t = i.transition(IntentState::Filled, 10.0, None, 10).expect("filled");
+        let t = i
+            .transition(IntentState::Filled, 10.0, None, 10)
+            .expect("filled");
         assert_eq!(t.record.remaining_size, 0.0);
         assert_eq!(t.update.expect("update").status, OrderStatus::Filled);
     }
@@ -380,8 +394,14 @@ mod tests {
     #[test]
     fn illegal_moves_are_refused_and_change_nothing() {
         let (mut i, _) = Intent::new("s", "1.0", order(), 0);
-        assert!(i.transition(IntentState::Filled, 10.0, None, 1).is_err(), "pending cannot fill");
-        assert!(i.transition(IntentState::Acknowledged, 0.0, None, 1).is_err());
+        assert!(
+            i.transition(IntentState::Filled, 10.0, None, 1).is_err(),
+            "pending cannot fill"
+        );
+        assert!(
+            i.transition(IntentState::Acknowledged, 0.0, None, 1)
+                .is_err()
+        );
         i.transition(IntentState::Rejected, 0.0, Some("risk".into()), 1)
             .expect("refused before sending");
         for to in [
@@ -433,14 +453,21 @@ mod tests {
         for t in [
             a.transition(IntentState::Sent, 0.0, None, 1).expect("t"),
             a.transition(IntentState::Unknown, 0.0, None, 2).expect("t"),
-            b.transition(IntentState::Rejected, 0.0, None, 1).expect("t"),
+            b.transition(IntentState::Rejected, 0.0, None, 1)
+                .expect("t"),
         ] {
             log.append(&t.record).await.expect("append");
         }
         let open = log.open_intents("s").await.expect("open");
         assert_eq!(open.len(), 1);
-        assert_eq!((open[0].id.as_str(), open[0].state), ("1.0", IntentState::Unknown));
+        assert_eq!(
+            (open[0].id.as_str(), open[0].state),
+            ("1.0", IntentState::Unknown)
+        );
         assert!(log.record_trade("s", "t1").await.expect("t"));
-        assert!(!log.record_trade("s", "t1").await.expect("t"), "deduplicated");
+        assert!(
+            !log.record_trade("s", "t1").await.expect("t"),
+            "deduplicated"
+        );
     }
 }

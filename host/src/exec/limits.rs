@@ -212,7 +212,10 @@ mod tests {
         let Gate::Wait(w) = l.check(EndpointGroup::Orders) else {
             panic!("61st order in the same instant must wait")
         };
-        assert!(w <= Duration::from_millis(25) && w > Duration::ZERO, "{w:?}");
+        assert!(
+            w <= Duration::from_millis(25) && w > Duration::ZERO,
+            "{w:?}"
+        );
         // Cancels have their own buckets: the order burst does not hold them.
         assert_eq!(l.check(EndpointGroup::Cancels), Gate::Go);
         tokio::time::advance(Duration::from_millis(25)).await;

@@ -142,7 +142,14 @@ mod tests {
 
     #[test]
     fn config_is_checked_and_unknown_keys_refused() {
-        assert!(RetryConfig { max_attempts: 0, ..RetryConfig::default() }.validate().is_err());
+        assert!(
+            RetryConfig {
+                max_attempts: 0,
+                ..RetryConfig::default()
+            }
+            .validate()
+            .is_err()
+        );
         let e = toml::from_str::<RetryConfig>("max_attempt = 3").expect_err("typo");
         assert!(e.to_string().contains("max_attempt"), "{e}");
         let c: RetryConfig = toml::from_str("max_attempts = 3").expect("partial");

@@ -101,7 +101,10 @@ impl RiskGate {
         if let Some(max) = c.max_order_size
             && order.size > max
         {
-            return Err(format!("risk: order size {} exceeds max_order_size {max}", order.size));
+            return Err(format!(
+                "risk: order size {} exceeds max_order_size {max}",
+                order.size
+            ));
         }
         if let Some(max) = c.max_open_orders
             && exp.open_orders >= max
@@ -170,17 +173,46 @@ mod tests {
         };
         let mut g = RiskGate::new(cfg);
         let none = Exposure::default();
-        assert!(g.check(&buy(11.0), &none, 0).unwrap_err().contains("max_order_size"));
-        let held = Exposure { position: 10.0, ..Exposure::default() };
-        assert!(g.check(&buy(6.0), &held, 0).unwrap_err().contains("max_position"));
-        let busy = Exposure { open_orders: 2, ..Exposure::default() };
-        assert!(g.check(&buy(1.0), &busy, 0).unwrap_err().contains("max_open_orders"));
-        let lost = Exposure { pnl_today: -50.0, ..Exposure::default() };
-        assert!(g.check(&buy(1.0), &lost, 0).unwrap_err().contains("max_daily_loss"));
+        assert!(
+            g.check(&buy(11.0), &none, 0)
+                .unwrap_err()
+                .contains("max_order_size")
+        );
+        let held = Exposure {
+            position: 10.0,
+            ..Exposure::default()
+        };
+        assert!(
+            g.check(&buy(6.0), &held, 0)
+                .unwrap_err()
+                .contains("max_position")
+        );
+        let busy = Exposure {
+            open_orders: 2,
+            ..Exposure::default()
+        };
+        assert!(
+            g.check(&buy(1.0), &busy, 0)
+                .unwrap_err()
+                .contains("max_open_orders")
+        );
+        let lost = Exposure {
+            pnl_today: -50.0,
+            ..Exposure::default()
+        };
+        assert!(
+            g.check(&buy(1.0), &lost, 0)
+                .unwrap_err()
+                .contains("max_daily_loss")
+        );
         for t in [0, 1, 2] {
             g.check(&buy(1.0), &none, t).expect("within the rate");
         }
-        assert!(g.check(&buy(1.0), &none, 3).unwrap_err().contains("max_orders_per_minute"));
+        assert!(
+            g.check(&buy(1.0), &none, 3)
+                .unwrap_err()
+                .contains("max_orders_per_minute")
+        );
         g.check(&buy(1.0), &none, 60_000).expect("a minute later");
     }
 

@@ -262,10 +262,12 @@ fn classify(e: &ClobError, context: &str) -> VenueError {
             message,
             retry_after: None,
         },
-        ClobError::Unauthorized { .. } | ClobError::NoCredentials { .. } | ClobError::Auth { .. } => {
-            VenueError::Fatal { venue, message }
-        }
-        ClobError::Rejected { code, message: m, .. } => VenueError::Rejected {
+        ClobError::Unauthorized { .. }
+        | ClobError::NoCredentials { .. }
+        | ClobError::Auth { .. } => VenueError::Fatal { venue, message },
+        ClobError::Rejected {
+            code, message: m, ..
+        } => VenueError::Rejected {
             venue,
             reason: if context.is_empty() {
                 m.clone()
@@ -373,17 +375,26 @@ impl PolymarketVenue {
         let first = match tokio::time::timeout(connect_wait, stream.recv()).await {
             Ok(Some(StreamMessage::Connected { .. })) => None,
             Ok(Some(StreamMessage::Disconnected { reason })) => {
-                return Err(VenueError::unavailable(VENUE, format!("market WebSocket: {reason}")));
+                return Err(VenueError::unavailable(
+                    VENUE,
+                    format!("market WebSocket: {reason}"),
+                ));
             }
             Ok(Some(other)) => Some(other),
             Ok(None) => {
-                return Err(VenueError::unavailable(VENUE, "market WebSocket: stream ended"));
+                return Err(VenueError::unavailable(
+                    VENUE,
+                    "market WebSocket: stream ended",
+                ));
             }
             Err(_) => {
-                return Err(VenueError::unavailable(VENUE, format!(
-                    "market WebSocket {}: no answer within {connect_wait:?}",
-                    cfg.ws_url
-                )));
+                return Err(VenueError::unavailable(
+                    VENUE,
+                    format!(
+                        "market WebSocket {}: no answer within {connect_wait:?}",
+                        cfg.ws_url
+                    ),
+                ));
             }
         };
         tracing::info!(
@@ -956,11 +967,7 @@ impl Live {
             .iter()
             .map(|(id, o)| (o.hash.clone(), (id.clone(), o.side)))
             .collect();
-        let all = self
-            .client
-            .trades()
-            .await
-            .map_err(|e| classify(&e, ""))?;
+        let all = self.client.trades().await.map_err(|e| classify(&e, ""))?;
         let mut out = Vec::new();
         for t in all {
             // The venue states match times in seconds.
@@ -1012,7 +1019,12 @@ impl Live {
                 reason: Some(reason),
             }));
         }
-        match self.client.get_order(&o.hash).await.map_err(|e| classify(&e, ""))? {
+        match self
+            .client
+            .get_order(&o.hash)
+            .await
+            .map_err(|e| classify(&e, ""))?
+        {
             Some(found) => Ok(Some(venue_update(intent_id, &found))),
             // Accepted as delayed: the venue has it but does not show it yet.
             None if o.resting => Ok(Some(OrderUpdate {

@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
-use crate::exec::{BreakerConfig, ExecConfig, MemoryIntentLog, RetryConfig, RiskConfig, WindowConfig};
+use crate::contract::{OrderType, VenueHealth};
+use crate::exec::{
+    BreakerConfig, ExecConfig, MemoryIntentLog, RetryConfig, RiskConfig, WindowConfig,
+};
 use crate::venue::{Unknown, VenueTrade};
 
 /// What the scripted venue does with the next placement.
@@ -71,14 +74,17 @@ impl ExecutionClient for Fake {
         if let Some(Step::Fail(f)) = step {
             return Err(f());
         }
-        let u = st.orders.entry(id.to_string()).or_insert_with(|| OrderUpdate {
-            intent_id: id.into(),
-            market: order.market.clone(),
-            status: OrderStatus::Open,
-            filled_size: 0.0,
-            remaining_size: order.size,
-            reason: None,
-        });
+        let u = st
+            .orders
+            .entry(id.to_string())
+            .or_insert_with(|| OrderUpdate {
+                intent_id: id.into(),
+                market: order.market.clone(),
+                status: OrderStatus::Open,
+                filled_size: 0.0,
+                remaining_size: order.size,
+                reason: None,
+            });
         let u = u.clone();
         if !st.accepted.iter().any(|a| a == id) {
             st.accepted.push(id.to_string());
@@ -97,7 +103,14 @@ impl ExecutionClient for Fake {
         let mut st = self.st();
         st.cancels.push(id.to_string());
         let Some(u) = st.orders.get_mut(id) else {
-            return Ok(vec![crate::contract::order_update(id, "", OrderStatus::Rejected, 0.0, 0.0, Some("unknown order".into()))]);
+            return Ok(vec![crate::contract::order_update(
+                id,
+                "",
+                OrderStatus::Rejected,
+                0.0,
+                0.0,
+                Some("unknown order".into()),
+            )]);
         };
         if matches!(u.status, OrderStatus::Open | OrderStatus::PartiallyFilled) {
             u.status = OrderStatus::Cancelled;
@@ -167,7 +180,10 @@ fn gtc(size: f64) -> PlaceOrder {
 
 fn executor(cfg: ExecConfig, risk: RiskConfig) -> (Executor, SharedLog) {
     let log = SharedLog::default();
-    (Executor::new("s", "fake", cfg, risk, Box::new(log.clone())), log)
+    (
+        Executor::new("s", "fake", cfg, risk, Box::new(log.clone())),
+        log,
+    )
 }
 
 fn statuses(out: &ExecOutput) -> Vec<OrderStatus> {
@@ -188,14 +204,24 @@ fn healths(out: &ExecOutput) -> Vec<VenueHealth> {
 async fn an_order_is_durable_before_it_is_sent_and_every_move_is_recorded() {
     let (mut ex, log) = executor(cfg(), RiskConfig::default());
     let mut venue = Fake::default();
-    let out = ex.submit(&mut venue, "1.0", gtc(10.0), 5).await.expect("submit");
+    let out = ex
+        .submit(&mut venue, "1.0", gtc(10.0), 5)
+        .await
+        .expect("submit");
     assert_eq!(statuses(&out), [OrderStatus::Open]);
     assert_eq!(
         log.path("1.0"),
-        [IntentState::Pending, IntentState::Sent, IntentState::Acknowledged]
+        [
+            IntentState::Pending,
+            IntentState::Sent,
+            IntentState::Acknowledged
+        ]
     );
     // The same intent again sends nothing.
-    let again = ex.submit(&mut venue, "1.0", gtc(10.0), 6).await.expect("again");
+    let again = ex
+        .submit(&mut venue, "1.0", gtc(10.0), 6)
+        .await
+        .expect("again");
     assert!(again.events.is_empty());
     assert_eq!(venue.st().accepted.len(), 1);
 }
@@ -206,16 +232,28 @@ async fn a_429_storm_opens_the_breaker_then_probes_and_resumes() {
     let mut venue = Fake::default();
     venue.script((0..6).map(|_| Step::Fail(rate_limited)));
     let started = Instant::now();
-    let out = ex.submit(&mut venue, "1.0", gtc(10.0), 0).await.expect("submit");
+    let out = ex
+        .submit(&mut venue, "1.0", gtc(10.0), 0)
+        .await
+        .expect("submit");
     assert_eq!(statuses(&out), [OrderStatus::Open], "{out:?}");
-    assert!(started.elapsed() >= Duration::from_secs(2), "waited the open time");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited the open time"
+    );
     // The second probe closes the half-open circuit.
-    let next = ex.submit(&mut venue, "2.0", gtc(10.0), 1).await.expect("submit");
+    let next = ex
+        .submit(&mut venue, "2.0", gtc(10.0), 1)
+        .await
+        .expect("submit");
     let h: Vec<_> = healths(&out).into_iter().chain(healths(&next)).collect();
     assert_eq!(h.first(), Some(&VenueHealth::CircuitOpen), "{h:?}");
     assert_eq!(h.last(), Some(&VenueHealth::Recovered), "{h:?}");
     assert_eq!(venue.st().accepted, ["1.0", "2.0"]);
-    assert_eq!(ex.breaker_state(EndpointGroup::Orders), BreakerState::Closed);
+    assert_eq!(
+        ex.breaker_state(EndpointGroup::Orders),
+        BreakerState::Closed
+    );
     assert!(out.notes.iter().any(|n| n.kind == NoteKind::Breaker));
     assert_eq!(*log.path("1.0").last().unwrap(), IntentState::Acknowledged);
 }
@@ -228,12 +266,18 @@ async fn retries_exhausted_is_a_rejected_update_with_the_reason() {
     let (mut ex, log) = executor(c, RiskConfig::default());
     let mut venue = Fake::default();
     venue.script((0..5).map(|_| Step::Fail(server_error)));
-    let out = ex.submit(&mut venue, "1.0", gtc(10.0), 0).await.expect("submit");
+    let out = ex
+        .submit(&mut venue, "1.0", gtc(10.0), 0)
+        .await
+        .expect("submit");
     let u: Vec<_> = out.updates().collect();
     assert_eq!(u.len(), 1);
     assert_eq!(u[0].status, OrderStatus::Rejected);
     let reason = u[0].reason.clone().unwrap_or_default();
-    assert!(reason.contains("retries exhausted after 3 attempts") && reason.contains("500"), "{reason}");
+    assert!(
+        reason.contains("retries exhausted after 3 attempts") && reason.contains("500"),
+        "{reason}"
+    );
     assert_eq!(*log.path("1.0").last().unwrap(), IntentState::Rejected);
     assert!(out.notes.iter().any(|n| n.kind == NoteKind::GaveUp));
     assert!(venue.st().accepted.is_empty());
@@ -244,11 +288,19 @@ async fn a_lost_response_is_looked_up_not_sent_again() {
     let (mut ex, log) = executor(cfg(), RiskConfig::default());
     let mut venue = Fake::default();
     venue.script([Step::LoseResponse]);
-    let out = ex.submit(&mut venue, "1.0", gtc(10.0), 0).await.expect("submit");
+    let out = ex
+        .submit(&mut venue, "1.0", gtc(10.0), 0)
+        .await
+        .expect("submit");
     assert_eq!(statuses(&out), [OrderStatus::Open]);
     assert_eq!(
         log.path("1.0"),
-        [IntentState::Pending, IntentState::Sent, IntentState::Unknown, IntentState::Acknowledged]
+        [
+            IntentState::Pending,
+            IntentState::Sent,
+            IntentState::Unknown,
+            IntentState::Acknowledged
+        ]
     );
     assert_eq!(venue.st().accepted, ["1.0"]);
 }
@@ -258,19 +310,39 @@ async fn a_425_window_pauses_placement_then_post_only_refuses_takers() {
     let (mut ex, _log) = executor(cfg(), RiskConfig::default());
     let mut venue = Fake::default();
     venue.script((0..3).map(|_| Step::Fail(too_early)));
-    let out = ex.submit(&mut venue, "1.0", gtc(10.0), 0).await.expect("submit");
-    assert_eq!(healths(&out), [VenueHealth::Degraded, VenueHealth::Recovered]);
+    let out = ex
+        .submit(&mut venue, "1.0", gtc(10.0), 0)
+        .await
+        .expect("submit");
+    assert_eq!(
+        healths(&out),
+        [VenueHealth::Degraded, VenueHealth::Recovered]
+    );
     assert_eq!(statuses(&out), [OrderStatus::Open]);
     // The halt is not a failure of the orders circuit.
-    assert_eq!(ex.breaker_state(EndpointGroup::Orders), BreakerState::Closed);
+    assert_eq!(
+        ex.breaker_state(EndpointGroup::Orders),
+        BreakerState::Closed
+    );
     let mut fak = gtc(5.0);
     fak.order_type = OrderType::Fak;
-    let out = ex.submit(&mut venue, "2.0", fak.clone(), 1).await.expect("fak");
+    let out = ex
+        .submit(&mut venue, "2.0", fak.clone(), 1)
+        .await
+        .expect("fak");
     let u: Vec<_> = out.updates().collect();
     assert_eq!(u[0].status, OrderStatus::Rejected);
-    assert!(u[0].reason.as_deref().unwrap_or_default().contains("only resting orders"));
+    assert!(
+        u[0].reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("only resting orders")
+    );
     tokio::time::advance(Duration::from_secs(10)).await;
-    let out = ex.submit(&mut venue, "3.0", fak, 2).await.expect("after post-only");
+    let out = ex
+        .submit(&mut venue, "3.0", fak, 2)
+        .await
+        .expect("after post-only");
     assert_eq!(statuses(&out), [OrderStatus::Open]);
 }
 
@@ -278,8 +350,12 @@ async fn a_425_window_pauses_placement_then_post_only_refuses_takers() {
 async fn cancels_settle_by_the_orders_true_state() {
     let (mut ex, log) = executor(cfg(), RiskConfig::default());
     let mut venue = Fake::default();
-    ex.submit(&mut venue, "1.0", gtc(10.0), 0).await.expect("submit");
-    ex.submit(&mut venue, "2.0", gtc(10.0), 0).await.expect("submit");
+    ex.submit(&mut venue, "1.0", gtc(10.0), 0)
+        .await
+        .expect("submit");
+    ex.submit(&mut venue, "2.0", gtc(10.0), 0)
+        .await
+        .expect("submit");
     // 2.0 filled at the venue; the executor has not heard.
     if let Some(u) = venue.st().orders.get_mut("2.0") {
         u.status = OrderStatus::Filled;
@@ -288,9 +364,20 @@ async fn cancels_settle_by_the_orders_true_state() {
     }
     let out = ex.cancel(&mut venue, "1.0", 1).await.expect("cancel");
     assert_eq!(statuses(&out), [OrderStatus::Cancelled]);
-    let out = ex.cancel(&mut venue, "2.0", 1).await.expect("cancel of a filled order");
-    assert_eq!(statuses(&out), [OrderStatus::Filled], "the true state, not an error");
-    assert!(out.notes.iter().all(|n| n.kind != NoteKind::GaveUp), "{:?}", out.notes);
+    let out = ex
+        .cancel(&mut venue, "2.0", 1)
+        .await
+        .expect("cancel of a filled order");
+    assert_eq!(
+        statuses(&out),
+        [OrderStatus::Filled],
+        "the true state, not an error"
+    );
+    assert!(
+        out.notes.iter().all(|n| n.kind != NoteKind::GaveUp),
+        "{:?}",
+        out.notes
+    );
     assert_eq!(*log.path("2.0").last().unwrap(), IntentState::Filled);
     // Once terminal, a cancel is a no-op.
     let out = ex.cancel(&mut venue, "2.0", 2).await.expect("again");
@@ -307,15 +394,37 @@ async fn risk_limits_refuse_before_anything_is_sent() {
     };
     let (mut ex, log) = executor(cfg(), risk);
     let mut venue = Fake::default();
-    let out = ex.submit(&mut venue, "1.0", gtc(6.0), 0).await.expect("submit");
+    let out = ex
+        .submit(&mut venue, "1.0", gtc(6.0), 0)
+        .await
+        .expect("submit");
     let u: Vec<_> = out.updates().collect();
     assert_eq!(u[0].status, OrderStatus::Rejected);
-    assert!(u[0].reason.as_deref().unwrap_or_default().contains("max_order_size"));
+    assert!(
+        u[0].reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("max_order_size")
+    );
     assert_eq!(out.notes[0].kind, NoteKind::Risk);
-    assert_eq!(log.path("1.0"), [IntentState::Pending, IntentState::Rejected]);
+    assert_eq!(
+        log.path("1.0"),
+        [IntentState::Pending, IntentState::Rejected]
+    );
     ex.submit(&mut venue, "2.0", gtc(5.0), 0).await.expect("ok");
-    let out = ex.submit(&mut venue, "3.0", gtc(5.0), 0).await.expect("too many");
-    assert!(out.updates().next().unwrap().reason.as_deref().unwrap_or_default().contains("max_open_orders"));
+    let out = ex
+        .submit(&mut venue, "3.0", gtc(5.0), 0)
+        .await
+        .expect("too many");
+    assert!(
+        out.updates()
+            .next()
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("max_open_orders")
+    );
     assert_eq!(venue.st().accepted, ["2.0"]);
 }
 
@@ -325,13 +434,26 @@ async fn reconciliation_settles_intents_journals_missed_fills_once_and_reports_s
     let mut venue = Fake::default();
     {
         // A previous run: 1.0 was acknowledged, 2.0 sent with no answer, 3.0 never left.
-        let mut first = Executor::new("s", "fake", cfg(), RiskConfig::default(), Box::new(log.clone()));
-        first.submit(&mut venue, "1.0", gtc(10.0), 0).await.expect("1.0");
+        let mut first = Executor::new(
+            "s",
+            "fake",
+            cfg(),
+            RiskConfig::default(),
+            Box::new(log.clone()),
+        );
+        first
+            .submit(&mut venue, "1.0", gtc(10.0), 0)
+            .await
+            .expect("1.0");
         venue.script([Step::LoseResponse, Step::Fail(server_error)]);
         let mut c = cfg();
         c.retry.max_attempts = 1;
-        let mut second = Executor::new("s", "fake", c, RiskConfig::default(), Box::new(log.clone()));
-        second.submit(&mut venue, "2.0", gtc(4.0), 0).await.expect("2.0");
+        let mut second =
+            Executor::new("s", "fake", c, RiskConfig::default(), Box::new(log.clone()));
+        second
+            .submit(&mut venue, "2.0", gtc(4.0), 0)
+            .await
+            .expect("2.0");
         let (_, r) = Intent::new("s", "3.0", gtc(1.0), 0);
         log.clone().append(&r).await.expect("3.0");
     }
@@ -377,30 +499,61 @@ async fn reconciliation_settles_intents_journals_missed_fills_once_and_reports_s
         })
         .collect();
     assert_eq!(fills, [("1.0".to_string(), 6.0, 0.39)]);
-    assert_eq!(ex.intent("1.0").unwrap().state, IntentState::PartiallyFilled);
-    assert_eq!(ex.intent("2.0").unwrap().state, IntentState::Acknowledged, "the lost order is there");
-    assert_eq!(ex.intent("3.0").unwrap().state, IntentState::Rejected, "never sent");
-    assert!(out.notes.iter().any(|n| n.kind == NoteKind::UnknownOrder && n.detail.contains("stranger")));
+    assert_eq!(
+        ex.intent("1.0").unwrap().state,
+        IntentState::PartiallyFilled
+    );
+    assert_eq!(
+        ex.intent("2.0").unwrap().state,
+        IntentState::Acknowledged,
+        "the lost order is there"
+    );
+    assert_eq!(
+        ex.intent("3.0").unwrap().state,
+        IntentState::Rejected,
+        "never sent"
+    );
+    assert!(
+        out.notes
+            .iter()
+            .any(|n| n.kind == NoteKind::UnknownOrder && n.detail.contains("stranger"))
+    );
     assert_eq!(venue.st().orders["stranger"].status, OrderStatus::Cancelled);
-    assert_eq!(healths(&out), [VenueHealth::Recovered], "the hold of a restart lifts");
+    assert_eq!(
+        healths(&out),
+        [VenueHealth::Recovered],
+        "the hold of a restart lifts"
+    );
     // Again: the trade is not journaled twice.
     let out = ex.reconcile(&mut venue, 0, 3_000).await.expect("again");
-    assert!(!out.events.iter().any(|e| matches!(e, EventKind::Fill(_))), "{out:?}");
+    assert!(
+        !out.events.iter().any(|e| matches!(e, EventKind::Fill(_))),
+        "{out:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn heartbeat_loss_holds_placement_until_reconciled() {
     let (mut ex, _log) = executor(cfg(), RiskConfig::default());
     let mut venue = Fake::default();
-    ex.submit(&mut venue, "1.0", gtc(10.0), 0).await.expect("submit");
+    ex.submit(&mut venue, "1.0", gtc(10.0), 0)
+        .await
+        .expect("submit");
     // The venue's dead-man switch cancelled it.
     venue.st().orders.get_mut("1.0").unwrap().status = OrderStatus::Cancelled;
     let out = ex.heartbeat_lost(1).await.expect("lost");
     assert_eq!(healths(&out), [VenueHealth::Degraded]);
     assert_eq!(ex.intent("1.0").unwrap().state, IntentState::Unknown);
     let out = ex.reconcile(&mut venue, 0, 2).await.expect("reconcile");
-    assert_eq!(statuses(&out), [OrderStatus::Cancelled], "the strategy sees the cancel");
-    let out = ex.submit(&mut venue, "2.0", gtc(1.0), 3).await.expect("placement resumes");
+    assert_eq!(
+        statuses(&out),
+        [OrderStatus::Cancelled],
+        "the strategy sees the cancel"
+    );
+    let out = ex
+        .submit(&mut venue, "2.0", gtc(1.0), 3)
+        .await
+        .expect("placement resumes");
     assert_eq!(statuses(&out), [OrderStatus::Open]);
 }
 
@@ -412,8 +565,17 @@ async fn an_open_breaker_rejects_with_the_reason_when_the_wait_is_too_long() {
     let (mut ex, _log) = executor(c, RiskConfig::default());
     let mut venue = Fake::default();
     venue.script((0..4).map(|_| Step::Fail(rate_limited)));
-    let out = ex.submit(&mut venue, "1.0", gtc(1.0), 0).await.expect("submit");
+    let out = ex
+        .submit(&mut venue, "1.0", gtc(1.0), 0)
+        .await
+        .expect("submit");
     let u: Vec<_> = out.updates().collect();
     assert_eq!(u[0].status, OrderStatus::Rejected);
-    assert!(u[0].reason.as_deref().unwrap_or_default().contains("orders circuit open"), "{u:?}");
+    assert!(
+        u[0].reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("orders circuit open"),
+        "{u:?}"
+    );
 }
