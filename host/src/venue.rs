@@ -254,6 +254,22 @@ pub trait Venue: Send {
         false
     }
 
+    /// Fixes the order intent `intent_id` will be sent as, before it is sent,
+    /// and returns the venue's reference to it (Polymarket: the order hash),
+    /// so the reference can be made durable first. `None`: the venue has no
+    /// such reference (paper), or the order cannot be prepared (it is then
+    /// refused when placed).
+    fn prepare_order(&mut self, intent_id: &str, order: &PlaceOrder) -> Option<String> {
+        let _ = (intent_id, order);
+        None
+    }
+
+    /// Makes an order sent by an earlier process known again by its
+    /// reference, so lookups, heartbeats and polls cover it after a restart.
+    fn adopt_order(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
+        let _ = (intent_id, order, venue_ref, filled);
+    }
+
     /// How many answers so far said a rate limit is near
     /// (`Poly-RateLimit-Warning`); 0 for venues without such a signal.
     fn rate_limit_warnings(&self) -> u64 {
@@ -304,6 +320,16 @@ pub trait ExecutionClient: Send {
     fn rate_limit_warnings(&self) -> u64 {
         0
     }
+    /// The venue's reference to the order of `intent_id`, fixed before it is
+    /// sent (see [`Venue::prepare_order`]).
+    fn prepare(&mut self, intent_id: &str, order: &PlaceOrder) -> Option<String> {
+        let _ = (intent_id, order);
+        None
+    }
+    /// An order sent by an earlier process (see [`Venue::adopt_order`]).
+    fn adopt(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
+        let _ = (intent_id, order, venue_ref, filled);
+    }
 }
 
 #[async_trait::async_trait]
@@ -349,5 +375,13 @@ impl<V: Venue> ExecutionClient for V {
 
     fn rate_limit_warnings(&self) -> u64 {
         Venue::rate_limit_warnings(self)
+    }
+
+    fn prepare(&mut self, intent_id: &str, order: &PlaceOrder) -> Option<String> {
+        self.prepare_order(intent_id, order)
+    }
+
+    fn adopt(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
+        self.adopt_order(intent_id, order, venue_ref, filled);
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use polybot_host::contract::{EventKind, OrderStatus, OrderType, PlaceOrder, Side, VenueHealth};
 use polybot_host::exec::{
-    BreakerConfig, ExecConfig, ExecOutput, Executor, IntentLog, IntentState, MemoryIntentLog,
-    RetryConfig, RiskConfig,
+    BreakerConfig, ExecConfig, ExecOutput, Executor, Intent, IntentLog, IntentState,
+    MemoryIntentLog, RetryConfig, RiskConfig,
 };
 use polybot_host::venue::polymarket::{Execution, LiveConfig, PolymarketConfig, PolymarketVenue};
 use polybot_polymarket::auth::{Credentials, Secret};
@@ -72,34 +72,7 @@ async fn rig(cfg: ExecConfig) -> Rig {
             .await
             .expect("local server");
     feed.publish_book(YES, "0xc1", &[(0.48, 30.0)], &[(0.52, 25.0)], 1_000);
-    let c = server.credentials();
-    let credentials = Credentials {
-        api_key: c.api_key.clone(),
-        secret: Secret::new(c.secret.clone()),
-        passphrase: Secret::new(c.passphrase.clone()),
-        address: OrderSigner::from_private_key(KEY)
-            .expect("key")
-            .address()
-            .to_checksum(None),
-        private_key: Some(Secret::new(KEY)),
-    };
-    let venue = within(
-        "connect",
-        10,
-        PolymarketVenue::connect(PolymarketConfig {
-            clob_url: server.base_url(),
-            ws_url: server.ws_url(),
-            gamma_url: server.gamma_url(),
-            tokens: vec![YES.into()],
-            stall_timeout: Duration::from_secs(30),
-            execution: Execution::Live(LiveConfig {
-                strategy: "exec-test".into(),
-                credentials,
-            }),
-        }),
-    )
-    .await
-    .expect("connect");
+    let venue = connect(&server).await;
     let log = SharedLog::default();
     let exec = Executor::new(
         "exec-test",
@@ -115,6 +88,38 @@ async fn rig(cfg: ExecConfig) -> Rig {
         exec,
         log,
     }
+}
+
+/// The live venue, as a run connects it.
+async fn connect(server: &SimHandle) -> PolymarketVenue {
+    let c = server.credentials();
+    let credentials = Credentials {
+        api_key: c.api_key.clone(),
+        secret: Secret::new(c.secret.clone()),
+        passphrase: Secret::new(c.passphrase.clone()),
+        address: OrderSigner::from_private_key(KEY)
+            .expect("key")
+            .address()
+            .to_checksum(None),
+        private_key: Some(Secret::new(KEY)),
+    };
+    within(
+        "connect",
+        10,
+        PolymarketVenue::connect(PolymarketConfig {
+            clob_url: server.base_url(),
+            ws_url: server.ws_url(),
+            gamma_url: server.gamma_url(),
+            tokens: vec![YES.into()],
+            stall_timeout: Duration::from_secs(30),
+            execution: Execution::Live(LiveConfig {
+                strategy: "exec-test".into(),
+                credentials,
+            }),
+        }),
+    )
+    .await
+    .expect("connect")
 }
 
 fn resting(size: f64) -> PlaceOrder {
@@ -338,4 +343,101 @@ async fn cancel_only_holds_new_orders_while_cancels_still_go() {
     let h: Vec<_> = healths(std::slice::from_ref(&out));
     assert_eq!(h, [VenueHealth::Degraded, VenueHealth::Recovered]);
     rig.finish_and_check(3).await;
+}
+
+#[tokio::test]
+async fn a_restart_reconciles_resting_orders_missed_fills_and_unsent_intents() {
+    let mut rig = rig(config()).await;
+    rig.submit_all(3).await;
+    let hashes: Vec<String> = ["1.0", "2.0", "3.0"]
+        .iter()
+        .map(|id| rig.venue.order_hash(id).expect("hash"))
+        .collect();
+    // Durable, then the host stopped before sending it.
+    let (_, pending) = Intent::new("exec-test", "4.0", resting(5.0), 1_500);
+    rig.log.clone().append(&pending).await.expect("append");
+    // The host goes away; meanwhile 1.0 fills in full and 2.0 in part.
+    let Rig {
+        server,
+        _feed,
+        venue,
+        exec,
+        log,
+    } = rig;
+    drop(exec);
+    drop(venue);
+    server.fill_resting(&hashes[0], 5.0).expect("fill 1.0");
+    server.fill_resting(&hashes[1], 2.0).expect("fill 2.0");
+
+    let mut venue = connect(&server).await;
+    let mut exec = Executor::new(
+        "exec-test",
+        "polymarket",
+        config(),
+        RiskConfig::default(),
+        Box::new(log.clone()),
+    );
+    assert_eq!(exec.load().await.expect("load"), 4);
+    let out = within("reconcile", 30, exec.reconcile(&mut venue, 0, 5_000))
+        .await
+        .expect("reconcile");
+    let mut fills: Vec<(String, f64)> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::Fill(f) => Some((f.intent_id.clone(), f.size)),
+            _ => None,
+        })
+        .collect();
+    fills.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        fills,
+        [("1.0".to_string(), 5.0), ("2.0".to_string(), 2.0)],
+        "{out:?}"
+    );
+    let state = |id: &str| exec.intent(id).map(|i| i.state);
+    assert_eq!(state("1.0"), Some(IntentState::Filled));
+    assert_eq!(state("2.0"), Some(IntentState::PartiallyFilled));
+    assert_eq!(state("3.0"), Some(IntentState::Acknowledged));
+    assert_eq!(state("4.0"), Some(IntentState::Rejected), "never sent");
+    assert_eq!(server.orders().len(), 3, "nothing re-sent");
+    // Reconciling again journals no fill twice.
+    let again = exec.reconcile(&mut venue, 0, 6_000).await.expect("again");
+    assert!(
+        !again.events.iter().any(|e| matches!(e, EventKind::Fill(_))),
+        "{again:?}"
+    );
+    // The adopted orders are managed: they cancel like any other.
+    for id in ["2.0", "3.0"] {
+        let out = exec.cancel(&mut venue, id, 7_000).await.expect("cancel");
+        assert_eq!(
+            out.updates().last().map(|u| u.status),
+            Some(OrderStatus::Cancelled),
+            "{out:?}"
+        );
+    }
+    for (id, s) in log.states() {
+        assert!(s.is_terminal(), "{id} {s}");
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limit_warning_pauses_new_orders() {
+    let mut rig = rig(config()).await;
+    rig.server
+        .set_faults(FaultPlan::times("POST /order", Fault::RateLimitWarning, 1));
+    let outs = rig.submit_all(2).await;
+    assert!(
+        outs[0]
+            .notes
+            .iter()
+            .any(|n| n.detail.contains("rate limit")),
+        "{:?}",
+        outs[0].notes
+    );
+    assert_eq!(
+        outs[1].updates().last().map(|u| u.status),
+        Some(OrderStatus::Open)
+    );
+    rig.finish_and_check(2).await;
 }

@@ -234,6 +234,16 @@ impl SimHandle {
         self.shared.dead_man.subscribe()
     }
 
+    /// Another participant takes `size` of the resting order `order_id` at
+    /// its price (the order is the maker of a new trade). Returns the trade
+    /// id, or `None` when the order is not live.
+    pub fn fill_resting(&self, order_id: &str, size: f64) -> Option<String> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.shared.state().fill_resting(order_id, size, now_ms)
+    }
+
     /// Turns the post-only window after a matching-engine restart on or off:
     /// while on, fill-and-kill and fill-or-kill orders are refused with
     /// `INVALID_POST_ONLY_ORDER`. (The 425 itself is a fault: `too_early`.)

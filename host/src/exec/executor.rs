@@ -309,6 +309,11 @@ impl Executor {
                 Ok(Gate::Go) => {}
             }
             if state == IntentState::Pending {
+                // The venue's reference is fixed and recorded before the order leaves.
+                let venue_ref = client.prepare(id, &order);
+                if let Some(i) = self.intents.get_mut(id) {
+                    i.venue_ref = venue_ref;
+                }
                 self.move_to(id, IntentState::Sent, 0.0, None, now_ms, out)
                     .await?;
             }

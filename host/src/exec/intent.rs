@@ -124,6 +124,10 @@ pub struct IntentRecord {
     pub at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<PlaceOrder>,
+    /// The venue's reference to the order (Polymarket: its hash), known
+    /// before it is sent; what a restart looks the order up by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub venue_ref: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -153,6 +157,8 @@ pub struct Intent {
     pub filled: f64,
     pub reason: Option<String>,
     pub created_ms: u64,
+    /// The venue's reference to the order, once prepared.
+    pub venue_ref: Option<String>,
 }
 
 impl Intent {
@@ -165,6 +171,7 @@ impl Intent {
             filled: 0.0,
             reason: None,
             created_ms: now_ms,
+            venue_ref: None,
             order,
         };
         let record = IntentRecord {
@@ -177,6 +184,7 @@ impl Intent {
             reason: None,
             at_ms: now_ms,
             order: Some(intent.order.clone()),
+            venue_ref: None,
         };
         (intent, record)
     }
@@ -219,6 +227,7 @@ impl Intent {
             reason: reason.clone(),
             at_ms: now_ms,
             order: None,
+            venue_ref: self.venue_ref.clone(),
         };
         let update = to.contract_status().map(|status| OrderUpdate {
             intent_id: self.id.clone(),
@@ -335,12 +344,16 @@ impl IntentLog for MemoryIntentLog {
                         filled: r.filled_size,
                         reason: r.reason.clone(),
                         created_ms: r.at_ms,
+                        venue_ref: r.venue_ref.clone(),
                     },
                 );
             } else if let Some(i) = by_id.get_mut(r.intent_id.as_str()) {
                 i.state = r.to;
                 i.filled = r.filled_size;
                 i.reason = r.reason.clone();
+                if r.venue_ref.is_some() {
+                    i.venue_ref = r.venue_ref.clone();
+                }
             }
         }
         Ok(order

@@ -666,6 +666,41 @@ impl Venue for PolymarketVenue {
         }
     }
 
+    /// Live: signs the order now and returns its hash, which is then durable
+    /// with the intent before the order is sent.
+    fn prepare_order(&mut self, intent_id: &str, order: &PlaceOrder) -> Option<String> {
+        let params = self.params.get(&order.market).copied()?;
+        let now_ms = self.now_ms;
+        match &mut self.exec {
+            Exec::Paper(_) => None,
+            Exec::Live(live) => match live.signed(intent_id, order, params, now_ms) {
+                Ok(Ok(signed)) => Some(signed.order_hash),
+                _ => None,
+            },
+        }
+    }
+
+    /// Live: an order an earlier run sent, known again by its hash, so
+    /// lookups find it and, once found resting, heartbeats keep it alive.
+    fn adopt_order(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
+        if let Exec::Live(live) = &mut self.exec {
+            live.orders
+                .lock()
+                .entry(intent_id.to_string())
+                .or_insert_with(|| LiveOrder {
+                    hash: venue_ref.to_string(),
+                    signed: None,
+                    market: order.market.clone(),
+                    side: order.side,
+                    price: order.price,
+                    size: order.size,
+                    matched: filled,
+                    resting: false,
+                    refused: None,
+                });
+        }
+    }
+
     fn rate_limit_warnings(&self) -> u64 {
         match &self.exec {
             Exec::Paper(_) => 0,
@@ -746,25 +781,46 @@ impl Live {
         ))
     }
 
-    async fn place(
+    /// The signed order of an intent: signed once, remembered (by hash)
+    /// before anything is sent, and the same bytes on every later call.
+    ///
+    /// `Ok(Err(reason))`: the order cannot be signed as asked (a refusal for
+    /// the strategy).
+    ///
+    /// # Errors
+    /// The intent was sent by an earlier run, whose bytes are gone: it is
+    /// looked up, never signed again.
+    fn signed(
         &mut self,
         intent_id: &str,
         order: &PlaceOrder,
         params: TokenParams,
         now_ms: u64,
-    ) -> Result<Vec<EventKind>, VenueError> {
+    ) -> Result<Result<SignedOrder, String>, VenueError> {
+        if let Some(o) = self.orders.lock().get(intent_id) {
+            match &o.signed {
+                Some(signed) if o.refused.is_none() => return Ok(Ok(signed.clone())),
+                Some(_) => {}
+                None => {
+                    return Err(VenueError::OutcomeUnknown {
+                        venue: VENUE.into(),
+                        cause: Unknown::LostResponse,
+                        message: format!(
+                            "intent {intent_id} was sent by an earlier run as order {}; look it up",
+                            o.hash
+                        ),
+                    });
+                }
+            }
+        }
         // The signer rounds to the nearest tick, which could buy above the
         // limit; an off-tick price is refused instead, as paper does.
         let ticks = order.price / params.tick_size;
         if (ticks - ticks.round()).abs() > 1e-6 {
-            return Ok(vec![rejected(
-                intent_id,
-                order,
-                format!(
-                    "price {} is not on the {} tick",
-                    order.price, params.tick_size
-                ),
-            )]);
+            return Ok(Err(format!(
+                "price {} is not on the {} tick",
+                order.price, params.tick_size
+            )));
         }
         let intent = OrderIntent {
             strategy: self.strategy.clone(),
@@ -784,29 +840,15 @@ impl Live {
             expiration: 0,
             post_only: false,
         };
-        // The same intent is always the same order: re-sent as the bytes
-        // signed the first time (a new signature would be a new order).
-        let known = self
-            .orders
-            .lock()
-            .get(intent_id)
-            .filter(|o| o.refused.is_none())
-            .and_then(|o| o.signed.clone());
-        let signed = match known {
-            Some(signed) => signed,
-            None => match self.signer.sign(&intent, &self.owner) {
-                Ok(s) => s,
-                Err(e) => {
-                    return Ok(vec![rejected(intent_id, order, e.to_string())]);
-                }
-            },
+        let signed = match self.signer.sign(&intent, &self.owner) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e.to_string())),
         };
         // Remembered before sending: whatever happens to the request, the
         // order can be found by this hash.
-        self.orders
-            .lock()
-            .entry(intent_id.to_string())
-            .or_insert_with(|| LiveOrder {
+        self.orders.lock().insert(
+            intent_id.to_string(),
+            LiveOrder {
                 hash: signed.order_hash.clone(),
                 signed: Some(signed.clone()),
                 market: order.market.clone(),
@@ -816,7 +858,22 @@ impl Live {
                 matched: 0.0,
                 resting: false,
                 refused: None,
-            });
+            },
+        );
+        Ok(Ok(signed))
+    }
+
+    async fn place(
+        &mut self,
+        intent_id: &str,
+        order: &PlaceOrder,
+        params: TokenParams,
+        now_ms: u64,
+    ) -> Result<Vec<EventKind>, VenueError> {
+        let signed = match self.signed(intent_id, order, params, now_ms)? {
+            Ok(signed) => signed,
+            Err(reason) => return Ok(vec![rejected(intent_id, order, reason)]),
+        };
         tracing::debug!(venue = VENUE, intent = intent_id, hash = %signed.order_hash, "posting order");
         let outcome = match self.client.post_order(&signed).await {
             Ok(resp) => on_posted(intent_id, order, &resp),
@@ -1025,7 +1082,17 @@ impl Live {
             .await
             .map_err(|e| classify(&e, ""))?
         {
-            Some(found) => Ok(Some(venue_update(intent_id, &found))),
+            Some(found) => {
+                let update = venue_update(intent_id, &found);
+                if let Some(o) = self.orders.lock().get_mut(intent_id) {
+                    // Heartbeats and polls follow what the venue holds.
+                    o.resting = matches!(
+                        update.status,
+                        OrderStatus::Open | OrderStatus::PartiallyFilled
+                    );
+                }
+                Ok(Some(update))
+            }
             // Accepted as delayed: the venue has it but does not show it yet.
             None if o.resting => Ok(Some(OrderUpdate {
                 intent_id: intent_id.to_string(),

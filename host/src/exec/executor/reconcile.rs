@@ -81,6 +81,14 @@ impl Executor {
             .collect();
         open.sort();
         let mut complete = true;
+        // Orders an earlier run sent: the venue learns their references again.
+        for id in &open {
+            if let Some(i) = self.intents.get(id)
+                && let Some(r) = &i.venue_ref
+            {
+                client.adopt(id, &i.order, r, i.filled);
+            }
+        }
         // The venue's trades, grouped by intent, new ones only.
         let mut trades: BTreeMap<String, Vec<crate::venue::VenueTrade>> = BTreeMap::new();
         match client.trades(since_ms).await {
@@ -100,6 +108,23 @@ impl Executor {
             }
         }
         for id in &open {
+            if self.state_of(id) == Some(IntentState::Pending) {
+                // Recorded but never sent: the Sent record precedes every send.
+                self.move_to(
+                    id,
+                    IntentState::Rejected,
+                    0.0,
+                    Some("never sent: the host stopped before sending it".into()),
+                    now_ms,
+                    &mut out,
+                )
+                .await?;
+                out.note(
+                    NoteKind::Reconciled,
+                    format!("intent {id}: pending → rejected (never sent)"),
+                );
+                continue;
+            }
             let mut backoff = self.backoff();
             let start = Instant::now();
             let found = loop {
