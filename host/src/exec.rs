@@ -100,6 +100,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("[exec]\nmax_wait_ms")
+            .expect("the example is in the README");
+        let end = start + readme[start..].find("```").expect("end of the block");
+        let table: toml::Table = toml::from_str(&readme[start..end]).expect("parses");
+        let exec: ExecConfig = table["exec"].clone().try_into().expect("[exec]");
+        let risk: RiskConfig = table["risk"].clone().try_into().expect("[risk]");
+        exec.validate().expect("valid [exec]");
+        risk.validate().expect("valid [risk]");
+        assert_eq!(exec, ExecConfig::default(), "the README shows the defaults");
+    }
+
+    #[test]
     fn config_parses_with_defaults_and_refuses_unknown_keys() {
         let c: ExecConfig = toml::from_str(
             "cancel_unknown_orders = true\n[retry]\nmax_attempts = 4\n[breaker]\nopen_ms = 1000\n",

@@ -124,7 +124,7 @@ pub enum VenueError {
         retry_after: Option<std::time::Duration>,
     },
     /// The venue refused the request; sending it again gives the same answer.
-    #[error("venue {venue}: rejected: {reason}")]
+    #[error("venue {venue}: {reason}")]
     Rejected {
         venue: String,
         reason: String,

@@ -274,7 +274,7 @@ impl Executor {
                 return Ok(Stop::Done);
             }
             if state == IntentState::Unknown {
-                match self.lookup(client, id).await {
+                match self.lookup(client, id, out).await {
                     Ok(Some(u)) => {
                         self.apply_found(id, &u, now_ms, out).await?;
                         return Ok(Stop::Done);
@@ -501,7 +501,7 @@ impl Executor {
         now_ms: u64,
         out: &mut ExecOutput,
     ) -> Result<(), ExecError> {
-        match self.lookup(client, id).await {
+        match self.lookup(client, id, out).await {
             Ok(Some(u)) => {
                 self.apply_found(id, &u, now_ms, out).await?;
                 if !self.state_of(id).is_some_and(IntentState::is_terminal) {
@@ -545,6 +545,7 @@ impl Executor {
         &mut self,
         client: &mut dyn ExecutionClient,
         id: &str,
+        out: &mut ExecOutput,
     ) -> Result<Option<OrderUpdate>, VenueError> {
         if let Gate::Wait(d) = self.limits.check(EndpointGroup::MarketData) {
             tokio::time::sleep(d).await;
@@ -552,8 +553,7 @@ impl Executor {
         let t0 = Instant::now();
         let r = client.lookup(id).await;
         let failed = r.is_err();
-        let mut sink = ExecOutput::default();
-        self.record(EndpointGroup::MarketData, failed, t0.elapsed(), &mut sink);
+        self.record(EndpointGroup::MarketData, failed, t0.elapsed(), out);
         r
     }
 

@@ -265,15 +265,9 @@ fn classify(e: &ClobError, context: &str) -> VenueError {
         ClobError::Unauthorized { .. }
         | ClobError::NoCredentials { .. }
         | ClobError::Auth { .. } => VenueError::Fatal { venue, message },
-        ClobError::Rejected {
-            code, message: m, ..
-        } => VenueError::Rejected {
+        ClobError::Rejected { code, .. } => VenueError::Rejected {
             venue,
-            reason: if context.is_empty() {
-                m.clone()
-            } else {
-                format!("{context}: {m}")
-            },
+            reason: message,
             code: code.map(|c| format!("{c:?}")),
         },
         ClobError::Malformed { .. } if mutating => VenueError::OutcomeUnknown {

@@ -128,7 +128,7 @@ impl Executor {
             let mut backoff = self.backoff();
             let start = Instant::now();
             let found = loop {
-                match self.lookup(client, id).await {
+                match self.lookup(client, id, &mut out).await {
                     Ok(f) => break Some(f),
                     Err(e) => match self.delay(&mut backoff, &e, start) {
                         Some(d) => tokio::time::sleep(d).await,
