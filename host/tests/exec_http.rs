@@ -67,10 +67,13 @@ fn config() -> ExecConfig {
 }
 
 async fn rig(cfg: ExecConfig) -> Rig {
-    let (server, feed) =
-        SimServer::start("127.0.0.1:0".parse().expect("addr"), SimOptions::default())
-            .await
-            .expect("local server");
+    rig_with(cfg, SimOptions::default()).await
+}
+
+async fn rig_with(cfg: ExecConfig, opts: SimOptions) -> Rig {
+    let (server, feed) = SimServer::start("127.0.0.1:0".parse().expect("addr"), opts)
+        .await
+        .expect("local server");
     feed.publish_book(YES, "0xc1", &[(0.48, 30.0)], &[(0.52, 25.0)], 1_000);
     let venue = connect(&server).await;
     let log = SharedLog::default();
@@ -440,4 +443,73 @@ async fn a_rate_limit_warning_pauses_new_orders() {
         Some(OrderStatus::Open)
     );
     rig.finish_and_check(2).await;
+}
+
+#[tokio::test]
+async fn heartbeat_loss_holds_placement_reconciles_and_the_strategy_sees_the_cancels() {
+    let opts = SimOptions {
+        heartbeat_timeout: Duration::from_millis(300),
+        ..SimOptions::default()
+    };
+    let mut rig = rig_with(config(), opts).await;
+    rig.submit_all(2).await;
+    // The venue's upkeep sends one heartbeat for the resting orders; the
+    // heartbeats then stop, and the venue's dead-man switch cancels them.
+    rig.server.set_faults(FaultPlan {
+        seed: 0,
+        rules: vec![FaultRule {
+            endpoint: "POST /v1/heartbeats".into(),
+            fault: Fault::ServerError,
+            count: None,
+            probability: None,
+            skip: 1,
+        }],
+    });
+    let mut fired = rig.server.dead_man_fired();
+    within("the dead-man switch", 30, fired.changed())
+        .await
+        .expect("fired");
+    let out = rig.exec.heartbeat_lost(3_000).await.expect("lost");
+    assert!(
+        out.events
+            .iter()
+            .any(|e| matches!(e, EventKind::VenueStatus(s) if s.health == VenueHealth::Degraded))
+    );
+    assert_eq!(
+        rig.exec.intent("1.0").map(|i| i.state),
+        Some(IntentState::Unknown)
+    );
+    let out = within(
+        "reconcile",
+        30,
+        rig.exec.reconcile(&mut rig.venue, 0, 4_000),
+    )
+    .await
+    .expect("reconcile");
+    let cancelled: Vec<_> = out
+        .updates()
+        .filter(|u| u.status == OrderStatus::Cancelled)
+        .map(|u| u.intent_id.clone())
+        .collect();
+    assert_eq!(
+        cancelled,
+        ["1.0", "2.0"],
+        "the strategy sees the venue's cancels"
+    );
+    assert_eq!(
+        healths(std::slice::from_ref(&out)).last(),
+        Some(&VenueHealth::Recovered)
+    );
+    // Placement resumes after reconciliation.
+    rig.server.clear_faults();
+    let out = rig
+        .exec
+        .submit(&mut rig.venue, "3.0", resting(5.0), 5_000)
+        .await
+        .expect("submit");
+    assert_eq!(
+        out.updates().last().map(|u| u.status),
+        Some(OrderStatus::Open)
+    );
+    rig.finish_and_check(3).await;
 }
