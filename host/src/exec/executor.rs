@@ -352,6 +352,10 @@ impl Executor {
                         return Ok(Stop::GaveUp(e.to_string()));
                     }
                     ErrorClass::Halted(halt) => {
+                        // A window is the venue answering on purpose, not a
+                        // failing endpoint; recorded so a half-open probe
+                        // permit is not left without an outcome.
+                        self.record(EndpointGroup::Orders, false, took, out);
                         self.enter_window(halt, &e, out);
                     }
                     ErrorClass::OutcomeUnknown => {

@@ -579,3 +579,24 @@ async fn an_open_breaker_rejects_with_the_reason_when_the_wait_is_too_long() {
         "{u:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_venue_window_during_half_open_does_not_wedge_the_breaker() {
+    let (mut ex, _log) = executor(cfg(), RiskConfig::default());
+    let mut venue = Fake::default();
+    // Open the circuit, then the probes meet a 425 window, then all is well.
+    venue.script((0..4).map(|_| Step::Fail(rate_limited)));
+    venue.script((0..3).map(|_| Step::Fail(too_early)));
+    let out = ex
+        .submit(&mut venue, "1.0", gtc(1.0), 0)
+        .await
+        .expect("submit");
+    assert_eq!(statuses(&out), [OrderStatus::Open], "{out:?}");
+    ex.submit(&mut venue, "2.0", gtc(1.0), 1)
+        .await
+        .expect("submit");
+    assert_eq!(
+        ex.breaker_state(EndpointGroup::Orders),
+        BreakerState::Closed
+    );
+}
