@@ -13,7 +13,10 @@ use polybot_host::exec::{
     BreakerConfig, ExecConfig, ExecOutput, Executor, Intent, IntentLog, IntentState,
     MemoryIntentLog, RetryConfig, RiskConfig,
 };
-use polybot_host::venue::polymarket::{Execution, LiveConfig, PolymarketConfig, PolymarketVenue};
+use polybot_host::venue::Venue;
+use polybot_host::venue::polymarket::{
+    Execution, HEARTBEAT_LOST, LiveConfig, PolymarketConfig, PolymarketVenue,
+};
 use polybot_polymarket::auth::{Credentials, Secret};
 use polybot_polymarket::order::OrderSigner;
 use polybot_polymarket::server::{
@@ -469,6 +472,22 @@ async fn heartbeat_loss_holds_placement_reconciles_and_the_strategy_sees_the_can
     within("the dead-man switch", 30, fired.changed())
         .await
         .expect("fired");
+    // The venue tells of the failed heartbeat as a venue-status event.
+    let seen = within("the heartbeat status", 30, async {
+        loop {
+            let tick = rig.venue.next_tick().await.expect("tick").expect("feed");
+            if let Some(s) = tick.events.iter().find_map(|e| match e {
+                EventKind::VenueStatus(s) if s.detail.starts_with(HEARTBEAT_LOST) => {
+                    Some(s.clone())
+                }
+                _ => None,
+            }) {
+                break s;
+            }
+        }
+    })
+    .await;
+    assert_eq!(seen.health, VenueHealth::Degraded);
     let out = rig.exec.heartbeat_lost(3_000).await.expect("lost");
     assert!(
         out.events

@@ -74,6 +74,10 @@ pub const WS_URL: &str = polybot_polymarket::ws::MARKET_WS_URL;
 /// polled. The venue cancels everything ~10 s (+5 s grace) after the last
 /// heartbeat, so 5 s leaves room for one lost request.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// How a `venue-status` event about a failed dead-man heartbeat begins: the
+/// venue may cancel every resting order, so the execution layer holds
+/// placement and reconciles once heartbeats are back.
+pub const HEARTBEAT_LOST: &str = "dead-man heartbeat failed";
 /// Sizes closer than this are equal (amounts have 6 decimals).
 const EPS: f64 = 1e-6;
 
@@ -1109,6 +1113,7 @@ async fn upkeep(client: ClobClient, orders: Tracked, tx: mpsc::Sender<Vec<EventK
     let mut every = tokio::time::interval(UPKEEP_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat_id = String::new();
+    let mut failing = false;
     loop {
         every.tick().await;
         let resting: Vec<(String, String)> = orders
@@ -1122,11 +1127,37 @@ async fn upkeep(client: ClobClient, orders: Tracked, tx: mpsc::Sender<Vec<EventK
             heartbeat_id.clear();
             continue;
         }
-        match client.heartbeat(&heartbeat_id).await {
-            Ok(r) => heartbeat_id = r.heartbeat_id,
+        let status = match client.heartbeat(&heartbeat_id).await {
+            Ok(r) => {
+                heartbeat_id = r.heartbeat_id;
+                std::mem::take(&mut failing).then(|| {
+                    (
+                        VenueHealth::Recovered,
+                        "dead-man heartbeat restored; reconcile resting orders".to_string(),
+                    )
+                })
+            }
             Err(e) => {
                 tracing::warn!(venue = VENUE, "{e}");
                 heartbeat_id.clear();
+                (!std::mem::replace(&mut failing, true)).then(|| {
+                    (
+                        VenueHealth::Degraded,
+                        format!("{HEARTBEAT_LOST}: {e}; the venue may cancel resting orders"),
+                    )
+                })
+            }
+        };
+        // Heartbeat trouble reaches the strategy (and the execution layer, which
+        // holds placement and reconciles), once per change.
+        if let Some((health, detail)) = status {
+            let event = EventKind::VenueStatus(VenueStatus {
+                venue: VENUE.into(),
+                health,
+                detail,
+            });
+            if tx.send(vec![event]).await.is_err() {
+                return;
             }
         }
         for (intent_id, hash) in resting {
