@@ -600,3 +600,49 @@ async fn a_venue_window_during_half_open_does_not_wedge_the_breaker() {
         BreakerState::Closed
     );
 }
+
+#[tokio::test]
+async fn the_simulated_venue_is_driven_through_the_object_safe_halves() {
+    use crate::venue::MarketFeed;
+    use crate::venue::paper::PaperConfig;
+    use crate::venue::sim::SimConfig;
+    use crate::venue::simulated::{Pacing, SimVenue};
+
+    let mut venue: Box<SimVenue> = Box::new(SimVenue::new(
+        SimConfig::default(),
+        PaperConfig::default(),
+        Pacing::Unpaced,
+    ));
+    // Market data through `dyn MarketFeed` until sim-0 has a book.
+    let ask = loop {
+        let feed: &mut dyn MarketFeed = venue.as_mut();
+        let tick = feed.next().await.expect("tick").expect("feed");
+        if let Some(a) = tick.events.iter().find_map(|e| match e {
+            EventKind::Book(b) if b.market == "sim-0" => b.best_ask(),
+            _ => None,
+        }) {
+            break a;
+        }
+    };
+    let (mut ex, log) = executor(cfg(), RiskConfig::default());
+    let client: &mut dyn ExecutionClient = venue.as_mut();
+    let taker = PlaceOrder {
+        market: "sim-0".into(),
+        side: Side::Buy,
+        price: ask,
+        size: 1.0,
+        order_type: OrderType::Fak,
+    };
+    let out = ex.submit(client, "1.0", taker, 1).await.expect("submit");
+    assert!(
+        out.events
+            .iter()
+            .any(|e| matches!(e, EventKind::Fill(f) if f.size == 1.0)),
+        "{out:?}"
+    );
+    assert_eq!(statuses(&out), [OrderStatus::Filled]);
+    assert_eq!(
+        log.path("1.0"),
+        [IntentState::Pending, IntentState::Sent, IntentState::Filled]
+    );
+}
