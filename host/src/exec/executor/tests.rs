@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
-use crate::contract::{OrderType, VenueHealth};
+use crate::contract::{OrderStatus, OrderType, VenueHealth};
 use crate::exec::{
     BreakerConfig, ExecConfig, MemoryIntentLog, RetryConfig, RiskConfig, WindowConfig,
 };
