@@ -14,6 +14,8 @@
 //! - [`store`]: the journal, checkpoints and system events behind one trait.
 //! - [`venue`]: market data and order execution; the simulated market and
 //!   paper execution.
+//! - [`exec`]: the execution layer between strategies and venues: intents,
+//!   retries, circuit breakers, rate limits, risk limits, reconciliation.
 //! - [`runner`]: the event loop joining a cell to a venue.
 //! - [`config`]: the TOML config file.
 //! - [`cli`]: the `polybot-host` command line.
@@ -21,6 +23,7 @@
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod exec;
 pub mod lease;
 pub mod redact;
 pub mod runner;

@@ -14,7 +14,15 @@
 //! outcome it did not record.
 //!
 //! A venue never retries or breaks circuits itself; that policy belongs to the
-//! execution layer around it.
+//! execution layer around it (`crate::exec`). What a venue owes that layer is
+//! the *class* of every failure ([`VenueError`]): whether the same request may
+//! be sent again, whether the venue refused it, whether its outcome is unknown
+//! (look it up before anything is re-sent), whether the venue is in a window
+//! (425, 503 cancel-only or disabled), or whether nothing will work (auth).
+//!
+//! The run loop drives a [`Venue`] directly. The execution layer speaks to two
+//! object-safe halves, [`MarketFeed`] and [`ExecutionClient`], so a host can
+//! pick venues at run time as `Box<dyn …>`; every [`Venue`] is both.
 
 pub mod paper;
 pub mod polymarket;
@@ -53,12 +61,149 @@ impl PortfolioSummary {
     }
 }
 
-/// Errors a venue reports. Rejections of an order are not errors: they come back
-/// as `order-update` events with status `rejected`.
+/// Which venue window refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Halt {
+    /// 425 Too Early: the matching engine is restarting (about 90 s, weekly),
+    /// followed by a few minutes in which only post-only orders are accepted.
+    TooEarly,
+    /// 503 cancel-only mode: cancels go, new orders do not.
+    CancelOnly,
+    /// 503 trading disabled.
+    Disabled,
+}
+
+impl std::fmt::Display for Halt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Halt::TooEarly => "too early (425): matching engine restarting",
+            Halt::CancelOnly => "cancel-only (503)",
+            Halt::Disabled => "trading disabled (503)",
+        })
+    }
+}
+
+/// Why the outcome of a request that may have reached the venue is not known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unknown {
+    /// No answer within the request timeout.
+    Timeout,
+    /// The connection broke after the request was sent.
+    ConnectionLost,
+    /// The venue processed the request but the answer did not arrive (or did
+    /// not parse).
+    LostResponse,
+}
+
+/// The class of a failure, without its details: what retry and circuit
+/// breaking decide on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    Retryable,
+    Rejected,
+    OutcomeUnknown,
+    Halted(Halt),
+    Fatal,
+}
+
+/// Errors a venue reports, each keeping its class up to the caller.
+///
+/// Refusals of an order by the venue's rules usually come back as
+/// `order-update` events with status `rejected`; [`VenueError::Rejected`] is a
+/// request the venue refused at the protocol level (bad request, unknown order).
 #[derive(Debug, thiserror::Error)]
 pub enum VenueError {
+    /// May succeed if the same request is sent again later (429, 5xx, a
+    /// connection that could not be made). `retry_after` is the venue's own
+    /// `Retry-After` when it sent one.
     #[error("venue {venue}: {message}")]
-    Unavailable { venue: String, message: String },
+    Retryable {
+        venue: String,
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
+    /// The venue refused the request; sending it again gives the same answer.
+    #[error("venue {venue}: {reason}")]
+    Rejected {
+        venue: String,
+        reason: String,
+        code: Option<String>,
+    },
+    /// The request may or may not have taken effect: look it up before
+    /// anything is sent again.
+    #[error("venue {venue}: outcome unknown ({cause:?}): {message}")]
+    OutcomeUnknown {
+        venue: String,
+        cause: Unknown,
+        message: String,
+    },
+    /// The venue is in a window in which it refuses this kind of request.
+    #[error("venue {venue}: {halt}: {message}")]
+    Halted {
+        venue: String,
+        halt: Halt,
+        message: String,
+    },
+    /// Nothing will work until an operator acts (credentials, configuration).
+    #[error("venue {venue}: {message}")]
+    Fatal { venue: String, message: String },
+}
+
+impl VenueError {
+    /// A transient failure without a `Retry-After`: the constructor callers
+    /// used before errors had classes.
+    pub fn unavailable(venue: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        VenueError::Retryable {
+            venue: venue.into(),
+            message: message.to_string(),
+            retry_after: None,
+        }
+    }
+
+    /// A failure that no retry can fix (bad configuration or credentials).
+    pub fn fatal(venue: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        VenueError::Fatal {
+            venue: venue.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            VenueError::Retryable { .. } => ErrorClass::Retryable,
+            VenueError::Rejected { .. } => ErrorClass::Rejected,
+            VenueError::OutcomeUnknown { .. } => ErrorClass::OutcomeUnknown,
+            VenueError::Halted { halt, .. } => ErrorClass::Halted(*halt),
+            VenueError::Fatal { .. } => ErrorClass::Fatal,
+        }
+    }
+
+    /// The venue's `Retry-After`, when it sent one.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            VenueError::Retryable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// One of the strategy's trades as the venue records it: what reconciliation
+/// uses to find fills missed while the host was away (deduplicated by `id`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VenueTrade {
+    /// The venue's trade id: unique, the key fills are deduplicated by.
+    pub id: String,
+    pub intent_id: String,
+    pub market: String,
+    pub side: crate::contract::Side,
+    pub price: f64,
+    pub size: f64,
+    /// Settlement state as the venue reports it (`MATCHED`, `MINED`,
+    /// `CONFIRMED`, `RETRYING`, `FAILED`), when it reports one.
+    pub status: Option<String>,
+    /// Match time in milliseconds since the Unix epoch, when known.
+    pub time_ms: Option<u64>,
 }
 
 /// A source of market data and a place to send orders.
@@ -132,6 +277,137 @@ pub trait Venue: Send {
             "venue {} does not restore saved states",
             self.name()
         )))
+    }
+
+    /// Fixes the order intent `intent_id` will be sent as, before it is sent,
+    /// and returns the venue's reference to it (Polymarket: the order hash),
+    /// so the reference can be made durable first. `None`: the venue has no
+    /// such reference (paper), or the order cannot be prepared (it is then
+    /// refused when placed).
+    fn prepare_order(&mut self, intent_id: &str, order: &PlaceOrder) -> Option<String> {
+        let _ = (intent_id, order);
+        None
+    }
+
+    /// Makes an order sent by an earlier process known again by its
+    /// reference, so lookups, heartbeats and polls cover it after a restart.
+    fn adopt_order(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
+        let _ = (intent_id, order, venue_ref, filled);
+    }
+
+    /// How many answers so far said a rate limit is near
+    /// (`Poly-RateLimit-Warning`); 0 for venues without such a signal.
+    fn rate_limit_warnings(&self) -> u64 {
+        0
+    }
+
+    /// The strategy's trades at the venue matched at or after `since_ms`.
+    /// A venue whose fills all come back as events at once (paper execution)
+    /// has nothing to add and answers empty.
+    fn trades_since(
+        &mut self,
+        since_ms: u64,
+    ) -> impl std::future::Future<Output = Result<Vec<VenueTrade>, VenueError>> + Send {
+        let _ = since_ms;
+        async { Ok(Vec::new()) }
+    }
+}
+
+/// The market-data half of a venue, object-safe.
+#[async_trait::async_trait]
+pub trait MarketFeed: Send {
+    fn feed_name(&self) -> &str;
+    /// Waits for the next moment of market activity; `Ok(None)` when the feed ended.
+    async fn next(&mut self) -> Result<Option<MarketTick>, VenueError>;
+}
+
+/// The execution half of a venue, object-safe: what the execution layer
+/// drives. Orders are named by intent id; sending the same intent again sends
+/// the same order (the venue keeps what it signed).
+#[async_trait::async_trait]
+pub trait ExecutionClient: Send {
+    fn venue_name(&self) -> &str;
+    /// Sends the order named `intent_id`; its order updates and fills so far.
+    async fn place(
+        &mut self,
+        intent_id: &str,
+        order: &PlaceOrder,
+    ) -> Result<Vec<EventKind>, VenueError>;
+    /// Cancels the order named `intent_id`; the resulting order update.
+    async fn cancel(&mut self, intent_id: &str) -> Result<Vec<EventKind>, VenueError>;
+    /// The venue's record of the order named `intent_id`; `None` if it never saw it.
+    async fn lookup(&mut self, intent_id: &str) -> Result<Option<OrderUpdate>, VenueError>;
+    /// Orders the venue holds open for the strategy.
+    async fn open(&mut self) -> Result<Vec<OrderUpdate>, VenueError>;
+    /// The strategy's trades matched at or after `since_ms`.
+    async fn trades(&mut self, since_ms: u64) -> Result<Vec<VenueTrade>, VenueError>;
+    /// Answers so far that warned of a rate limit (`Poly-RateLimit-Warning`).
+    fn rate_limit_warnings(&self) -> u64 {
+        0
+    }
+    /// The venue's reference to the order of `intent_id`, fixed before it is
+    /// sent (see [`Venue::prepare_order`]).
+    fn prepare(&mut self, intent_id: &str, order: &PlaceOrder) -> Option<String> {
+        let _ = (intent_id, order);
+        None
+    }
+    /// An order sent by an earlier process (see [`Venue::adopt_order`]).
+    fn adopt(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
+        let _ = (intent_id, order, venue_ref, filled);
+    }
+}
+
+#[async_trait::async_trait]
+impl<V: Venue> MarketFeed for V {
+    fn feed_name(&self) -> &str {
+        self.name()
+    }
+
+    async fn next(&mut self) -> Result<Option<MarketTick>, VenueError> {
+        self.next_tick().await
+    }
+}
+
+#[async_trait::async_trait]
+impl<V: Venue> ExecutionClient for V {
+    fn venue_name(&self) -> &str {
+        self.name()
+    }
+
+    async fn place(
+        &mut self,
+        intent_id: &str,
+        order: &PlaceOrder,
+    ) -> Result<Vec<EventKind>, VenueError> {
+        self.place_order(intent_id, order).await
+    }
+
+    async fn cancel(&mut self, intent_id: &str) -> Result<Vec<EventKind>, VenueError> {
+        self.cancel_order(intent_id).await
+    }
+
+    async fn lookup(&mut self, intent_id: &str) -> Result<Option<OrderUpdate>, VenueError> {
+        self.lookup_order(intent_id).await
+    }
+
+    async fn open(&mut self) -> Result<Vec<OrderUpdate>, VenueError> {
+        self.open_orders().await
+    }
+
+    async fn trades(&mut self, since_ms: u64) -> Result<Vec<VenueTrade>, VenueError> {
+        self.trades_since(since_ms).await
+    }
+
+    fn rate_limit_warnings(&self) -> u64 {
+        Venue::rate_limit_warnings(self)
+    }
+
+    fn prepare(&mut self, intent_id: &str, order: &PlaceOrder) -> Option<String> {
+        self.prepare_order(intent_id, order)
+    }
+
+    fn adopt(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
+        self.adopt_order(intent_id, order, venue_ref, filled);
     }
 }
 

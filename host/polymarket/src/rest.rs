@@ -78,7 +78,13 @@ pub struct ClobClient {
     http: reqwest::Client,
     cfg: Arc<ClobConfig>,
     creds: Option<Arc<Credentials>>,
+    /// Responses that carried `Poly-RateLimit-Warning: true` (shared by clones).
+    rate_warnings: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// The header the venue sets while a per-signer bucket is over its limit
+/// (warning mode: the request was still served).
+pub const RATE_LIMIT_WARNING: &str = "poly-ratelimit-warning";
 
 /// A request's parts; built by each method, sent by [`ClobClient::send`].
 struct Req<'a> {
@@ -136,6 +142,7 @@ impl ClobClient {
             http,
             cfg: Arc::new(cfg),
             creds: None,
+            rate_warnings: Arc::default(),
         })
     }
 
@@ -143,6 +150,12 @@ impl ClobClient {
     pub fn with_credentials(mut self, creds: Credentials) -> Self {
         self.creds = Some(Arc::new(creds));
         self
+    }
+
+    /// How many responses so far carried `Poly-RateLimit-Warning: true`.
+    pub fn rate_limit_warnings(&self) -> u64 {
+        self.rate_warnings
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &ClobConfig {
@@ -187,6 +200,15 @@ impl ClobClient {
             .await
             .map_err(|e| ClobError::from_reqwest(endpoint, &e))?;
         let status = resp.status().as_u16();
+        if resp
+            .headers()
+            .get(RATE_LIMIT_WARNING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        {
+            self.rate_warnings
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)

@@ -234,6 +234,55 @@ impl SimHandle {
         self.shared.dead_man.subscribe()
     }
 
+    /// Another participant takes `size` of the resting order `order_id` at
+    /// its price (the order is the maker of a new trade). Returns the trade
+    /// id, or `None` when the order is not live.
+    pub fn fill_resting(&self, order_id: &str, size: f64) -> Option<String> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.shared.state().fill_resting(order_id, size, now_ms)
+    }
+
+    /// Turns the post-only window after a matching-engine restart on or off:
+    /// while on, fill-and-kill and fill-or-kill orders are refused with
+    /// `INVALID_POST_ONLY_ORDER`. (The 425 itself is a fault: `too_early`.)
+    pub fn set_post_only(&self, on: bool) {
+        self.shared.state().post_only = on;
+    }
+
+    /// Moves a trade's settlement on: `MATCHED → MINED → CONFIRMED`, or
+    /// `RETRYING → FAILED` when settlement does not go through. `GET
+    /// /data/trades` shows the new status. Returns false for an unknown trade.
+    pub fn set_trade_status(&self, trade_id: &str, status: &str) -> bool {
+        let mut st = self.shared.state();
+        match st
+            .trades
+            .iter_mut()
+            .find(|t| t.get("id").and_then(|v| v.as_str()) == Some(trade_id))
+        {
+            Some(t) => {
+                t["status"] = serde_json::Value::String(status.to_ascii_uppercase());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every trade the server recorded, as `GET /data/trades` serves them.
+    pub fn trades(&self) -> Vec<crate::types::Trade> {
+        let st = self.shared.state();
+        let body = serde_json::json!({
+            "limit": st.trades.len(),
+            "count": st.trades.len(),
+            "next_cursor": "LTE=",
+            "data": st.trades,
+        });
+        crate::types::parse_trades(body.to_string().as_bytes())
+            .map(|p| p.data)
+            .unwrap_or_default()
+    }
+
     /// Every order the server knows, in arrival order.
     pub fn orders(&self) -> Vec<OpenOrder> {
         let st = self.shared.state();

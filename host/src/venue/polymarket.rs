@@ -44,7 +44,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use polybot_polymarket::auth::Credentials;
-use polybot_polymarket::order::{OrderIntent, OrderSigner, OrderType as WireOrderType};
+use polybot_polymarket::order::{
+    OrderIntent, OrderSigner, OrderType as WireOrderType, SignedOrder,
+};
 use polybot_polymarket::rest::{ClobClient, ClobConfig, ClobError, RejectCode, TransportKind};
 use polybot_polymarket::types::{
     OpenOrder, OrderBook, OrderStatus as WireStatus, PostOrderResponse, Side as WireSide,
@@ -54,7 +56,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::paper::{PaperConfig, PaperExchange};
-use super::{MarketTick, PortfolioSummary, Venue, VenueError};
+use super::{Halt, MarketTick, PortfolioSummary, Unknown, Venue, VenueError, VenueTrade};
 use crate::contract::{
     Book, EventKind, Fill, Level, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Side,
     TradePrint, VenueHealth, VenueStatus,
@@ -72,6 +74,10 @@ pub const WS_URL: &str = polybot_polymarket::ws::MARKET_WS_URL;
 /// polled. The venue cancels everything ~10 s (+5 s grace) after the last
 /// heartbeat, so 5 s leaves room for one lost request.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// How a `venue-status` event about a failed dead-man heartbeat begins: the
+/// venue may cancel every resting order, so the execution layer holds
+/// placement and reconciles once heartbeats are back.
+pub const HEARTBEAT_LOST: &str = "dead-man heartbeat failed";
 /// Sizes closer than this are equal (amounts have 6 decimals).
 const EPS: f64 = 1e-6;
 
@@ -186,6 +192,8 @@ struct Live {
 #[derive(Debug, Clone, PartialEq)]
 struct LiveOrder {
     hash: String,
+    /// The order as signed: every re-send is these bytes.
+    signed: Option<SignedOrder>,
     market: String,
     side: Side,
     price: f64,
@@ -217,10 +225,81 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn unavailable(message: impl std::fmt::Display) -> VenueError {
-    VenueError::Unavailable {
-        venue: VENUE.into(),
-        message: message.to_string(),
+/// A problem no retry fixes: configuration, credentials, a malformed URL.
+fn fatal(message: impl std::fmt::Display) -> VenueError {
+    VenueError::fatal(VENUE, message)
+}
+
+/// Keeps the connector's classification of a failed request: `context` (may
+/// be empty) says what was being done.
+fn classify(e: &ClobError, context: &str) -> VenueError {
+    let venue = VENUE.to_string();
+    let message = if context.is_empty() {
+        e.to_string()
+    } else {
+        format!("{context}: {e}")
+    };
+    // A request that changes state may have taken effect when its answer is lost.
+    let mutating = e.endpoint().starts_with("POST") || e.endpoint().starts_with("DELETE");
+    match e {
+        ClobError::RateLimited { retry_after, .. } => VenueError::Retryable {
+            venue,
+            message,
+            retry_after: *retry_after,
+        },
+        ClobError::TooEarly { .. } => VenueError::Halted {
+            venue,
+            halt: Halt::TooEarly,
+            message,
+        },
+        ClobError::Unavailable { cancel_only, .. } => VenueError::Halted {
+            venue,
+            halt: if *cancel_only {
+                Halt::CancelOnly
+            } else {
+                Halt::Disabled
+            },
+            message,
+        },
+        ClobError::Server { .. } => VenueError::Retryable {
+            venue,
+            message,
+            retry_after: None,
+        },
+        ClobError::Unauthorized { .. }
+        | ClobError::NoCredentials { .. }
+        | ClobError::Auth { .. } => VenueError::Fatal { venue, message },
+        ClobError::Rejected { code, .. } => VenueError::Rejected {
+            venue,
+            reason: message,
+            code: code.map(|c| format!("{c:?}")),
+        },
+        ClobError::Malformed { .. } if mutating => VenueError::OutcomeUnknown {
+            venue,
+            cause: Unknown::LostResponse,
+            message,
+        },
+        ClobError::Transport {
+            kind: TransportKind::Timeout,
+            ..
+        } if mutating => VenueError::OutcomeUnknown {
+            venue,
+            cause: Unknown::Timeout,
+            message,
+        },
+        ClobError::Transport {
+            kind: TransportKind::Interrupted,
+            ..
+        } if mutating => VenueError::OutcomeUnknown {
+            venue,
+            cause: Unknown::ConnectionLost,
+            message,
+        },
+        ClobError::Malformed { .. } | ClobError::Transport { .. } => VenueError::Retryable {
+            venue,
+            message,
+            retry_after: None,
+        },
     }
 }
 
@@ -234,7 +313,7 @@ fn check_url(flag: &str, url: &str, schemes: &[&str]) -> Result<(), VenueError> 
         Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace) => {
             Ok(())
         }
-        _ => Err(unavailable(format!(
+        _ => Err(fatal(format!(
             "{flag} `{url}` is not a {} URL",
             schemes.join("/")
         ))),
@@ -254,21 +333,21 @@ impl PolymarketVenue {
         check_url("--gamma-url", &cfg.gamma_url, &["http", "https"])?;
         check_url("--ws-url", &cfg.ws_url, &["ws", "wss"])?;
         if cfg.tokens.is_empty() {
-            return Err(unavailable("no token ids to stream"));
+            return Err(fatal("no token ids to stream"));
         }
         let client =
-            ClobClient::new(ClobConfig::new(&cfg.clob_url, &cfg.gamma_url)).map_err(unavailable)?;
+            ClobClient::new(ClobConfig::new(&cfg.clob_url, &cfg.gamma_url)).map_err(fatal)?;
         client
             .ok()
             .await
-            .map_err(|e| unavailable(format!("CLOB at {}: {e}", cfg.clob_url)))?;
+            .map_err(|e| classify(&e, &format!("CLOB at {}", cfg.clob_url)))?;
         let mut params = HashMap::new();
         let mut books = HashMap::new();
         for token in &cfg.tokens {
             let book = client
                 .book(token)
                 .await
-                .map_err(|e| unavailable(format!("token {token}: {e}")))?;
+                .map_err(|e| classify(&e, &format!("token {token}")))?;
             params
                 .entry(token.clone())
                 .or_insert_with(TokenParams::default)
@@ -294,15 +373,26 @@ impl PolymarketVenue {
         let first = match tokio::time::timeout(connect_wait, stream.recv()).await {
             Ok(Some(StreamMessage::Connected { .. })) => None,
             Ok(Some(StreamMessage::Disconnected { reason })) => {
-                return Err(unavailable(format!("market WebSocket: {reason}")));
+                return Err(VenueError::unavailable(
+                    VENUE,
+                    format!("market WebSocket: {reason}"),
+                ));
             }
             Ok(Some(other)) => Some(other),
-            Ok(None) => return Err(unavailable("market WebSocket: stream ended")),
+            Ok(None) => {
+                return Err(VenueError::unavailable(
+                    VENUE,
+                    "market WebSocket: stream ended",
+                ));
+            }
             Err(_) => {
-                return Err(unavailable(format!(
-                    "market WebSocket {}: no answer within {connect_wait:?}",
-                    cfg.ws_url
-                )));
+                return Err(VenueError::unavailable(
+                    VENUE,
+                    format!(
+                        "market WebSocket {}: no answer within {connect_wait:?}",
+                        cfg.ws_url
+                    ),
+                ));
             }
         };
         tracing::info!(
@@ -574,6 +664,58 @@ impl Venue for PolymarketVenue {
         }
     }
 
+    /// Live: signs the order now and returns its hash, which is then durable
+    /// with the intent before the order is sent.
+    fn prepare_order(&mut self, intent_id: &str, order: &PlaceOrder) -> Option<String> {
+        let params = self.params.get(&order.market).copied()?;
+        let now_ms = self.now_ms;
+        match &mut self.exec {
+            Exec::Paper(_) => None,
+            Exec::Live(live) => match live.signed(intent_id, order, params, now_ms) {
+                Ok(Ok(signed)) => Some(signed.order_hash),
+                _ => None,
+            },
+        }
+    }
+
+    /// Live: an order an earlier run sent, known again by its hash, so
+    /// lookups find it and, once found resting, heartbeats keep it alive.
+    fn adopt_order(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
+        if let Exec::Live(live) = &mut self.exec {
+            live.orders
+                .lock()
+                .entry(intent_id.to_string())
+                .or_insert_with(|| LiveOrder {
+                    hash: venue_ref.to_string(),
+                    signed: None,
+                    market: order.market.clone(),
+                    side: order.side,
+                    price: order.price,
+                    size: order.size,
+                    matched: filled,
+                    resting: false,
+                    refused: None,
+                });
+        }
+    }
+
+    fn rate_limit_warnings(&self) -> u64 {
+        match &self.exec {
+            Exec::Paper(_) => 0,
+            Exec::Live(live) => live.client.rate_limit_warnings(),
+        }
+    }
+
+    /// Paper: nothing (every paper fill comes back as an event at once).
+    /// Live: `GET /data/trades`, the trades of orders this process placed, as
+    /// taker or maker, matched at or after `since_ms`.
+    async fn trades_since(&mut self, since_ms: u64) -> Result<Vec<VenueTrade>, VenueError> {
+        match &self.exec {
+            Exec::Paper(_) => Ok(Vec::new()),
+            Exec::Live(live) => live.trades(since_ms).await,
+        }
+    }
+
     fn portfolio(&self) -> PortfolioSummary {
         match &self.exec {
             Exec::Paper(paper) => paper.summary(),
@@ -592,11 +734,11 @@ impl Live {
         let key = creds
             .private_key
             .as_ref()
-            .ok_or_else(|| unavailable("live trading needs POLYMARKET_PRIVATE_KEY"))?;
-        let signer = OrderSigner::from_private_key(key.expose()).map_err(unavailable)?;
+            .ok_or_else(|| fatal("live trading needs POLYMARKET_PRIVATE_KEY"))?;
+        let signer = OrderSigner::from_private_key(key.expose()).map_err(fatal)?;
         let address = signer.address().to_checksum(None);
         if !address.eq_ignore_ascii_case(creds.address.trim()) {
-            return Err(unavailable(format!(
+            return Err(fatal(format!(
                 "POLYMARKET_ADDRESS {} is not the address of POLYMARKET_PRIVATE_KEY ({address}); \
                  only wallets that sign for themselves (EOA) are supported",
                 creds.address
@@ -610,7 +752,7 @@ impl Live {
             let open = client
                 .open_orders(None, Some(token))
                 .await
-                .map_err(|e| unavailable(format!("credentials check: {e}")))?;
+                .map_err(|e| classify(&e, "credentials check"))?;
             if !open.is_empty() {
                 tracing::warn!(
                     venue = VENUE,
@@ -637,25 +779,46 @@ impl Live {
         ))
     }
 
-    async fn place(
+    /// The signed order of an intent: signed once, remembered (by hash)
+    /// before anything is sent, and the same bytes on every later call.
+    ///
+    /// `Ok(Err(reason))`: the order cannot be signed as asked (a refusal for
+    /// the strategy).
+    ///
+    /// # Errors
+    /// The intent was sent by an earlier run, whose bytes are gone: it is
+    /// looked up, never signed again.
+    fn signed(
         &mut self,
         intent_id: &str,
         order: &PlaceOrder,
         params: TokenParams,
         now_ms: u64,
-    ) -> Result<Vec<EventKind>, VenueError> {
+    ) -> Result<Result<SignedOrder, String>, VenueError> {
+        if let Some(o) = self.orders.lock().get(intent_id) {
+            match &o.signed {
+                Some(signed) if o.refused.is_none() => return Ok(Ok(signed.clone())),
+                Some(_) => {}
+                None => {
+                    return Err(VenueError::OutcomeUnknown {
+                        venue: VENUE.into(),
+                        cause: Unknown::LostResponse,
+                        message: format!(
+                            "intent {intent_id} was sent by an earlier run as order {}; look it up",
+                            o.hash
+                        ),
+                    });
+                }
+            }
+        }
         // The signer rounds to the nearest tick, which could buy above the
         // limit; an off-tick price is refused instead, as paper does.
         let ticks = order.price / params.tick_size;
         if (ticks - ticks.round()).abs() > 1e-6 {
-            return Ok(vec![rejected(
-                intent_id,
-                order,
-                format!(
-                    "price {} is not on the {} tick",
-                    order.price, params.tick_size
-                ),
-            )]);
+            return Ok(Err(format!(
+                "price {} is not on the {} tick",
+                order.price, params.tick_size
+            )));
         }
         let intent = OrderIntent {
             strategy: self.strategy.clone(),
@@ -677,9 +840,7 @@ impl Live {
         };
         let signed = match self.signer.sign(&intent, &self.owner) {
             Ok(s) => s,
-            Err(e) => {
-                return Ok(vec![rejected(intent_id, order, e.to_string())]);
-            }
+            Err(e) => return Ok(Err(e.to_string())),
         };
         // Remembered before sending: whatever happens to the request, the
         // order can be found by this hash.
@@ -687,6 +848,7 @@ impl Live {
             intent_id.to_string(),
             LiveOrder {
                 hash: signed.order_hash.clone(),
+                signed: Some(signed.clone()),
                 market: order.market.clone(),
                 side: order.side,
                 price: order.price,
@@ -696,60 +858,79 @@ impl Live {
                 refused: None,
             },
         );
+        Ok(Ok(signed))
+    }
+
+    async fn place(
+        &mut self,
+        intent_id: &str,
+        order: &PlaceOrder,
+        params: TokenParams,
+        now_ms: u64,
+    ) -> Result<Vec<EventKind>, VenueError> {
+        let signed = match self.signed(intent_id, order, params, now_ms)? {
+            Ok(signed) => signed,
+            Err(reason) => return Ok(vec![rejected(intent_id, order, reason)]),
+        };
         tracing::debug!(venue = VENUE, intent = intent_id, hash = %signed.order_hash, "posting order");
         let outcome = match self.client.post_order(&signed).await {
             Ok(resp) => on_posted(intent_id, order, &resp),
-            Err(e) => {
-                let lost = matches!(
-                    e,
-                    ClobError::Transport {
-                        kind: TransportKind::Interrupted | TransportKind::Timeout,
-                        ..
-                    }
-                );
-                if e.is_duplicate() || lost {
-                    // Already placed (or maybe placed): the venue's record is the answer.
-                    match self.client.get_order(&signed.order_hash).await {
-                        Ok(Some(found)) => on_found(intent_id, order, &found),
-                        Ok(None) if lost => {
-                            return Err(unavailable(format!(
-                                "{e} (order {} is not on the venue)",
-                                signed.order_hash
-                            )));
-                        }
-                        Ok(None) => {
-                            return Err(unavailable(format!(
+            Err(e) if e.is_duplicate() => {
+                // Already placed: the venue's record is the answer.
+                match self.client.get_order(&signed.order_hash).await {
+                    Ok(Some(found)) => on_found(intent_id, order, &found),
+                    Ok(None) => {
+                        return Err(VenueError::OutcomeUnknown {
+                            venue: VENUE.into(),
+                            cause: Unknown::LostResponse,
+                            message: format!(
                                 "{e}, yet GET /data/order does not know {}",
                                 signed.order_hash
-                            )));
-                        }
-                        Err(lookup) => return Err(unavailable(format!("{e}; then {lookup}"))),
+                            ),
+                        });
                     }
-                } else if let ClobError::Rejected { code, message, .. } = &e {
-                    // The venue refused this order: an answer for the strategy, not an outage.
-                    let status = if *code == Some(RejectCode::FokOrderNotFilled) {
-                        OrderStatus::Cancelled
-                    } else {
-                        OrderStatus::Rejected
-                    };
-                    if let Some(o) = self.orders.lock().get_mut(intent_id) {
-                        o.refused = Some((status, message.clone()));
+                    Err(lookup) => {
+                        return Err(VenueError::OutcomeUnknown {
+                            venue: VENUE.into(),
+                            cause: Unknown::LostResponse,
+                            message: format!("{e}; then {lookup}"),
+                        });
                     }
-                    Outcome {
-                        events: vec![update(
-                            intent_id,
-                            &order.market,
-                            status,
-                            0.0,
-                            order.size,
-                            Some(message.clone()),
-                        )],
-                        matched: 0.0,
-                        resting: false,
-                    }
-                } else {
-                    return Err(unavailable(e));
                 }
+            }
+            Err(ClobError::Rejected { code, message, .. }) => {
+                // The venue refused this order: an answer for the strategy, not an outage.
+                let status = if code == Some(RejectCode::FokOrderNotFilled) {
+                    OrderStatus::Cancelled
+                } else {
+                    OrderStatus::Rejected
+                };
+                if let Some(o) = self.orders.lock().get_mut(intent_id) {
+                    o.refused = Some((status, message.clone()));
+                }
+                Outcome {
+                    events: vec![update(
+                        intent_id,
+                        &order.market,
+                        status,
+                        0.0,
+                        order.size,
+                        Some(message),
+                    )],
+                    matched: 0.0,
+                    resting: false,
+                }
+            }
+            Err(e) => {
+                let err = classify(&e, "");
+                if matches!(err, VenueError::OutcomeUnknown { .. })
+                    && let Some(o) = self.orders.lock().get_mut(intent_id)
+                {
+                    // May rest at the venue: kept alive by heartbeats and
+                    // polled until the caller looks it up.
+                    o.resting = true;
+                }
+                return Err(err);
             }
         };
         if let Some(o) = self.orders.lock().get_mut(intent_id) {
@@ -775,7 +956,7 @@ impl Live {
             .client
             .cancel_order(&o.hash)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| classify(&e, ""))?;
         let remaining = clean(o.size - o.matched);
         if resp.canceled.iter().any(|h| h == &o.hash) {
             if let Some(o) = self.orders.lock().get_mut(intent_id) {
@@ -824,7 +1005,7 @@ impl Live {
                 .client
                 .open_orders(None, Some(token))
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| classify(&e, ""))?;
             open.extend(
                 found
                     .iter()
@@ -832,6 +1013,51 @@ impl Live {
             );
         }
         Ok(open)
+    }
+
+    async fn trades(&self, since_ms: u64) -> Result<Vec<VenueTrade>, VenueError> {
+        let ours: HashMap<String, (String, Side)> = self
+            .orders
+            .lock()
+            .iter()
+            .map(|(id, o)| (o.hash.clone(), (id.clone(), o.side)))
+            .collect();
+        let all = self.client.trades().await.map_err(|e| classify(&e, ""))?;
+        let mut out = Vec::new();
+        for t in all {
+            // The venue states match times in seconds.
+            let time_ms = t.match_time.map(|s| s.saturating_mul(1000));
+            if time_ms.is_some_and(|ms| ms + 1000 <= since_ms) {
+                continue;
+            }
+            if let Some((intent_id, _)) = t.taker_order_id.as_ref().and_then(|h| ours.get(h)) {
+                out.push(VenueTrade {
+                    id: t.id.clone(),
+                    intent_id: intent_id.clone(),
+                    market: t.asset_id.clone(),
+                    side: side_from_wire(t.side),
+                    price: t.price,
+                    size: t.size,
+                    status: t.status.clone(),
+                    time_ms,
+                });
+            }
+            for m in &t.maker_orders {
+                if let Some((intent_id, side)) = ours.get(&m.order_id) {
+                    out.push(VenueTrade {
+                        id: format!("{}/{}", t.id, m.order_id),
+                        intent_id: intent_id.clone(),
+                        market: t.asset_id.clone(),
+                        side: *side,
+                        price: m.price.unwrap_or(t.price),
+                        size: m.matched_amount.unwrap_or(t.size),
+                        status: t.status.clone(),
+                        time_ms,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn lookup(&self, intent_id: &str) -> Result<Option<OrderUpdate>, VenueError> {
@@ -848,8 +1074,23 @@ impl Live {
                 reason: Some(reason),
             }));
         }
-        match self.client.get_order(&o.hash).await.map_err(unavailable)? {
-            Some(found) => Ok(Some(venue_update(intent_id, &found))),
+        match self
+            .client
+            .get_order(&o.hash)
+            .await
+            .map_err(|e| classify(&e, ""))?
+        {
+            Some(found) => {
+                let update = venue_update(intent_id, &found);
+                if let Some(o) = self.orders.lock().get_mut(intent_id) {
+                    // Heartbeats and polls follow what the venue holds.
+                    o.resting = matches!(
+                        update.status,
+                        OrderStatus::Open | OrderStatus::PartiallyFilled
+                    );
+                }
+                Ok(Some(update))
+            }
             // Accepted as delayed: the venue has it but does not show it yet.
             None if o.resting => Ok(Some(OrderUpdate {
                 intent_id: intent_id.to_string(),
@@ -872,6 +1113,7 @@ async fn upkeep(client: ClobClient, orders: Tracked, tx: mpsc::Sender<Vec<EventK
     let mut every = tokio::time::interval(UPKEEP_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat_id = String::new();
+    let mut failing = false;
     loop {
         every.tick().await;
         let resting: Vec<(String, String)> = orders
@@ -885,11 +1127,37 @@ async fn upkeep(client: ClobClient, orders: Tracked, tx: mpsc::Sender<Vec<EventK
             heartbeat_id.clear();
             continue;
         }
-        match client.heartbeat(&heartbeat_id).await {
-            Ok(r) => heartbeat_id = r.heartbeat_id,
+        let status = match client.heartbeat(&heartbeat_id).await {
+            Ok(r) => {
+                heartbeat_id = r.heartbeat_id;
+                std::mem::take(&mut failing).then(|| {
+                    (
+                        VenueHealth::Recovered,
+                        "dead-man heartbeat restored; reconcile resting orders".to_string(),
+                    )
+                })
+            }
             Err(e) => {
                 tracing::warn!(venue = VENUE, "{e}");
                 heartbeat_id.clear();
+                (!std::mem::replace(&mut failing, true)).then(|| {
+                    (
+                        VenueHealth::Degraded,
+                        format!("{HEARTBEAT_LOST}: {e}; the venue may cancel resting orders"),
+                    )
+                })
+            }
+        };
+        // Heartbeat trouble reaches the strategy (and the execution layer, which
+        // holds placement and reconciles), once per change.
+        if let Some((health, detail)) = status {
+            let event = EventKind::VenueStatus(VenueStatus {
+                venue: VENUE.into(),
+                health,
+                detail,
+            });
+            if tx.send(vec![event]).await.is_err() {
+                return;
             }
         }
         for (intent_id, hash) in resting {
@@ -990,6 +1258,7 @@ fn on_posted(intent_id: &str, order: &PlaceOrder, resp: &PostOrderResponse) -> O
 fn on_found(intent_id: &str, order: &PlaceOrder, found: &OpenOrder) -> Outcome {
     let mut o = LiveOrder {
         hash: found.id.clone(),
+        signed: None,
         market: order.market.clone(),
         side: order.side,
         price: order.price,
@@ -1327,6 +1596,7 @@ mod tests {
     fn polled_orders_report_new_fills_and_their_end() {
         let mut o = LiveOrder {
             hash: "0xabc".into(),
+            signed: None,
             market: YES.into(),
             side: Side::Buy,
             price: 0.40,

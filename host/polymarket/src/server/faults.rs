@@ -52,6 +52,9 @@ pub enum Fault {
     WsStall,
     /// 400 `INVALID_ORDER_DUPLICATED` without processing the request.
     DuplicateOrder,
+    /// The request is served, with `Poly-RateLimit-Warning: true`: a
+    /// per-signer bucket is over its limit (the venue's warning mode).
+    RateLimitWarning,
 }
 
 /// Where a fault applies and how often.
@@ -268,7 +271,9 @@ fn fault_response(fault: &Fault) -> Option<Response> {
             StatusCode::BAD_REQUEST,
             "INVALID_ORDER_DUPLICATED: order already exists",
         ),
-        Fault::Latency { .. } | Fault::LoseResponse | Fault::WsStall => return None,
+        Fault::Latency { .. } | Fault::LoseResponse | Fault::WsStall | Fault::RateLimitWarning => {
+            return None;
+        }
     })
 }
 
@@ -290,6 +295,14 @@ pub(crate) async fn middleware(
             // Let the request take effect, then lose the answer.
             let _ = next.run(req).await;
             cut_connection()
+        }
+        Some(Fault::RateLimitWarning) => {
+            let mut r = next.run(req).await;
+            r.headers_mut().insert(
+                crate::rest::RATE_LIMIT_WARNING,
+                HeaderValue::from_static("true"),
+            );
+            r
         }
         Some(f) => match fault_response(&f) {
             Some(r) => r,

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use super::state::{Heartbeat, SimState};
 use super::{FaultPlan, MidpointShape, Shared, faults};
-use crate::order::PostOrderBody;
+use crate::order::{OrderType, PostOrderBody};
 use crate::types::{END_CURSOR, OrderBook, Side, fmt_decimal};
 
 /// An error answered as the venue does: a status and `{"error": message}`.
@@ -394,6 +394,11 @@ async fn post_order(State(s): State<Arc<Shared>>, Authenticated(body): Authentic
         }
     }
     let mut st = s.state();
+    if st.post_only && matches!(req.order_type, OrderType::Fok | OrderType::Fak) {
+        return Err(ApiError::bad(
+            "INVALID_POST_ONLY_ORDER: the market is in post-only mode after a matching-engine restart",
+        ));
+    }
     match st.place(hash.to_string(), &req, now_ms()) {
         Ok((resp, frame)) => {
             s.broadcast(frame);

@@ -103,6 +103,9 @@ pub(crate) struct SimState {
     pub trades: Vec<Value>,
     pub heartbeat: Option<Heartbeat>,
     pub heartbeat_seq: u64,
+    /// The minutes after a matching-engine restart: only orders that rest
+    /// (GTC/GTD) are accepted.
+    pub post_only: bool,
     book_seq: u64,
     trade_seq: u64,
 }
@@ -440,6 +443,46 @@ impl SimState {
     }
 
     /// Cancels the given orders; unknown or finished ones land in `not_canceled`.
+    /// Someone else's order takes `size` of the resting order `id` at its
+    /// price: the order's matched size grows (`MATCHED` once full) and a trade
+    /// naming it as maker is recorded. Returns the trade id, or `None` when
+    /// the order is not live.
+    pub(crate) fn fill_resting(&mut self, id: &str, size: f64, now_ms: u64) -> Option<String> {
+        let o = self.orders.get_mut(id).filter(|o| o.is_live())?;
+        let size = size.min(o.original_size - o.size_matched);
+        if size <= EPS {
+            return None;
+        }
+        o.size_matched += size;
+        if o.original_size - o.size_matched <= EPS {
+            o.status = OrderStatus::Matched;
+        }
+        let (market, asset, side, price) = (o.market.clone(), o.asset_id.clone(), o.side, o.price);
+        self.trade_seq += 1;
+        let tid = format!("trade-{}", self.trade_seq);
+        let taker_side = match side {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        };
+        self.trades.push(json!({
+            "id": tid,
+            "taker_order_id": format!("external-{}", self.trade_seq),
+            "market": market,
+            "asset_id": asset,
+            "side": taker_side.as_str(),
+            "size": fmt_decimal(size),
+            "price": fmt_decimal(price),
+            "status": "MATCHED",
+            "match_time": (now_ms / 1000).to_string(),
+            "maker_orders": [{
+                "order_id": id,
+                "matched_amount": fmt_decimal(size),
+                "price": fmt_decimal(price),
+            }],
+        }));
+        Some(tid)
+    }
+
     pub(crate) fn cancel<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) -> Value {
         let mut canceled = Vec::new();
         let mut not_canceled = serde_json::Map::new();

@@ -368,3 +368,79 @@ async fn neg_risk_orders_are_signed_for_the_neg_risk_exchange() {
         right.order_hash
     );
 }
+
+#[tokio::test]
+async fn post_only_mode_refuses_takers_and_accepts_resting_orders() {
+    let sim = start().await;
+    sim.publish_default_books();
+    sim.server.set_post_only(true);
+    let taker = sim.sign("po-1", Side::Buy, 0.52, 5.0, OrderType::Fak);
+    let err = sim.client.post_order(&taker).await.expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            ClobError::Rejected {
+                code: Some(RejectCode::InvalidPostOnly),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let rest = sim.sign("po-2", Side::Buy, 0.45, 5.0, OrderType::Gtc);
+    sim.client.post_order(&rest).await.expect("resting order");
+    sim.server.set_post_only(false);
+    let taker = sim.sign("po-3", Side::Buy, 0.52, 5.0, OrderType::Fak);
+    let resp = sim.client.post_order(&taker).await.expect("taker after");
+    assert_eq!(resp.status, Some(OrderStatus::Matched));
+    assert_eq!(
+        sim.server.orders().len(),
+        2,
+        "the refused taker left no order"
+    );
+}
+
+#[tokio::test]
+async fn trades_settle_or_fail_as_the_server_is_told() {
+    let sim = start().await;
+    sim.publish_default_books();
+    let taker = sim.sign("settle-1", Side::Buy, 0.52, 5.0, OrderType::Fak);
+    let resp = sim.client.post_order(&taker).await.expect("taker");
+    let id = resp.trade_ids.first().cloned().expect("a trade");
+    let status = |trades: Vec<polybot_polymarket::types::Trade>| {
+        trades
+            .into_iter()
+            .find(|t| t.id == id)
+            .and_then(|t| t.status)
+    };
+    assert_eq!(
+        status(sim.client.trades().await.expect("trades")).as_deref(),
+        Some("MATCHED")
+    );
+    assert!(sim.server.set_trade_status(&id, "mined"));
+    assert_eq!(status(sim.server.trades()).as_deref(), Some("MINED"));
+    assert!(sim.server.set_trade_status(&id, "FAILED"));
+    assert_eq!(
+        status(sim.client.trades().await.expect("trades")).as_deref(),
+        Some("FAILED")
+    );
+    assert!(!sim.server.set_trade_status("no-such-trade", "CONFIRMED"));
+}
+
+#[tokio::test]
+async fn the_rate_limit_warning_header_is_counted_by_the_client() {
+    let sim = start().await;
+    sim.publish_default_books();
+    sim.server
+        .set_faults(FaultPlan::times("POST /order", Fault::RateLimitWarning, 1));
+    assert_eq!(sim.client.rate_limit_warnings(), 0);
+    let first = sim.sign("warn-1", Side::Buy, 0.45, 5.0, OrderType::Gtc);
+    sim.client
+        .post_order(&first)
+        .await
+        .expect("served despite the warning");
+    assert_eq!(sim.client.rate_limit_warnings(), 1);
+    let second = sim.sign("warn-2", Side::Buy, 0.45, 5.0, OrderType::Gtc);
+    sim.client.post_order(&second).await.expect("post");
+    assert_eq!(sim.client.rate_limit_warnings(), 1, "no header, no count");
+    assert_eq!(sim.server.orders().len(), 2);
+}

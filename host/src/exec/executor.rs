@@ -1,0 +1,597 @@
+//! The executor: one strategy's orders from intent to terminal state, through
+//! risk limits, rate limits, circuit breakers, venue windows and retries.
+//!
+//! Owns the sequence of one submission (risk check → durable intent → gates →
+//! send → classify → retry, look up or give up), of one cancel, and of a
+//! reconciliation with the venue. Everything it decides comes back as an
+//! [`ExecOutput`]: the events the strategy must get (fills, order updates,
+//! `venue-status`) and the notes an operator must see (system events).
+//!
+//! Rules it keeps:
+//! - An intent is durable (its first record in the [`IntentLog`]) before its
+//!   order is sent; every state change is recorded.
+//! - Only transient classes are retried; an order is re-sent only as the same
+//!   intent (the venue re-sends the bytes it signed), and an `unknown` outcome
+//!   is looked up before anything is sent again.
+//! - Every intent ends in exactly one terminal state, or stays `unknown` (it
+//!   may exist at the venue) until a lookup or [`Executor::reconcile`] settles
+//!   it. Refusals (risk, retries exhausted, waits too long) are `rejected`
+//!   updates with the reason.
+//!
+//! Does not own: the venue protocol ([`ExecutionClient`]), persistence (the
+//! log behind [`IntentLog`]), the journal or the run loop (its caller turns
+//! the output into journaled events and system events).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::ExecConfig;
+use super::breaker::{BreakerState, CircuitBreaker, EndpointGroup, Gate};
+use super::intent::{IllegalTransition, Intent, IntentLog, IntentLogError, IntentState};
+use super::limits::RateLimits;
+use super::output::{ExecOutput, NoteKind};
+use super::retry::Backoff;
+use super::risk::{Exposure, RiskConfig, RiskGate};
+use crate::contract::{EventKind, Fill, OrderUpdate, PlaceOrder, Side};
+use crate::venue::{ErrorClass, ExecutionClient, Halt, VenueError};
+
+/// Sizes closer than this are equal.
+const EPS: f64 = 1e-6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The intent could not be made durable: nothing was sent.
+    #[error(transparent)]
+    Log(#[from] IntentLogError),
+}
+
+/// A window in which the venue refuses new orders.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Window {
+    /// Placement paused; one order probes at `probe_at`.
+    Halted { halt: Halt, probe_at: Instant },
+    /// After a 425: only resting (GTC) orders until `until`.
+    PostOnly { until: Instant },
+}
+
+/// Why an attempt loop stopped.
+enum Stop {
+    Done,
+    GaveUp(String),
+}
+
+/// One strategy's execution; see the module docs.
+pub struct Executor {
+    strategy: String,
+    cfg: ExecConfig,
+    log: Box<dyn IntentLog>,
+    /// Intents not yet terminal.
+    intents: HashMap<String, Intent>,
+    /// Terminal intents (a cancel of one is answered from here).
+    finished: HashMap<String, Intent>,
+    /// Shares reported to the strategy as fills, per intent.
+    told: HashMap<String, f64>,
+    /// Signed position per market, from fills.
+    positions: HashMap<String, f64>,
+    pnl_today: f64,
+    risk: RiskGate,
+    breakers: [CircuitBreaker; 3],
+    limits: RateLimits,
+    window: Option<Window>,
+    degraded: bool,
+    /// Placement held until the next reconciliation (heartbeat lost).
+    hold: bool,
+    venue: String,
+    seeds: u64,
+    /// Rate-limit warnings the venue had reported when last looked at.
+    warnings_seen: u64,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("strategy", &self.strategy)
+            .field("intents", &self.intents.len())
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    pub fn new(
+        strategy: &str,
+        venue: &str,
+        cfg: ExecConfig,
+        risk: RiskConfig,
+        log: Box<dyn IntentLog>,
+    ) -> Self {
+        let b = |g| CircuitBreaker::new(g, cfg.breaker.clone());
+        Executor {
+            strategy: strategy.to_string(),
+            breakers: [
+                b(EndpointGroup::Orders),
+                b(EndpointGroup::Cancels),
+                b(EndpointGroup::MarketData),
+            ],
+            limits: RateLimits::new(&cfg.limits),
+            cfg,
+            log,
+            intents: HashMap::new(),
+            finished: HashMap::new(),
+            told: HashMap::new(),
+            positions: HashMap::new(),
+            pnl_today: 0.0,
+            risk: RiskGate::new(risk),
+            window: None,
+            degraded: false,
+            hold: false,
+            venue: venue.to_string(),
+            seeds: 0,
+            warnings_seen: 0,
+        }
+    }
+
+    /// Loads the strategy's non-terminal intents from the log (after a
+    /// restart); [`Executor::reconcile`] then settles them with the venue.
+    ///
+    /// # Errors
+    /// The log could not be read.
+    pub async fn load(&mut self) -> Result<usize, ExecError> {
+        let open = self.log.open_intents(&self.strategy).await?;
+        let n = open.len();
+        for i in open {
+            self.told.insert(i.id.clone(), i.filled);
+            self.intents.insert(i.id.clone(), i);
+        }
+        if n > 0 {
+            self.hold = true;
+        }
+        Ok(n)
+    }
+
+    pub fn intent(&self, id: &str) -> Option<&Intent> {
+        self.intents.get(id).or_else(|| self.finished.get(id))
+    }
+
+    /// Every intent this executor knows, open and finished.
+    pub fn intents(&self) -> impl Iterator<Item = &Intent> {
+        self.intents.values().chain(self.finished.values())
+    }
+
+    fn state_of(&self, id: &str) -> Option<IntentState> {
+        self.intent(id).map(|i| i.state)
+    }
+
+    pub fn breaker_state(&self, group: EndpointGroup) -> BreakerState {
+        self.breakers[group_index(group)].state()
+    }
+
+    /// The day's profit and loss, for `max_daily_loss` (the caller's ledger).
+    pub fn set_pnl_today(&mut self, pnl: f64) {
+        self.pnl_today = pnl;
+    }
+
+    /// The venue answered with `Poly-RateLimit-Warning`.
+    pub fn on_rate_limit_warning(&mut self) {
+        self.limits.on_warning();
+    }
+
+    /// The outside world decides for the gates (breaker, limiter): the cost
+    /// of one placement's decision, without sending. For benchmarks.
+    pub fn gate_decision(&mut self) -> bool {
+        let now = Instant::now();
+        self.limits.check(EndpointGroup::Orders) == Gate::Go
+            && self.breakers[0].permit(now) == Gate::Go
+    }
+
+    /// Places `order` as intent `intent_id`. A second submission of a known
+    /// intent id does nothing (a replay sends nothing twice).
+    ///
+    /// # Errors
+    /// Only when the intent could not be recorded (then nothing was sent).
+    pub async fn submit(
+        &mut self,
+        client: &mut dyn ExecutionClient,
+        intent_id: &str,
+        order: PlaceOrder,
+        now_ms: u64,
+    ) -> Result<ExecOutput, ExecError> {
+        let mut out = ExecOutput::default();
+        if self.intent(intent_id).is_some() {
+            return Ok(out);
+        }
+        let exposure = self.exposure(&order.market);
+        let verdict = self.risk.check(&order, &exposure, now_ms);
+        let (intent, first) = Intent::new(&self.strategy, intent_id, order, now_ms);
+        self.log.append(&first).await?;
+        self.intents.insert(intent_id.to_string(), intent);
+        if let Err(reason) = verdict {
+            out.note(
+                NoteKind::Risk,
+                format!("strategy {}: intent {intent_id}: {reason}", self.strategy),
+            );
+            self.move_to(
+                intent_id,
+                IntentState::Rejected,
+                0.0,
+                Some(reason),
+                now_ms,
+                &mut out,
+            )
+            .await?;
+            return Ok(out);
+        }
+        match self.place_loop(client, intent_id, now_ms, &mut out).await? {
+            Stop::Done => {}
+            Stop::GaveUp(reason) => self.give_up(intent_id, reason, now_ms, &mut out).await?,
+        }
+        Ok(out)
+    }
+
+    /// Runs a batch: cancels first (they have priority), then new orders.
+    ///
+    /// # Errors
+    /// As [`Executor::submit`].
+    pub async fn run_batch(
+        &mut self,
+        client: &mut dyn ExecutionClient,
+        places: Vec<(String, PlaceOrder)>,
+        cancels: Vec<String>,
+        now_ms: u64,
+    ) -> Result<ExecOutput, ExecError> {
+        let mut out = ExecOutput::default();
+        for id in cancels {
+            let o = self.cancel(client, &id, now_ms).await?;
+            out.events.extend(o.events);
+            out.notes.extend(o.notes);
+        }
+        for (id, order) in places {
+            let o = self.submit(client, &id, order, now_ms).await?;
+            out.events.extend(o.events);
+            out.notes.extend(o.notes);
+        }
+        Ok(out)
+    }
+
+    async fn place_loop(
+        &mut self,
+        client: &mut dyn ExecutionClient,
+        id: &str,
+        now_ms: u64,
+        out: &mut ExecOutput,
+    ) -> Result<Stop, ExecError> {
+        let Some(order) = self.intents.get(id).map(|i| i.order.clone()) else {
+            return Ok(Stop::Done);
+        };
+        let start = Instant::now();
+        let max_wait = Duration::from_millis(self.cfg.max_wait_ms);
+        let mut backoff = self.backoff();
+        loop {
+            let state = self.state_of(id).unwrap_or(IntentState::Rejected);
+            if state.is_terminal() {
+                return Ok(Stop::Done);
+            }
+            if state == IntentState::Unknown {
+                match self.lookup(client, id, out).await {
+                    Ok(Some(u)) => {
+                        self.apply_found(id, &u, now_ms, out).await?;
+                        return Ok(Stop::Done);
+                    }
+                    // Never reached the venue: safe to send the same order again.
+                    Ok(None) => {}
+                    Err(e) => match self.delay(&mut backoff, &e, start) {
+                        Some(d) => {
+                            tokio::time::sleep(d).await;
+                            continue;
+                        }
+                        None => {
+                            out.note(NoteKind::Unknown, format!("intent {id}: outcome unknown and the lookup failed ({e}); reconciliation settles it"));
+                            return Ok(Stop::Done);
+                        }
+                    },
+                }
+            }
+            match self.gate_place(&order, out) {
+                Err(reason) => return Ok(Stop::GaveUp(reason)),
+                Ok(Gate::Wait(d)) => {
+                    if start.elapsed() + d > max_wait {
+                        return Ok(Stop::GaveUp(format!(
+                            "not sent: {} for longer than {} ms",
+                            self.why_waiting(),
+                            self.cfg.max_wait_ms
+                        )));
+                    }
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
+                Ok(Gate::Go) => {}
+            }
+            if state == IntentState::Pending {
+                // The venue's reference is fixed and recorded before the order leaves.
+                let venue_ref = client.prepare(id, &order);
+                if let Some(i) = self.intents.get_mut(id) {
+                    i.venue_ref = venue_ref;
+                }
+                self.move_to(id, IntentState::Sent, 0.0, None, now_ms, out)
+                    .await?;
+            }
+            let t0 = Instant::now();
+            let result = client.place(id, &order).await;
+            let took = t0.elapsed();
+            self.check_warnings(client, out);
+            match result {
+                Ok(events) => {
+                    self.record(EndpointGroup::Orders, false, took, out);
+                    self.window_passed(out);
+                    self.apply_events(events, now_ms, out).await?;
+                    // A venue that answered without a state for the order: it holds it.
+                    if self
+                        .intents
+                        .get(id)
+                        .is_some_and(|i| i.state == IntentState::Sent)
+                    {
+                        self.move_to(id, IntentState::Acknowledged, 0.0, None, now_ms, out)
+                            .await?;
+                    }
+                    return Ok(Stop::Done);
+                }
+                Err(e) => match e.class() {
+                    ErrorClass::Rejected => {
+                        self.record(EndpointGroup::Orders, false, took, out);
+                        self.window_passed(out);
+                        let reason = rejection_reason(&e);
+                        self.move_to(id, IntentState::Rejected, 0.0, Some(reason), now_ms, out)
+                            .await?;
+                        return Ok(Stop::Done);
+                    }
+                    ErrorClass::Fatal => {
+                        self.record(EndpointGroup::Orders, true, took, out);
+                        out.note(NoteKind::GaveUp, format!("intent {id}: {e}"));
+                        return Ok(Stop::GaveUp(e.to_string()));
+                    }
+                    ErrorClass::Halted(halt) => {
+                        // A window is the venue answering on purpose, not a
+                        // failing endpoint; recorded so a half-open probe
+                        // permit is not left without an outcome.
+                        self.record(EndpointGroup::Orders, false, took, out);
+                        self.enter_window(halt, &e, out);
+                    }
+                    ErrorClass::OutcomeUnknown => {
+                        self.record(EndpointGroup::Orders, true, took, out);
+                        self.move_to(
+                            id,
+                            IntentState::Unknown,
+                            0.0,
+                            Some(e.to_string()),
+                            now_ms,
+                            out,
+                        )
+                        .await?;
+                    }
+                    ErrorClass::Retryable => {
+                        self.record(EndpointGroup::Orders, true, took, out);
+                        match self.delay(&mut backoff, &e, start) {
+                            Some(d) => tokio::time::sleep(d).await,
+                            None => {
+                                return Ok(Stop::GaveUp(format!(
+                                    "retries exhausted after {} attempts: {e}",
+                                    backoff.attempts()
+                                )));
+                            }
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    pub(super) async fn lookup(
+        &mut self,
+        client: &mut dyn ExecutionClient,
+        id: &str,
+        out: &mut ExecOutput,
+    ) -> Result<Option<OrderUpdate>, VenueError> {
+        if let Gate::Wait(d) = self.limits.check(EndpointGroup::MarketData) {
+            tokio::time::sleep(d).await;
+        }
+        let t0 = Instant::now();
+        let r = client.lookup(id).await;
+        let failed = r.is_err();
+        self.record(EndpointGroup::MarketData, failed, t0.elapsed(), out);
+        r
+    }
+
+    /// Applies the venue's record of an order: the state it names.
+    pub(super) async fn apply_found(
+        &mut self,
+        id: &str,
+        u: &OrderUpdate,
+        now_ms: u64,
+        out: &mut ExecOutput,
+    ) -> Result<(), ExecError> {
+        let to = IntentState::from_contract(u.status);
+        self.move_to(id, to, u.filled_size, u.reason.clone(), now_ms, out)
+            .await?;
+        Ok(())
+    }
+
+    /// Venue events: fills are passed on (and counted); order updates move
+    /// intents, and the strategy gets the update of each move.
+    pub(super) async fn apply_events(
+        &mut self,
+        events: Vec<EventKind>,
+        now_ms: u64,
+        out: &mut ExecOutput,
+    ) -> Result<(), ExecError> {
+        for e in events {
+            match e {
+                EventKind::Fill(f) => {
+                    self.on_fill(&f);
+                    out.events.push(EventKind::Fill(f));
+                }
+                EventKind::OrderUpdate(u) if self.state_of(&u.intent_id).is_some() => {
+                    self.apply_found(&u.intent_id.clone(), &u, now_ms, out)
+                        .await?;
+                }
+                other => out.events.push(other),
+            }
+        }
+        Ok(())
+    }
+
+    /// Order events the venue reported on its own (a poll found fills or a
+    /// venue-side cancel): moves the intents and passes the events on.
+    ///
+    /// # Errors
+    /// Only when a record could not be written.
+    pub async fn on_venue_events(
+        &mut self,
+        events: Vec<EventKind>,
+        now_ms: u64,
+    ) -> Result<ExecOutput, ExecError> {
+        let mut out = ExecOutput::default();
+        self.apply_events(events, now_ms, &mut out).await?;
+        Ok(out)
+    }
+
+    fn on_fill(&mut self, f: &Fill) {
+        *self.told.entry(f.intent_id.clone()).or_default() += f.size;
+        let signed = match f.side {
+            Side::Buy => f.size,
+            Side::Sell => -f.size,
+        };
+        *self.positions.entry(f.market.clone()).or_default() += signed;
+    }
+
+    /// Moves intent `id`; a repeat of the state it is in (or a stale venue
+    /// state) changes nothing.
+    pub(super) async fn move_to(
+        &mut self,
+        id: &str,
+        to: IntentState,
+        filled: f64,
+        reason: Option<String>,
+        now_ms: u64,
+        out: &mut ExecOutput,
+    ) -> Result<(), ExecError> {
+        let Some(intent) = self.intents.get_mut(id) else {
+            // Finished already: a late or repeated venue report changes nothing.
+            return Ok(());
+        };
+        let same = intent.state == to
+            && (to != IntentState::PartiallyFilled || filled <= intent.filled + EPS)
+            && to != IntentState::Sent;
+        if same || (to == IntentState::Sent && intent.state == IntentState::Sent) {
+            return Ok(());
+        }
+        match intent.transition(to, filled, reason, now_ms) {
+            Ok(t) => {
+                self.log.append(&t.record).await?;
+                if let Some(u) = t.update {
+                    out.events.push(EventKind::OrderUpdate(u));
+                }
+                if to.is_terminal()
+                    && let Some(done) = self.intents.remove(id)
+                {
+                    self.finished.insert(id.to_string(), done);
+                }
+            }
+            Err(IllegalTransition { from, to, .. }) => {
+                out.note(
+                    NoteKind::Stale,
+                    format!("intent {id}: venue reports {to} while it is {from}; kept {from}"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// An intent that could not be placed: rejected with the reason if it
+    /// never reached the venue; left `unknown` if it may have.
+    async fn give_up(
+        &mut self,
+        id: &str,
+        reason: String,
+        now_ms: u64,
+        out: &mut ExecOutput,
+    ) -> Result<(), ExecError> {
+        match self.intents.get(id).map(|i| i.state) {
+            Some(IntentState::Pending | IntentState::Sent) => {
+                out.note(
+                    NoteKind::GaveUp,
+                    format!("strategy {}: intent {id} rejected: {reason}", self.strategy),
+                );
+                self.move_to(id, IntentState::Rejected, 0.0, Some(reason), now_ms, out)
+                    .await
+            }
+            Some(IntentState::Unknown) => {
+                out.note(
+                    NoteKind::Unknown,
+                    format!(
+                        "intent {id}: {reason}; it may rest at the venue, reconciliation settles it"
+                    ),
+                );
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn backoff(&mut self) -> Backoff {
+        self.seeds = self.seeds.wrapping_add(1);
+        self.cfg.retry.backoff(self.seeds)
+    }
+
+    /// The wait before retrying after `e`, or `None` when the budget is spent.
+    pub(super) fn delay(
+        &self,
+        backoff: &mut Backoff,
+        e: &VenueError,
+        start: Instant,
+    ) -> Option<Duration> {
+        let d = backoff.next_delay(e.retry_after())?;
+        (start.elapsed() + d <= self.cfg.retry.max_elapsed()).then_some(d)
+    }
+
+    fn exposure(&self, market: &str) -> Exposure {
+        let mut e = Exposure {
+            position: self.positions.get(market).copied().unwrap_or(0.0),
+            pnl_today: self.pnl_today,
+            ..Exposure::default()
+        };
+        for i in self.intents.values().filter(|i| !i.state.is_terminal()) {
+            e.open_orders += 1;
+            if i.order.market == market {
+                let rest = i.remaining();
+                e.open_in_market += match i.order.side {
+                    Side::Buy => rest,
+                    Side::Sell => -rest,
+                };
+            }
+        }
+        e
+    }
+}
+
+fn group_index(g: EndpointGroup) -> usize {
+    match g {
+        EndpointGroup::Orders => 0,
+        EndpointGroup::Cancels => 1,
+        EndpointGroup::MarketData => 2,
+    }
+}
+
+fn rejection_reason(e: &VenueError) -> String {
+    match e {
+        VenueError::Rejected { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+mod cancel;
+mod gates;
+mod reconcile;
+#[cfg(test)]
+mod tests;
