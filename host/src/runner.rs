@@ -4,7 +4,15 @@
 //! it returns are executed on the venue, and the order updates and fills that
 //! come back are queued as further events at the same event time, so the
 //! strategy learns of its fills before the next market data. Timers the
-//! strategy set fire when event time reaches them.
+//! strategy set fire when event time reaches them: the cell keeps the pending
+//! timers (they survive restarts of the strategy and are capped there); at
+//! each tick the loop takes the ones due and queues them ahead of the tick's
+//! market data, each at its due time.
+//!
+//! **Limits.** The event limit, the event-time limit and a stop request are
+//! checked before every event the strategy is handed — market data, fills and
+//! timer events alike — so nothing a strategy does between two ticks can
+//! carry a run past them.
 //!
 //! **Resuming.** When the strategy's journal already holds events (the host was
 //! killed or stopped), the cell has restored its state from them; the runner
@@ -16,18 +24,18 @@
 //! same events as one that was never interrupted. Orders and fills are written
 //! to the store idempotently, so re-applying them never records them twice.
 //!
-//! Shutdown is a future passed in; when it resolves the loop finishes the event
-//! in hand, takes a final checkpoint and returns its report.
+//! Shutdown is a [`Shutdown`] request passed in and handed to the cell: once
+//! requested the loop finishes the event in hand (a cell in backoff or
+//! recovery stops at once), takes a final checkpoint and returns its report.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::contract::{Action, EventKind, Fill, PlaceOrder, Side};
 use crate::store::{JournalEntry, OrderRecord, Outcome, TradeRecord, Write, wall_clock_ms};
-use crate::supervisor::{Cell, CellState, CellStats};
+use crate::supervisor::{Cell, CellError, CellState, CellStats, Shutdown};
 use crate::venue::{PortfolioSummary, Venue};
 
 /// Events between two updates of the live counters.
@@ -98,6 +106,24 @@ pub struct RunReport {
     pub fatal: Option<String>,
 }
 
+impl RunLimits {
+    /// Whether the run must stop before handing the strategy an event at
+    /// `at_ms`, with `last_seq` events journaled and the run's event time
+    /// starting at `first_ms`.
+    fn reached(&self, last_seq: u64, first_ms: u64, at_ms: u64) -> Option<StopReason> {
+        if self.max_events.is_some_and(|max| last_seq >= max) {
+            return Some(StopReason::EventLimit);
+        }
+        let max_ms = self
+            .max_event_time
+            .map(|max| u64::try_from(max.as_millis()).unwrap_or(u64::MAX));
+        if max_ms.is_some_and(|max| at_ms.saturating_sub(first_ms) > max) {
+            return Some(StopReason::TimeLimit);
+        }
+        None
+    }
+}
+
 /// Runs `cell` against `venue` until a limit, the feed's end, a fatal strategy
 /// or `shutdown`. `history` is the strategy's journal when resuming (empty on
 /// a fresh start); see the module docs.
@@ -107,9 +133,9 @@ pub async fn run<V: Venue>(
     history: Vec<JournalEntry>,
     limits: RunLimits,
     counters: Arc<RunCounters>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> RunReport {
-    tokio::pin!(shutdown);
+    cell.set_shutdown(shutdown.clone());
     let resumed_at_seq = history.last().map_or(0, |e| e.event.seq);
     let history = if venue.replays_history() {
         history
@@ -125,6 +151,7 @@ pub async fn run<V: Venue>(
     };
     let mut pending: VecDeque<JournalEntry> = history.into();
     let mut queue: VecDeque<(u64, EventKind)> = VecDeque::new();
+    // Timers set by journaled actions, while catching up; live, the cell keeps them.
     let mut timers: BTreeSet<(u64, u64)> = BTreeSet::new();
     let mut ledger = Ledger::default();
     let mut report = RunReport {
@@ -154,7 +181,7 @@ pub async fn run<V: Venue>(
         }
         let tick = tokio::select! {
             biased;
-            () = &mut shutdown => {
+            () = shutdown.requested() => {
                 report.stop = StopReason::Shutdown;
                 break;
             }
@@ -173,17 +200,21 @@ pub async fn run<V: Venue>(
         };
         let first = *report.first_event_ms.get_or_insert(tick.timestamp_ms);
         if pending.is_empty()
-            && let Some(max) = limits.max_event_time
-            && tick.timestamp_ms.saturating_sub(first) > max.as_millis() as u64
+            && let Some(stop) = limits.reached(cell.last_seq(), first, tick.timestamp_ms)
         {
-            report.stop = StopReason::TimeLimit;
+            report.stop = stop;
             break;
         }
-        while let Some(&(at, id)) = timers.first()
-            && at <= tick.timestamp_ms
-        {
-            timers.pop_first();
-            queue.push_back((at, EventKind::Timer(id)));
+        if pending.is_empty() {
+            let due = cell.take_due_timers(tick.timestamp_ms);
+            queue.extend(due.into_iter().map(|(at, id)| (at, EventKind::Timer(id))));
+        } else {
+            while let Some(&(at, id)) = timers.first()
+                && at <= tick.timestamp_ms
+            {
+                timers.pop_first();
+                queue.push_back((at, EventKind::Timer(id)));
+            }
         }
         queue.extend(
             tick.events
@@ -192,6 +223,17 @@ pub async fn run<V: Venue>(
         );
 
         while let Some((timestamp_ms, kind)) = queue.pop_front() {
+            if pending.is_empty() {
+                if let Some(stop) = limits.reached(cell.last_seq(), first, timestamp_ms) {
+                    report.stop = stop;
+                    break 'run;
+                }
+                if shutdown.is_requested() {
+                    report.stop = StopReason::Shutdown;
+                    break 'run;
+                }
+            }
+            let from_journal = !pending.is_empty();
             let fill = match &kind {
                 EventKind::Fill(fill) => Some(fill.clone()),
                 _ => None,
@@ -222,6 +264,10 @@ pub async fn run<V: Venue>(
                     Ok(step) => {
                         report.events += 1;
                         (step.seq, step.actions)
+                    }
+                    Err(CellError::Shutdown { .. }) => {
+                        report.stop = StopReason::Shutdown;
+                        break 'run;
                     }
                     Err(e) => {
                         report.fatal = Some(e.to_string());
@@ -259,7 +305,9 @@ pub async fn run<V: Venue>(
                         venue.cancel_order(id).await
                     }
                     Action::SetTimer(timer) => {
-                        timers.insert((timer.at_ms.max(timestamp_ms), timer.id));
+                        if from_journal {
+                            timers.insert((timer.at_ms.max(timestamp_ms), timer.id));
+                        }
                         Ok(Vec::new())
                     }
                 };

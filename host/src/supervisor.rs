@@ -16,9 +16,12 @@
 
 mod cell;
 mod policy;
+mod shutdown;
+mod timers;
 
 pub use cell::{
     Cell, CellError, CellSpec, CellState, CellStats, PlannedAction, StartError, Step, SwapError,
     plan,
 };
-pub use policy::{CheckpointPolicy, RestartPolicy};
+pub use policy::{CheckpointPolicy, Pace, RestartPolicy};
+pub use shutdown::Shutdown;

@@ -17,7 +17,7 @@ use crate::config::HostConfig;
 use crate::runner::{self, RunCounters, RunLimits, RunReport, StopReason};
 use crate::sandbox::Sandbox;
 use crate::store::StateStore;
-use crate::supervisor::{Cell, CellSpec, CellState, StartError};
+use crate::supervisor::{Cell, CellSpec, CellState, Pace, Shutdown, StartError};
 use crate::venue::polymarket::{self, Execution, LiveConfig, PolymarketConfig, PolymarketVenue};
 use crate::venue::sim::SimConfig;
 use crate::venue::simulated::{Pacing, SimVenue};
@@ -366,10 +366,18 @@ async fn run_async(
         max_event_time: args.duration,
     };
     let started = Instant::now();
-    let shutdown = async move {
+    cell.set_pace(match (&venue, args.speed) {
+        (ChosenVenue::Sim(_), Speed::Max) => Pace::Unpaced,
+        (ChosenVenue::Sim(_), Speed::Times(x)) => Pace::Speed(x),
+        (ChosenVenue::Polymarket(_), _) => Pace::Speed(1.0),
+    });
+    let shutdown = Shutdown::new();
+    let requested = shutdown.clone();
+    tokio::spawn(async move {
         let name = stop_signal.recv().await;
         tracing::info!("{name}: finishing the event in hand, then stopping");
-    };
+        requested.request();
+    });
     let report = match &mut venue {
         ChosenVenue::Sim(v) => {
             runner::run(&mut cell, v.as_mut(), history, limits, counters, shutdown).await
