@@ -44,17 +44,11 @@ async fn feed(cell: &mut Cell, n: u64) -> Vec<polybot_host::supervisor::Step> {
 }
 
 fn assert_recovered(states: &[CellState]) {
-    let recovered = states.windows(3).any(|w| {
-        w == [
-            CellState::Backoff,
-            CellState::Recovering,
-            CellState::Running,
-        ]
-    });
-    assert!(
-        recovered,
-        "expected backoff → recovering → running in {states:?}"
-    );
+    // A fault after a handled event restarts at once, without a backoff.
+    let recovered = states
+        .windows(2)
+        .any(|w| w == [CellState::Recovering, CellState::Running]);
+    assert!(recovered, "expected recovering → running in {states:?}");
 }
 
 /// A transient fault every `after_calls` calls of an instance; checkpoints every 4 events.
@@ -230,11 +224,14 @@ async fn too_many_restarts_in_the_window_is_fatal() {
     assert!(events.iter().any(|e| e.event_type == "fatal"));
 }
 
-#[tokio::test(start_paused = true)]
-async fn restarts_spread_beyond_the_window_are_not_fatal() {
+#[tokio::test]
+async fn restarts_spread_over_event_time_are_not_fatal_however_fast_the_run() {
     let sandbox = sandbox(SandboxLimits::default());
     let module = load(&sandbox, "faulty");
-    // A fault every 5th call of an instance, and at most 2 restarts per minute.
+    // A fault every 5th call of an instance, and at most 2 restarts per minute
+    // of event time. The events are 31 s of event time apart but handled as
+    // fast as the host goes: the window is judged on event time, as a
+    // real-time run would see it.
     let mut cell = start_cell(
         module,
         json!({"fault": "panic", "after_calls": 5}),
@@ -243,14 +240,38 @@ async fn restarts_spread_beyond_the_window_are_not_fatal() {
     )
     .await;
     for i in 0..40 {
-        cell.handle(i, EventKind::Timer(i))
+        cell.handle(1_000 + i * 31_000, EventKind::Timer(i))
             .await
             .expect("never fatal");
-        // Event time is not wall time: the window counts wall time, advanced here.
-        tokio::time::advance(Duration::from_secs(31)).await;
     }
     assert!(cell.stats().restarts >= 8, "stats: {:?}", cell.stats());
     assert_eq!(cell.state(), CellState::Running);
+}
+
+#[tokio::test]
+async fn restarts_crowded_in_event_time_are_fatal() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "faulty");
+    // The same strategy with its events 1 s of event time apart: more than
+    // 2 restarts within a minute of event time.
+    let mut cell = start_cell(
+        module,
+        json!({"fault": "panic", "after_calls": 5}),
+        quick_restarts(2),
+        1,
+    )
+    .await;
+    let mut fatal = None;
+    for i in 0..40 {
+        if let Err(e) = cell.handle(1_000 + i * 1_000, EventKind::Timer(i)).await {
+            fatal = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(fatal, Some(CellError::Fatal { restarts: 3, .. })),
+        "{fatal:?}"
+    );
 }
 
 #[tokio::test]
@@ -456,4 +477,273 @@ async fn too_many_actions_for_one_event_is_a_fault() {
     );
     cell.stop().await;
     assert_eq!(faulty_state(&cell).await["count"], 7);
+}
+
+/// Event types of the cell's system events, in order.
+async fn system_events(cell: &Cell) -> Vec<polybot_host::store::SystemEvent> {
+    cell.store().system_events(10_000).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_first_checkpoint_drops_the_instance_and_no_event_takes_the_blame() {
+    let sandbox = sandbox(SandboxLimits {
+        call_deadline: Duration::from_millis(30),
+        ..SandboxLimits::default()
+    });
+    let module = load(&sandbox, "faulty");
+    // `snapshot` overruns its deadline for the state right after init only.
+    let mut cell = start_cell(
+        module,
+        json!({"fault": "loop", "snapshot_fault_at": [0]}),
+        quick_restarts(10),
+        4,
+    )
+    .await;
+    let steps = feed(&mut cell, 10).await;
+    assert!(steps.iter().all(|s| !s.quarantined));
+    let faults: Vec<String> = system_events(&cell)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "fault")
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert!(
+        faults[0].contains("checkpoint after init") && faults[0].contains("deadline"),
+        "{faults:?}"
+    );
+    assert!(
+        !faults
+            .iter()
+            .any(|f| f.contains("event 1") || f.contains("cannot enter")),
+        "{faults:?}"
+    );
+    cell.stop().await;
+    let state = faulty_state(&cell).await;
+    assert_eq!(state["count"], 10, "state: {state}");
+}
+
+#[tokio::test]
+async fn a_snapshot_that_loses_state_is_rebuilt_from_an_older_start() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "faulty");
+    // Snapshots forget `count`; every event returns a cancel naming `count`;
+    // the checkpoint after event 8 traps, so event 9 needs a recovery, which
+    // restores the (lossy) checkpoint at 4.
+    let mut cell = start_cell(
+        module,
+        json!({"fault": "panic", "snapshot_fault_at": [8], "lossy_snapshot": true}),
+        quick_restarts(20),
+        4,
+    )
+    .await;
+    let steps = feed(&mut cell, 20).await;
+    assert_eq!(cell.stats().restarts, 1, "stats: {:?}", cell.stats());
+    assert_eq!(cell.stats().divergences, 1, "stats: {:?}", cell.stats());
+    assert_eq!(cell.state(), CellState::Running);
+    // The state that acts is right: each event names its true count.
+    for step in &steps {
+        let cancel = step
+            .actions
+            .iter()
+            .find_map(|a| match &a.action {
+                polybot_host::contract::Action::CancelOrder(id) => Some(id.clone()),
+                _ => None,
+            })
+            .expect("a cancel per event");
+        assert_eq!(cancel, format!("count-{}", step.seq));
+    }
+    let events = system_events(&cell).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event_type == "divergence" && e.message.contains("rebuilding from")),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e.event_type == "fatal"));
+}
+
+#[tokio::test]
+async fn divergence_that_persists_from_seq_1_is_fatal() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "faulty");
+    // Each event's actions name how many snapshots the instance took: no
+    // replay reproduces them. The checkpoint after event 8 traps, so event 9
+    // needs a recovery.
+    let mut cell = start_cell(
+        module,
+        json!({"fault": "panic", "snapshot_fault_at": [8], "hidden_state": true}),
+        quick_restarts(20),
+        4,
+    )
+    .await;
+    let mut error = None;
+    for i in 0..20 {
+        if let Err(e) = cell.handle(1_000 + i, EventKind::Timer(i)).await {
+            error = Some(e);
+            break;
+        }
+    }
+    let error = error.expect("the cell went fatal");
+    assert!(matches!(error, CellError::Diverged { .. }), "{error}");
+    assert!(error.to_string().contains("even from init"), "{error}");
+    assert_eq!(cell.state(), CellState::Fatal);
+    assert!(matches!(
+        cell.handle(99_999, EventKind::Timer(99)).await,
+        Err(CellError::Diverged { .. })
+    ));
+    let events = system_events(&cell).await;
+    let divergences = events
+        .iter()
+        .filter(|e| e.event_type == "divergence")
+        .count();
+    assert_eq!(
+        divergences, 3,
+        "newest checkpoint, an older one, init: {events:?}"
+    );
+    assert!(events.iter().any(|e| e.event_type == "fatal"));
+}
+
+#[tokio::test]
+async fn pending_timers_survive_a_restart_of_the_instance() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "faulty");
+    let mut cell = start_cell(
+        module,
+        json!({"fault": "panic", "after_calls": 3, "timers_per_event": 1, "timer_delay_ms": 10_000}),
+        quick_restarts(10),
+        1,
+    )
+    .await;
+    // Events 1..=5 at 1 s apart; the instance traps on event 3 and restarts.
+    for i in 1..=5u64 {
+        cell.handle(i * 1_000, EventKind::Timer(0)).await.unwrap();
+    }
+    assert!(cell.stats().restarts >= 1);
+    assert_eq!(cell.pending_timers(), 5);
+    assert_eq!(cell.take_due_timers(10_999), vec![]);
+    assert_eq!(
+        cell.take_due_timers(13_000),
+        vec![(11_000, 1_000), (12_000, 2_000), (13_000, 3_000)]
+    );
+    // Firing a timer removes it; the ones not yet fired stay pending.
+    cell.handle(11_000, EventKind::Timer(1_000)).await.unwrap();
+    assert_eq!(
+        cell.pending_timers(),
+        3,
+        "timers 4, 5 and the one event 6 set"
+    );
+}
+
+#[tokio::test]
+async fn too_many_pending_timers_is_a_fault_of_the_event_that_set_them() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "faulty");
+    let restart = polybot_host::supervisor::RestartPolicy {
+        max_pending_timers: 100,
+        ..quick_restarts(20)
+    };
+    // 30 timers per event: the fourth event would leave 120 pending.
+    let mut cell = start_cell(
+        module,
+        json!({"timers_per_event": 30, "timer_delay_ms": 60_000}),
+        restart,
+        100,
+    )
+    .await;
+    let steps = feed(&mut cell, 5).await;
+    let quarantined: Vec<u64> = steps
+        .iter()
+        .filter(|s| s.quarantined)
+        .map(|s| s.seq)
+        .collect();
+    assert_eq!(quarantined, vec![4, 5]);
+    assert_eq!(cell.pending_timers(), 90);
+    let fault = cell.stats().last_fault.clone().unwrap_or_default();
+    assert!(
+        fault.contains("too many timers") && fault.contains("limit is 100"),
+        "{fault}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_restart_is_immediate_and_repeated_faults_back_off() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "faulty");
+    let restart = polybot_host::supervisor::RestartPolicy {
+        backoff_initial: Duration::from_secs(10),
+        backoff_max: Duration::from_secs(60),
+        ..quick_restarts(20)
+    };
+    // Event 3 is poison (three faults in a row); event 6 faults once (the
+    // 3rd call of the instance that came back after the quarantine).
+    let mut cell = start_cell(
+        module,
+        json!({"fault": "panic", "at_seq": [3], "after_calls": 3}),
+        restart,
+        1,
+    )
+    .await;
+    let states = watch(&mut cell);
+    cell.handle(1_000, EventKind::Timer(1)).await.unwrap();
+    cell.handle(2_000, EventKind::Timer(2)).await.unwrap();
+    // The clock is paused: only the backoffs move it.
+    let started = tokio::time::Instant::now();
+    let step = cell.handle(3_000, EventKind::Timer(3)).await.unwrap();
+    assert!(step.quarantined);
+    let poison = started.elapsed();
+    // Faults 2 and 3 in a row waited at least 10 s and 20 s; the first none.
+    assert!(poison >= Duration::from_secs(30), "{poison:?}");
+    assert!(states.lock().unwrap().contains(&CellState::Backoff));
+    states.lock().unwrap().clear();
+    let started = tokio::time::Instant::now();
+    for i in 4..=8 {
+        cell.handle(i * 1_000, EventKind::Timer(i)).await.unwrap();
+    }
+    assert!(cell.stats().restarts >= 4, "stats: {:?}", cell.stats());
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "single faults restart at once"
+    );
+    assert!(!states.lock().unwrap().contains(&CellState::Backoff));
+}
+
+#[tokio::test]
+async fn a_stop_request_ends_a_backoff_at_once() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "faulty");
+    let restart = polybot_host::supervisor::RestartPolicy {
+        backoff_initial: Duration::from_secs(600),
+        backoff_max: Duration::from_secs(600),
+        ..quick_restarts(20)
+    };
+    let mut cell = start_cell(module, json!({"fault": "panic", "at_seq": [2]}), restart, 1).await;
+    let shutdown = polybot_host::supervisor::Shutdown::new();
+    cell.set_shutdown(shutdown.clone());
+    // Ask for the stop as soon as the cell starts waiting out a backoff.
+    cell.on_state_change(Arc::new(move |state| {
+        if state == CellState::Backoff {
+            shutdown.request();
+        }
+    }));
+    cell.handle(1_000, EventKind::Timer(1)).await.unwrap();
+    let started = std::time::Instant::now();
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(60),
+        cell.handle(2_000, EventKind::Timer(2)),
+    )
+    .await
+    .expect("the backoff did not end on the stop request");
+    assert!(
+        matches!(stopped, Err(CellError::Shutdown { .. })),
+        "{stopped:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    cell.stop().await;
+    assert_eq!(cell.state(), CellState::Stopped);
 }

@@ -253,14 +253,14 @@ impl Cell {
             cell.last_seq = last_seq;
             drop(instance);
             // The timers still pending at the end of the journal.
-            let journal =
-                cell.store
-                    .entries_after(&cell.name, 0)
-                    .await
-                    .map_err(|source| StartError::Store {
-                        path: path.clone(),
-                        source,
-                    })?;
+            let journal = cell
+                .store
+                .entries_after(&cell.name, 0)
+                .await
+                .map_err(|source| StartError::Store {
+                    path: path.clone(),
+                    source,
+                })?;
             cell.timers = PendingTimers::rebuild(&journal);
             if let Some(last) = journal.last() {
                 cell.last_event_time_ms = last.event.timestamp_ms;
@@ -361,8 +361,11 @@ impl Cell {
         let mut guest_faults = 0u32;
         loop {
             if self.instance.is_none() {
-                self.bring_up(event.seq - 1, &format!("recovering before event {}", event.seq))
-                    .await?;
+                self.bring_up(
+                    event.seq - 1,
+                    &format!("recovering before event {}", event.seq),
+                )
+                .await?;
             }
             let Some(instance) = self.instance.as_mut() else {
                 continue;
@@ -586,8 +589,12 @@ impl Cell {
                 Ok(())
             }
             Err(fault) => {
-                self.after_fault(&fault, timestamp_ms, &format!("checkpoint after event {seq}"))
-                    .await
+                self.after_fault(
+                    &fault,
+                    timestamp_ms,
+                    &format!("checkpoint after event {seq}"),
+                )
+                .await
             }
         }
     }

@@ -115,9 +115,7 @@ impl Pace {
     /// The wall time that `event_time` takes at this pace.
     pub fn wall(&self, event_time: Duration) -> Duration {
         match *self {
-            Pace::Speed(speed) if speed.is_finite() && speed > 0.0 => {
-                event_time.div_f64(speed)
-            }
+            Pace::Speed(speed) if speed.is_finite() && speed > 0.0 => event_time.div_f64(speed),
             Pace::Speed(_) | Pace::Unpaced => Duration::ZERO,
         }
     }

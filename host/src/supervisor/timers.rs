@@ -126,7 +126,10 @@ mod tests {
             },
         ];
         let timers = PendingTimers::rebuild(&entries);
-        assert_eq!(timers.set.iter().copied().collect::<Vec<_>>(), vec![(900, 2)]);
+        assert_eq!(
+            timers.set.iter().copied().collect::<Vec<_>>(),
+            vec![(900, 2)]
+        );
     }
 
     #[test]
