@@ -747,3 +747,53 @@ async fn a_stop_request_ends_a_backoff_at_once() {
     cell.stop().await;
     assert_eq!(cell.state(), CellState::Stopped);
 }
+
+#[test]
+fn sigterm_during_a_crash_loop_stops_the_host_at_once_as_a_shutdown() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("crash-loop.toml");
+    // Every instance traps on its first call; repeated faults back off 30 s.
+    std::fs::write(
+        &config,
+        "[strategy]\nfault = \"panic\"\nafter_calls = 1\n\
+         [supervisor]\nbackoff_initial = \"30s\"\nbackoff_max = \"60s\"\n",
+    )
+    .unwrap();
+    let mut command = polybot_tests::host_command!("info");
+    command
+        .arg("run")
+        .arg("--strategy")
+        .arg(polybot_tests::guest("faulty"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--speed", "1", "--json", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped());
+    let mut host = polybot_tests::LoggingHost::start_running(&mut command);
+    host.wait_for("to=backoff");
+    let started = std::time::Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &host.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        host.drain_log();
+        let _ = done.send(host.child.wait_with_output());
+    });
+    let output = exited
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the host exited")
+        .expect("the host's output");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed <= Duration::from_secs(2),
+        "stopping took {elapsed:?}"
+    );
+    assert!(output.status.success(), "{:?}", output.status);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    assert_eq!(report["report"]["stop"], "shutdown", "{report}");
+    assert_eq!(report["report"]["state"], "stopped", "{report}");
+}
