@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use polybot_host::contract::EventKind;
 use polybot_host::sandbox::SandboxLimits;
+use polybot_host::store::StoreError;
 use polybot_host::supervisor::{Cell, CellError, CellState};
 use polybot_tests::{load, quick_restarts, sandbox, start_cell};
 use serde_json::json;
@@ -796,4 +797,103 @@ fn sigterm_during_a_crash_loop_stops_the_host_at_once_as_a_shutdown() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
     assert_eq!(report["report"]["stop"], "shutdown", "{report}");
     assert_eq!(report["report"]["state"], "stopped", "{report}");
+}
+
+/// The in-memory store, with reads of checkpoints failing while `failures` lasts.
+struct FlakyStore {
+    inner: polybot_host::store::memory::MemoryStore,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl polybot_host::store::StateStore for FlakyStore {
+    async fn write(&self, write: polybot_host::store::Write) -> Result<(), StoreError> {
+        self.inner.write(write).await
+    }
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.inner.sync().await
+    }
+    async fn entries_after(
+        &self,
+        strategy: &str,
+        after: u64,
+    ) -> Result<Vec<polybot_host::store::JournalEntry>, StoreError> {
+        self.inner.entries_after(strategy, after).await
+    }
+    async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError> {
+        self.inner.last_seq(strategy).await
+    }
+    async fn checkpoints(
+        &self,
+        strategy: &str,
+    ) -> Result<Vec<polybot_host::store::Checkpoint>, StoreError> {
+        use std::sync::atomic::Ordering;
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            return Err(StoreError::new("read checkpoints", "database unavailable"));
+        }
+        self.inner.checkpoints(strategy).await
+    }
+    async fn system_events(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<polybot_host::store::SystemEvent>, StoreError> {
+        self.inner.system_events(limit).await
+    }
+    async fn status(&self) -> Result<Vec<polybot_host::store::StrategyStatus>, StoreError> {
+        self.inner.status().await
+    }
+    async fn orders(
+        &self,
+        strategy: &str,
+    ) -> Result<Vec<polybot_host::store::OrderRecord>, StoreError> {
+        self.inner.orders(strategy).await
+    }
+    async fn trades(
+        &self,
+        strategy: &str,
+    ) -> Result<Vec<polybot_host::store::TradeRecord>, StoreError> {
+        self.inner.trades(strategy).await
+    }
+}
+
+#[tokio::test]
+async fn store_failures_during_recovery_are_retried_and_never_count_as_restarts() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let store = Arc::new(FlakyStore {
+        inner: polybot_host::store::memory::MemoryStore::new(),
+        failures: std::sync::atomic::AtomicU32::new(0),
+    });
+    let spec = polybot_host::supervisor::CellSpec {
+        name: "under-test".into(),
+        module: load(&sandbox, "faulty"),
+        config_json: json!({"fault": "panic", "after_calls": 3}).to_string(),
+        // One restart allowed: counting the store's failures would make it fatal.
+        restart: quick_restarts(1),
+        checkpoint: polybot_host::supervisor::CheckpointPolicy {
+            every_events: 1,
+            every_event_time: Duration::from_secs(3600),
+        },
+    };
+    let mut cell = Cell::start(spec, store.clone()).await.expect("starts");
+    cell.handle(1_000, EventKind::Timer(1)).await.unwrap();
+    cell.handle(2_000, EventKind::Timer(2)).await.unwrap();
+    // The instance traps on event 3; the recovery cannot read checkpoints 5 times.
+    store.failures.store(5, std::sync::atomic::Ordering::SeqCst);
+    let step = cell
+        .handle(3_000, EventKind::Timer(3))
+        .await
+        .expect("handled once the store answers again");
+    assert!(!step.quarantined);
+    assert_eq!(cell.stats().restarts, 1, "stats: {:?}", cell.stats());
+    assert_eq!(cell.state(), CellState::Running);
+    let events = system_events(&cell).await;
+    let host_failures = events
+        .iter()
+        .filter(|e| e.event_type == "host-failure" && e.message.contains("database unavailable"))
+        .count();
+    assert_eq!(host_failures, 5, "{events:?}");
+    cell.stop().await;
+    assert_eq!(faulty_state(&cell).await["count"], 3);
 }
