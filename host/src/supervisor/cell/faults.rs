@@ -100,21 +100,26 @@ impl Cell {
     }
 
     /// Waits `wall` unless a stop is requested first; never arms a timer for
-    /// a zero wait.
-    async fn pause(&self, wall: Duration) -> Result<(), CellError> {
-        let stopped = || CellError::Shutdown {
-            name: self.name.clone(),
+    /// a zero wait. (`&mut self`: a future holding a shared borrow of the
+    /// cell would not be `Send`.)
+    async fn pause(&mut self, wall: Duration) -> Result<(), CellError> {
+        let shutdown = self.shutdown.clone();
+        let interrupted = if shutdown.is_requested() {
+            true
+        } else if wall.is_zero() {
+            false
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(wall) => false,
+                () = shutdown.requested() => true,
+            }
         };
-        if self.shutdown.is_requested() {
-            return Err(stopped());
+        if interrupted {
+            return Err(CellError::Shutdown {
+                name: self.name.clone(),
+            });
         }
-        if wall.is_zero() {
-            return Ok(());
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wall) => Ok(()),
-            () = self.shutdown.requested() => Err(stopped()),
-        }
+        Ok(())
     }
 
     /// Journals `event` as quarantined and brings the strategy up without it.
