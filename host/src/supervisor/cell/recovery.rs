@@ -285,7 +285,11 @@ impl Cell {
             Ok(()) => {
                 self.system_event(
                     "replay-from-start",
-                    "no usable checkpoint; replaying the journal from seq 1".into(),
+                    if older_than == 0 {
+                        "rebuilding from init; replaying the journal from seq 1".into()
+                    } else {
+                        "no usable checkpoint; replaying the journal from seq 1".into()
+                    },
                 )
                 .await;
                 Ok(Start::Init)
