@@ -896,3 +896,46 @@ async fn store_failures_during_recovery_are_retried_and_never_count_as_restarts(
     cell.stop().await;
     assert_eq!(faulty_state(&cell).await["count"], 3);
 }
+
+#[test]
+fn a_strategy_flooding_timers_cannot_carry_the_host_past_its_event_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flood.toml");
+    // 64 timers due at once from every event, timer events included.
+    std::fs::write(&config, "[strategy]\ntimers_per_event = 64\n").unwrap();
+    let output = polybot_tests::host_command!("warn")
+        .arg("run")
+        .arg("--strategy")
+        .arg(polybot_tests::guest("faulty"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--speed", "max", "--events", "5000", "--json", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    let last_seq = report["report"]["last_seq"].as_u64().unwrap();
+    assert!(last_seq <= 5000, "{report}");
+    let fault = report["report"]["cell"]["last_fault"]
+        .as_str()
+        .unwrap_or("");
+    assert!(fault.contains("too many timers"), "{report}");
+    let size: u64 = walk(&dir.path().join("data"));
+    assert!(size < 50 << 20, "data dir holds {size} bytes");
+}
+
+/// Bytes under `path`.
+fn walk(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                walk(&entry.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
