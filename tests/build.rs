@@ -1,5 +1,5 @@
-//! Builds the strategy components the end-to-end tests load (momentum and the
-//! `faulty` fixture) for `wasm32-wasip2`, with a nested `cargo build` into its
+//! Builds the strategy components the end-to-end tests load (momentum, the
+//! `faulty` fixture and its `stuck_describe` example) for `wasm32-wasip2`, with a nested `cargo build` into its
 //! own target directory so it never waits on the outer build's lock.
 
 use std::path::PathBuf;
@@ -32,6 +32,9 @@ fn main() {
             "momentum",
             "-p",
             "faulty",
+            "--lib",
+            "--example",
+            "stuck_describe",
         ])
         .arg("--target-dir")
         .arg(&target_dir);
@@ -57,5 +60,9 @@ fn main() {
         );
     }
     let out = target_dir.join("wasm32-wasip2").join("release");
+    // Examples land in their own folder; the tests find every guest in one.
+    let example = out.join("examples").join("stuck_describe.wasm");
+    std::fs::copy(&example, out.join("stuck_describe.wasm"))
+        .unwrap_or_else(|e| panic!("copy {}: {e}", example.display()));
     println!("cargo:rustc-env=POLYBOT_GUEST_DIR={}", out.display());
 }

@@ -1,10 +1,17 @@
 //! The command line: argument parsing, logging set-up, and exit codes.
 //!
 //! Exit codes: 0 success; 1 the run failed (a strategy went fatal, the host
-//! could not start its runtime); 2 bad input (arguments, a module that is not a
-//! strategy, a config that does not parse, a strategy refusing its config).
-//! Errors are printed as one line naming the file and the problem.
+//! could not start its runtime, the strategy's lease was lost); 2 bad input
+//! (arguments, a module that is not a strategy, a config that does not parse
+//! or holds a value out of range, a strategy refusing its config, a store that
+//! cannot be reached, a strategy another host already runs). Errors are
+//! printed as one line naming the file and the problem, with every credential
+//! of a store URL hidden ([`crate::redact`]). Standard output goes through
+//! [`output`], so a reader that goes away (`status --json | head`) ends the
+//! output quietly instead of panicking.
 
+#[macro_use]
+mod output;
 mod checkpoints;
 mod inspect;
 mod progress;
@@ -12,6 +19,7 @@ mod run;
 mod sim_server;
 mod status;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,25 +82,101 @@ pub struct StoreArgs {
 
     /// The database: `postgres://user@host/db` for PostgreSQL, or
     /// `sqlite:PATH` [default: sqlite in DIR/polybot.db].
-    #[arg(long, env = "DATABASE_URL", value_name = "URL", global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        global = true
+    )]
     pub store: Option<String>,
 }
 
+/// An opened store and the database under it (for the queries outside the
+/// store's own: leases).
+pub struct OpenedStore {
+    pub store: std::sync::Arc<crate::store::sql::SqlStore>,
+    pub backend: std::sync::Arc<dyn crate::store::sql::Backend>,
+}
+
 impl StoreArgs {
+    /// Where the data lives.
+    ///
+    /// # Errors
+    /// A URL with an unknown scheme (bad input), shown without credentials.
+    pub fn location(&self) -> Result<crate::store::sql::StoreLocation, Failure> {
+        use crate::store::sql::StoreLocation;
+        match &self.store {
+            Some(url) => StoreLocation::parse(url, &self.data_dir).map_err(Failure::bad_input),
+            None => Ok(StoreLocation::Sqlite(self.data_dir.join("polybot.db"))),
+        }
+    }
+
+    /// Reaches the database and applies the migrations, without opening the
+    /// store on it. For SQLite this creates the data directory and the file;
+    /// for PostgreSQL it creates nothing locally.
+    ///
+    /// # Errors
+    /// A URL that does not parse, a database that cannot be reached or
+    /// migrated, a data directory that is not writable: bad input.
+    pub async fn connect(
+        &self,
+    ) -> Result<
+        (
+            std::sync::Arc<dyn crate::store::sql::Backend>,
+            crate::store::sql::StoreLocation,
+        ),
+        Failure,
+    > {
+        use crate::store::sql::{Backend, PostgresBackend, SqliteBackend, StoreLocation};
+        let location = self.location()?;
+        let backend: std::sync::Arc<dyn Backend> = match &location {
+            StoreLocation::Sqlite(path) => {
+                self.check_writable()?;
+                std::sync::Arc::new(
+                    SqliteBackend::open(path)
+                        .await
+                        .map_err(Failure::bad_input)?,
+                )
+            }
+            StoreLocation::Postgres(url) => std::sync::Arc::new(
+                PostgresBackend::connect(url)
+                    .await
+                    .map_err(Failure::bad_input)?,
+            ),
+        };
+        backend.migrate().await.map_err(Failure::bad_input)?;
+        Ok((backend, location))
+    }
+
+    /// Opens the store over a connected database; the data directory must be
+    /// writable (it is created if missing).
+    ///
+    /// # Errors
+    /// The data directory is not writable, or the backlog cannot be replayed.
+    pub async fn open_on(
+        &self,
+        backend: std::sync::Arc<dyn crate::store::sql::Backend>,
+        location: crate::store::sql::StoreLocation,
+    ) -> Result<OpenedStore, Failure> {
+        use crate::store::sql::SqlStore;
+        self.check_writable()?;
+        let store = SqlStore::with_backend(backend.clone(), location, &self.data_dir)
+            .await
+            .map_err(Failure::bad_input)?;
+        Ok(OpenedStore {
+            store: std::sync::Arc::new(store),
+            backend,
+        })
+    }
+
     /// Opens the store, creating its files if needed.
     ///
     /// # Errors
-    /// A URL that does not parse, a database that cannot be reached, a data
-    /// directory that is not writable: bad input, exit code 2.
-    pub async fn open(&self) -> Result<crate::store::sql::SqlStore, Failure> {
-        use crate::store::sql::{SqlStore, StoreLocation};
-        let location = match &self.store {
-            Some(url) => StoreLocation::parse(url, &self.data_dir).map_err(Failure::bad_input)?,
-            None => StoreLocation::Sqlite(self.data_dir.join("polybot.db")),
-        };
-        SqlStore::open(location, &self.data_dir)
-            .await
-            .map_err(Failure::bad_input)
+    /// As [`StoreArgs::connect`] and [`StoreArgs::open_on`].
+    pub async fn open(&self) -> Result<OpenedStore, Failure> {
+        let (backend, location) = self.connect().await?;
+        self.open_on(backend, location).await
     }
 
     /// Opens a store that must already exist (for read-only commands): a
@@ -100,17 +184,34 @@ impl StoreArgs {
     ///
     /// # Errors
     /// As [`StoreArgs::open`], and a missing database file.
-    pub async fn open_existing(&self) -> Result<crate::store::sql::SqlStore, Failure> {
-        if self.store.is_none() {
-            let db = self.data_dir.join("polybot.db");
-            if !db.is_file() {
-                return Err(Failure::bad_input(anyhow::anyhow!(
-                    "{}: no polybot database here (use --data-dir or --store)",
-                    db.display()
-                )));
-            }
+    pub async fn open_existing(&self) -> Result<OpenedStore, Failure> {
+        if let crate::store::sql::StoreLocation::Sqlite(db) = self.location()?
+            && !db.is_file()
+        {
+            return Err(Failure::bad_input(anyhow::anyhow!(
+                "{}: no polybot database here (use --data-dir or --store)",
+                db.display()
+            )));
         }
         self.open().await
+    }
+
+    /// Creates the data directory if needed and checks it takes files.
+    fn check_writable(&self) -> Result<(), Failure> {
+        let dir = &self.data_dir;
+        let fail = |e: String| {
+            Failure::bad_input(anyhow::anyhow!("data directory {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        let probe = dir.join(format!(".write-test-{}", std::process::id()));
+        std::fs::write(&probe, b"ok").map_err(|e| fail(format!("not writable: {e}")))?;
+        let _ = std::fs::remove_file(probe);
+        Ok(())
+    }
+
+    /// The store URL as given (flag or `DATABASE_URL`), for scrubbing messages.
+    fn url(&self) -> Option<&str> {
+        self.store.as_deref()
     }
 }
 
@@ -154,6 +255,12 @@ impl Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let url = match &cli.command {
+        Command::Run(args) => args.store.url().map(str::to_string),
+        Command::Status(args) => args.store.url().map(str::to_string),
+        Command::Checkpoints(command) => command.store().url().map(str::to_string),
+        Command::Inspect { .. } | Command::SimServer(_) => None,
+    };
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Inspect { path } => inspect::inspect(&path),
@@ -161,10 +268,22 @@ pub fn main() -> ExitCode {
         Command::Checkpoints(command) => checkpoints::checkpoints(command),
         Command::SimServer(args) => sim_server::run(args),
     };
+    let result = match (result, output::failure()) {
+        (Ok(_), Some(e)) => Err(Failure::runtime(anyhow::anyhow!(
+            "cannot write to standard output: {e}"
+        ))),
+        (result, _) => result,
+    };
     match result {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("error: {:#}", failure.error);
+            let mut line = format!("{:#}", failure.error);
+            if let Some(url) = &url {
+                line = crate::redact::scrub(&line, url);
+            }
+            // One line, even when a cause spans several.
+            let line = line.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+            let _ = writeln!(std::io::stderr(), "error: {line}");
             ExitCode::from(failure.code)
         }
     }

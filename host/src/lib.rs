@@ -21,6 +21,8 @@
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod lease;
+pub mod redact;
 pub mod runner;
 pub mod sandbox;
 pub mod store;

@@ -4,10 +4,12 @@
 //! it returns are executed on the venue, and the order updates and fills that
 //! come back are queued as further events at the same event time, so the
 //! strategy learns of its fills before the next market data. Timers the
-//! strategy set fire when event time reaches them: the cell keeps the pending
-//! timers (they survive restarts of the strategy and are capped there); at
-//! each tick the loop takes the ones due and queues them ahead of the tick's
-//! market data, each at its due time.
+//! strategy set fire when event time reaches them: live, the cell keeps the
+//! pending timers (they survive restarts of the strategy and are capped
+//! there); at each tick the loop takes the ones due and queues them ahead of
+//! the tick's market data, each at its due time. While catching up, the loop
+//! tracks the journal's timers itself and hands what is still pending to the
+//! cell when it goes live.
 //!
 //! **Limits.** The event limit, the event-time limit and a stop request are
 //! checked before every event the strategy is handed — market data, fills and
@@ -16,25 +18,31 @@
 //!
 //! **Resuming.** When the strategy's journal already holds events (the host was
 //! killed or stopped), the cell has restored its state from them; the runner
-//! then *catches the venue up*: it drives the venue through the same history,
-//! checking each event against the journal and re-applying the journaled
-//! actions instead of asking the strategy again. For the simulated venue this
-//! rebuilds the market and the paper account exactly; the first event past the
-//! journal is where live handling continues, so a resumed run produces the
-//! same events as one that was never interrupted. Orders and fills are written
-//! to the store idempotently, so re-applying them never records them twice.
+//! then *catches the venue up*: it restores the newest host state (market,
+//! paper account, timers, ledger; see [`resume`]) and drives the venue
+//! through the journal after it, checking each event against the journal and
+//! re-applying the journaled actions instead of asking the strategy again.
+//! For the simulated venue this rebuilds the market and the paper account
+//! exactly; the first event past the journal is where live handling (and
+//! pacing) continues, so a resumed run produces the same events as one that
+//! was never interrupted. Orders and fills are written to the store
+//! idempotently, so re-applying them never records them twice. Host states
+//! are saved at tick boundaries as the run goes.
 //!
 //! Shutdown is a [`Shutdown`] request passed in and handed to the cell: once
 //! requested the loop finishes the event in hand (a cell in backoff or
 //! recovery stops at once), takes a final checkpoint and returns its report.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+mod resume;
+
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use self::resume::{CatchUpReport, HOST_STATE_EVERY, VenueStart};
 use crate::contract::{Action, EventKind, Fill, PlaceOrder, Side};
-use crate::store::{JournalEntry, OrderRecord, Outcome, TradeRecord, Write, wall_clock_ms};
+use crate::store::{OrderRecord, Outcome, TradeRecord, Write, wall_clock_ms};
 use crate::supervisor::{Cell, CellError, CellState, CellStats, Shutdown};
 use crate::venue::{PortfolioSummary, Venue};
 
@@ -104,6 +112,8 @@ pub struct RunReport {
     pub cell: CellStats,
     /// The error that ended the run, if one did.
     pub fatal: Option<String>,
+    /// How the venue was caught up with the journal, when it was.
+    pub catch_up: Option<CatchUpReport>,
 }
 
 impl RunLimits {
@@ -125,35 +135,33 @@ impl RunLimits {
 }
 
 /// Runs `cell` against `venue` until a limit, the feed's end, a fatal strategy
-/// or `shutdown`. `history` is the strategy's journal when resuming (empty on
-/// a fresh start); see the module docs.
+/// or `shutdown`. A [`VenueStart::Fresh`] venue is first caught up with the
+/// strategy's journal; see the module docs.
 pub async fn run<V: Venue>(
     cell: &mut Cell,
     venue: &mut V,
-    history: Vec<JournalEntry>,
+    start: VenueStart,
     limits: RunLimits,
     counters: Arc<RunCounters>,
     shutdown: Shutdown,
 ) -> RunReport {
     cell.set_shutdown(shutdown.clone());
-    let resumed_at_seq = history.last().map_or(0, |e| e.event.seq);
-    let history = if venue.replays_history() {
-        history
+    let resumed_at_seq = cell.last_seq();
+    let (mut pending, restored) = resume::prepare(cell, venue, start).await;
+    let mut catching_up = pending.is_needed();
+    // Seq of the newest host state this run knows of.
+    let mut host_state_seq = if catching_up {
+        pending.report().from_seq
     } else {
-        if resumed_at_seq > 0 {
-            tracing::info!(
-                strategy = %cell.name(),
-                venue = venue.name(),
-                "the venue keeps its own state; continuing live after seq {resumed_at_seq}"
-            );
-        }
-        Vec::new()
+        resumed_at_seq
     };
-    let mut pending: VecDeque<JournalEntry> = history.into();
     let mut queue: VecDeque<(u64, EventKind)> = VecDeque::new();
-    // Timers set by journaled actions, while catching up; live, the cell keeps them.
-    let mut timers: BTreeSet<(u64, u64)> = BTreeSet::new();
-    let mut ledger = Ledger::default();
+    // The journal's pending timers while catching up; live, the cell keeps them.
+    let mut timers = restored.timers;
+    if !catching_up {
+        cell.add_pending_timers(std::mem::take(&mut timers));
+    }
+    let mut ledger = restored.ledger;
     let mut report = RunReport {
         strategy: cell.name().to_string(),
         state: cell.state(),
@@ -161,21 +169,42 @@ pub async fn run<V: Venue>(
         resumed_at_seq,
         last_seq: cell.last_seq(),
         events: 0,
-        orders: 0,
-        cancels: 0,
-        fills: 0,
-        first_event_ms: pending.front().map(|e| e.event.timestamp_ms),
+        orders: restored.orders,
+        cancels: restored.cancels,
+        fills: restored.fills,
+        first_event_ms: restored.first_event_ms,
         last_event_ms: None,
         portfolio: venue.portfolio(),
         cell: cell.stats().clone(),
         fatal: None,
+        catch_up: None,
     };
-    if !pending.is_empty() {
-        tracing::info!(strategy = %cell.name(), seq = resumed_at_seq, "catching the venue up with the journal");
-    }
 
+    // The run stopped with part of a tick unhandled: no host state then (one
+    // is valid only between ticks); a resume catches up through the journal.
+    let mut mid_tick = false;
     'run: loop {
-        if pending.is_empty() && limits.max_events.is_some_and(|max| cell.last_seq() >= max) {
+        // A tick boundary: every event so far is through the venue.
+        if catching_up && pending.is_done() {
+            catching_up = false;
+            venue.set_catching_up(false);
+            let done = pending.report();
+            tracing::info!(
+                strategy = %cell.name(),
+                from_seq = done.from_seq,
+                to_seq = done.to_seq,
+                entries = done.entries,
+                elapsed_ms = done.wall_ms,
+                "caught up with the journal; continuing live"
+            );
+            report.catch_up = Some(done);
+            cell.add_pending_timers(std::mem::take(&mut timers));
+        }
+        if !catching_up && cell.last_seq() >= host_state_seq + HOST_STATE_EVERY {
+            host_state_seq = cell.last_seq();
+            save_host_state(cell, venue, &report, &ledger).await;
+        }
+        if pending.is_done() && limits.max_events.is_some_and(|max| cell.last_seq() >= max) {
             report.stop = StopReason::EventLimit;
             break;
         }
@@ -199,22 +228,22 @@ pub async fn run<V: Venue>(
             }
         };
         let first = *report.first_event_ms.get_or_insert(tick.timestamp_ms);
-        if pending.is_empty()
+        if pending.is_done()
             && let Some(stop) = limits.reached(cell.last_seq(), first, tick.timestamp_ms)
         {
             report.stop = stop;
             break;
         }
-        if pending.is_empty() {
-            let due = cell.take_due_timers(tick.timestamp_ms);
-            queue.extend(due.into_iter().map(|(at, id)| (at, EventKind::Timer(id))));
-        } else {
+        if catching_up {
             while let Some(&(at, id)) = timers.first()
                 && at <= tick.timestamp_ms
             {
                 timers.pop_first();
                 queue.push_back((at, EventKind::Timer(id)));
             }
+        } else {
+            let due = cell.take_due_timers(tick.timestamp_ms);
+            queue.extend(due.into_iter().map(|(at, id)| (at, EventKind::Timer(id))));
         }
         queue.extend(
             tick.events
@@ -223,23 +252,33 @@ pub async fn run<V: Venue>(
         );
 
         while let Some((timestamp_ms, kind)) = queue.pop_front() {
-            if pending.is_empty() {
+            if pending.is_done() {
                 if let Some(stop) = limits.reached(cell.last_seq(), first, timestamp_ms) {
                     report.stop = stop;
+                    mid_tick = true;
                     break 'run;
                 }
                 if shutdown.is_requested() {
                     report.stop = StopReason::Shutdown;
+                    mid_tick = true;
                     break 'run;
                 }
             }
-            let from_journal = !pending.is_empty();
             let fill = match &kind {
                 EventKind::Fill(fill) => Some(fill.clone()),
                 _ => None,
             };
             // From the journal while catching up, from the strategy after.
-            let (seq, actions) = match pending.pop_front() {
+            let next = match pending.next().await {
+                Ok(next) => next,
+                Err(e) => {
+                    report.fatal = Some(e.to_string());
+                    report.stop = StopReason::Fatal;
+                    break 'run;
+                }
+            };
+            let from_journal = next.is_some();
+            let (seq, actions) = match next {
                 Some(entry) => {
                     if entry.event.kind != kind || entry.event.timestamp_ms != timestamp_ms {
                         report.stop = StopReason::Diverged;
@@ -267,6 +306,7 @@ pub async fn run<V: Venue>(
                     }
                     Err(CellError::Shutdown { .. }) => {
                         report.stop = StopReason::Shutdown;
+                        mid_tick = true;
                         break 'run;
                     }
                     Err(e) => {
@@ -305,6 +345,7 @@ pub async fn run<V: Venue>(
                         venue.cancel_order(id).await
                     }
                     Action::SetTimer(timer) => {
+                        // Live, the cell has taken the timer already.
                         if from_journal {
                             timers.insert((timer.at_ms.max(timestamp_ms), timer.id));
                         }
@@ -318,7 +359,7 @@ pub async fn run<V: Venue>(
             }
             // The counters feed a display redrawn a few times a second;
             // valuing the portfolio on every event would be wasted work.
-            if pending.is_empty() && seq % PUBLISH_EVERY == 0 {
+            if pending.is_done() && seq % PUBLISH_EVERY == 0 {
                 publish(
                     &counters,
                     &report,
@@ -329,6 +370,17 @@ pub async fn run<V: Venue>(
         }
     }
 
+    if pending.is_done()
+        && !mid_tick
+        && cell.last_seq() > host_state_seq
+        && !matches!(report.stop, StopReason::Fatal | StopReason::Diverged)
+    {
+        // Ended at a tick boundary: the next run resumes from exactly here.
+        save_host_state(cell, venue, &report, &ledger).await;
+    }
+    if catching_up {
+        report.catch_up = Some(pending.report());
+    }
     cell.stop().await;
     report.state = cell.state();
     report.last_seq = cell.last_seq();
@@ -343,6 +395,18 @@ pub async fn run<V: Venue>(
     report
 }
 
+async fn save_host_state<V: Venue>(cell: &Cell, venue: &V, report: &RunReport, ledger: &Ledger) {
+    let run = resume::RunState {
+        timers: cell.pending_timer_set().clone(),
+        ledger: ledger.clone(),
+        orders: report.orders,
+        cancels: report.cancels,
+        fills: report.fills,
+        first_event_ms: report.first_event_ms,
+    };
+    resume::save(cell, venue, run).await;
+}
+
 async fn record(cell: &Cell, write: Write) {
     if let Err(e) = cell.store().write(write).await {
         tracing::warn!(strategy = %cell.name(), "cannot record: {e}");
@@ -350,16 +414,7 @@ async fn record(cell: &Cell, write: Write) {
 }
 
 fn order_record(intent_id: &str, seq: u64, order: &PlaceOrder) -> OrderRecord {
-    OrderRecord {
-        intent_id: intent_id.to_string(),
-        seq,
-        market: order.market.clone(),
-        side: side_name(order.side).to_string(),
-        price: order.price,
-        size: order.size,
-        order_type: format!("{:?}", order.order_type).to_lowercase(),
-        created_at_ms: wall_clock_ms(),
-    }
+    OrderRecord::placed(intent_id.to_string(), seq, order, wall_clock_ms())
 }
 
 fn side_name(side: Side) -> &'static str {
@@ -370,7 +425,7 @@ fn side_name(side: Side) -> &'static str {
 }
 
 /// Average-cost accounting per market, to give each fill its realised PnL.
-#[derive(Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Ledger {
     positions: HashMap<String, (f64, f64)>,
 }

@@ -6,21 +6,28 @@
 //! the file is a component that implements the `polybot:strategy` world, and
 //! keeps compiled code in an on-disk cache so a restart does not recompile.
 //! [`StrategyModule::instantiate`] makes an [`Instance`]: a fresh wasmtime
-//! `Store` with its own memory cap, per-call deadline and captured stdio.
+//! `Store` with its own memory cap, per-call deadline, output limits and
+//! captured stdio.
 //!
-//! The sandbox decides nothing. A call either returns or fails with a typed
-//! [`GuestFault`] (trap, deadline, memory cap, too many actions) or a host
-//! error; what to do about it is the supervisor's business.
+//! The sandbox decides nothing. A call either returns output that passed the
+//! limits of [`SandboxLimits`], or fails with a typed [`GuestFault`] (the
+//! strategy's doing: trap, deadline, memory cap, invalid or oversize output,
+//! exit, resource limit) or a host error; what to do about it is the
+//! supervisor's business.
 //!
-//! Invariant: a trap poisons an instance — wasmtime refuses further calls into
-//! it — so an `Instance` that returned a fault must be dropped, never reused.
+//! Invariant: a failed call poisons an instance — it refuses every further
+//! call — so an `Instance` that returned an error must be dropped, never reused.
 
+mod fault;
 mod guest;
 mod instance;
+mod log;
 mod module;
+mod output;
 
-pub use guest::LogTarget;
-pub use instance::{CallError, GuestFault, Instance};
+pub use fault::{CallError, GuestFault};
+pub use instance::Instance;
+pub use log::LogTarget;
 pub use module::{LoadError, StrategyModule};
 
 use std::path::{Path, PathBuf};
@@ -33,19 +40,33 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::contract::Strategy;
 use guest::GuestState;
 
-/// Resource limits every strategy instance runs under.
+/// Resource limits every strategy instance runs under: the `[sandbox]` table
+/// of the config file. Every guest output the host accepts is bounded by one
+/// of these (see `sandbox/output.rs` for the rules).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxLimits {
     /// Largest linear memory an instance may grow to, in bytes.
     pub memory_bytes: usize,
-    /// Wall time one call into a strategy may take.
+    /// Wall time one call into a strategy may take, whatever it waits on.
     #[serde(with = "humantime_serde_compat")]
     pub call_deadline: Duration,
     /// Most actions one `on-event` call may return.
     pub max_actions_per_event: usize,
+    /// Longest market id or cancel id an action may carry, in bytes.
+    pub max_id_bytes: usize,
+    /// Most data one `on-event` call may return (each action counted as the
+    /// host's in-memory size plus its strings), and most any single value the
+    /// strategy passes the host during that call (a log line, a stdout write)
+    /// may carry. Checked before the host copies it.
+    pub max_output_bytes: usize,
+    /// Largest snapshot a strategy may return, in bytes.
+    pub max_snapshot_bytes: usize,
     /// Longest log line a strategy may emit; longer lines are cut.
     pub max_log_line: usize,
+    /// Most log lines (stdout, stderr and `host.log` together) a strategy may
+    /// write per second; the rest are dropped and counted in one warning.
+    pub max_log_lines_per_sec: u32,
     /// Most strategy instances alive at once (sizes the pooling allocator).
     pub max_instances: u32,
 }
@@ -56,9 +77,50 @@ impl Default for SandboxLimits {
             memory_bytes: 64 << 20,
             call_deadline: Duration::from_millis(100),
             max_actions_per_event: 64,
+            max_id_bytes: 256,
+            max_output_bytes: 64 << 10,
+            max_snapshot_bytes: 16 << 20,
             max_log_line: 4096,
+            max_log_lines_per_sec: 100,
             max_instances: 64,
         }
+    }
+}
+
+impl SandboxLimits {
+    /// Checks the limits make sense; the error names the `[sandbox]` key.
+    ///
+    /// # Errors
+    /// A one-line description of the first limit out of range.
+    pub fn check(&self) -> Result<(), String> {
+        if self.memory_bytes < (1 << 20) {
+            return Err(format!(
+                "[sandbox] memory_bytes of {} is below the 1 MiB minimum",
+                self.memory_bytes
+            ));
+        }
+        if self.call_deadline < EPOCH_TICK {
+            return Err(format!(
+                "[sandbox] call_deadline of {:?} is shorter than the {:?} epoch tick",
+                self.call_deadline, EPOCH_TICK
+            ));
+        }
+        let at_least = [
+            ("max_actions_per_event", self.max_actions_per_event, 1),
+            ("max_id_bytes", self.max_id_bytes, 16),
+            ("max_output_bytes", self.max_output_bytes, 4096),
+            ("max_snapshot_bytes", self.max_snapshot_bytes, 1024),
+            ("max_log_line", self.max_log_line, 80),
+        ];
+        for (key, value, min) in at_least {
+            if value < min {
+                return Err(format!("[sandbox] {key} must be at least {min}"));
+            }
+        }
+        if self.max_instances == 0 {
+            return Err("[sandbox] max_instances must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -77,8 +139,9 @@ pub(crate) mod humantime_serde_compat {
     }
 }
 
-/// How often the epoch ticker advances the engine's epoch. A call's deadline is
-/// enforced to within one tick.
+/// How often the epoch ticker advances the engine's epoch. A running call
+/// yields to the async runtime once per tick, and its deadline is enforced to
+/// within one tick.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// The engine, linker and limits shared by every strategy of a host.
@@ -98,19 +161,7 @@ impl Sandbox {
     /// When wasmtime cannot set up the engine (for instance, the pooling
     /// allocator cannot reserve its memory).
     pub fn new(limits: SandboxLimits, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
-        if limits.memory_bytes < (1 << 20) {
-            anyhow::bail!(
-                "sandbox memory limit of {} bytes is below the 1 MiB minimum",
-                limits.memory_bytes
-            );
-        }
-        if limits.call_deadline < EPOCH_TICK {
-            anyhow::bail!(
-                "call deadline {:?} is shorter than the {:?} epoch tick",
-                limits.call_deadline,
-                EPOCH_TICK
-            );
-        }
+        limits.check().map_err(anyhow::Error::msg)?;
         let mut pool = PoolingAllocationConfig::default();
         let instances = limits.max_instances.max(1);
         pool.total_component_instances(instances)
@@ -158,16 +209,6 @@ impl Sandbox {
     pub fn load(&self, path: &Path) -> Result<StrategyModule, LoadError> {
         module::load(self, path)
     }
-
-    /// Number of epoch ticks that make up the per-call deadline.
-    fn deadline_ticks(&self) -> u64 {
-        let ticks = self
-            .limits
-            .call_deadline
-            .as_nanos()
-            .div_ceil(EPOCH_TICK.as_nanos());
-        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
-    }
 }
 
 /// A background thread advancing the engine's epoch every [`EPOCH_TICK`]; it
@@ -200,5 +241,26 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limits_pass_and_a_limit_out_of_range_names_its_key() {
+        assert_eq!(SandboxLimits::default().check(), Ok(()));
+        let tiny = SandboxLimits {
+            max_output_bytes: 10,
+            ..SandboxLimits::default()
+        };
+        let e = tiny.check().unwrap_err();
+        assert!(e.contains("[sandbox] max_output_bytes"), "{e}");
+        let fast = SandboxLimits {
+            call_deadline: Duration::from_millis(1),
+            ..SandboxLimits::default()
+        };
+        assert!(fast.check().unwrap_err().contains("call_deadline"));
     }
 }

@@ -1,5 +1,5 @@
-//! Durable state: the journal of events, checkpoints, orders, trades and
-//! system events, behind one [`StateStore`] trait.
+//! Durable state: the journal of events, checkpoints, host states, orders,
+//! trades and system events, behind one [`StateStore`] trait.
 //!
 //! Implementations: [`memory::MemoryStore`] (one process, for tests and
 //! benchmarks), [`sql::SqlStore`] over SQLite (the embedded default, a file in
@@ -11,13 +11,15 @@
 //! its effects leave the host. Writes are buffered and committed in groups, so
 //! only effects wait for a commit, not every event.
 
+pub mod codec;
 pub mod files;
 pub mod memory;
+pub mod mirror;
 pub mod sql;
 
 use sha2::{Digest, Sha256};
 
-use crate::contract::{Action, Event};
+use crate::contract::{Action, Event, PlaceOrder, Side};
 
 /// What became of a journaled event.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -108,6 +110,46 @@ pub struct OrderRecord {
     pub created_at_ms: u64,
 }
 
+impl OrderRecord {
+    /// The record of order `intent_id`, placed by event `seq`.
+    pub fn placed(intent_id: String, seq: u64, order: &PlaceOrder, created_at_ms: u64) -> Self {
+        OrderRecord {
+            intent_id,
+            seq,
+            market: order.market.clone(),
+            side: match order.side {
+                Side::Buy => "buy",
+                Side::Sell => "sell",
+            }
+            .to_string(),
+            price: order.price,
+            size: order.size,
+            order_type: format!("{:?}", order.order_type).to_lowercase(),
+            created_at_ms,
+        }
+    }
+
+    /// The orders a journal entry places, in action order.
+    pub fn placed_by(entry: &JournalEntry, created_at_ms: u64) -> Vec<OrderRecord> {
+        let Outcome::Handled(actions) = &entry.outcome else {
+            return Vec::new();
+        };
+        actions
+            .iter()
+            .enumerate()
+            .filter_map(|(index, action)| match action {
+                Action::PlaceOrder(order) => Some(OrderRecord::placed(
+                    crate::contract::intent_id(entry.event.seq, index),
+                    entry.event.seq,
+                    order,
+                    created_at_ms,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// A fill, with the profit it realised.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TradeRecord {
@@ -165,6 +207,44 @@ pub enum Write {
         restarts: u64,
         at_ms: u64,
     },
+    /// The host's own state for a strategy (see [`HostState`]); the newest
+    /// [`KEPT_HOST_STATES`] are kept.
+    HostState {
+        strategy: String,
+        state: HostState,
+    },
+}
+
+/// What the host itself must remember about a strategy's run to resume it
+/// from seq `seq` instead of from the journal's start: the venue's market
+/// and paper account, pending timers, the fill ledger and counters. Opaque
+/// bytes here; the runner encodes and decodes them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HostState {
+    /// Seq of the last journaled event the state includes.
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+    /// SHA-256 of `bytes`, checked before the state is used.
+    pub checksum: Vec<u8>,
+    /// Wall time it was taken, ms since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+impl HostState {
+    pub fn new(seq: u64, bytes: Vec<u8>) -> Self {
+        let checksum = Sha256::digest(&bytes).to_vec();
+        HostState {
+            seq,
+            bytes,
+            checksum,
+            created_at_ms: wall_clock_ms(),
+        }
+    }
+
+    /// Whether the bytes still match their checksum.
+    pub fn is_intact(&self) -> bool {
+        Sha256::digest(&self.bytes).as_slice() == self.checksum.as_slice()
+    }
 }
 
 /// A checkpoint in a form that serialises (for the local backlog).
@@ -174,7 +254,9 @@ pub struct CheckpointFile {
     pub event_time_ms: u64,
     pub state_version: u32,
     pub module_digest: String,
+    #[serde(with = "codec::bytes")]
     pub state: Vec<u8>,
+    #[serde(with = "codec::bytes")]
     pub checksum: Vec<u8>,
     pub created_at_ms: u64,
 }
@@ -231,6 +313,9 @@ impl StoreError {
 /// How many checkpoints per strategy are kept.
 pub const KEPT_CHECKPOINTS: usize = 3;
 
+/// How many host states per strategy are kept.
+pub const KEPT_HOST_STATES: usize = 3;
+
 /// Where strategies' durable state lives. Writes are buffered; [`Self::sync`]
 /// waits until everything written before it is durable.
 #[async_trait::async_trait]
@@ -254,6 +339,19 @@ pub trait StateStore: Send + Sync {
         strategy: &str,
         after: u64,
     ) -> Result<Vec<JournalEntry>, StoreError>;
+
+    /// At most `limit` journal entries of `strategy` with seq greater than
+    /// `after`, in order: the journal read a page at a time, so a long
+    /// journal is never held in memory whole.
+    async fn journal_page(
+        &self,
+        strategy: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
+
+    /// Kept host states of `strategy`, newest first (see [`HostState`]).
+    async fn host_states(&self, strategy: &str) -> Result<Vec<HostState>, StoreError>;
 
     /// The seq of `strategy`'s last journaled event (0 if none).
     async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError>;

@@ -108,4 +108,34 @@ pub trait Venue: Send {
     fn replays_history(&self) -> bool {
         false
     }
+
+    /// A venue that replays history runs as fast as it can while the runner
+    /// catches it up with the journal (`true`), and at its configured pace
+    /// again from the first live event (`false`). Others ignore it.
+    fn set_catching_up(&mut self, _catching_up: bool) {}
+
+    /// The venue's whole state, encoded, for a venue that replays history:
+    /// restoring it ([`Venue::restore_state`]) into a venue built from the
+    /// same configuration continues exactly where this one is. `None` for a
+    /// venue that keeps its own state.
+    fn save_state(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Restores a state [`Venue::save_state`] produced.
+    ///
+    /// # Errors
+    /// The state does not decode or belongs to another configuration; the
+    /// venue is then unchanged.
+    fn restore_state(&mut self, _state: &[u8]) -> Result<(), VenueStateError> {
+        Err(VenueStateError(format!(
+            "venue {} does not restore saved states",
+            self.name()
+        )))
+    }
 }
+
+/// Why a saved venue state cannot be restored.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("venue state: {0}")]
+pub struct VenueStateError(pub String);

@@ -3,7 +3,7 @@
 //! The strategy components are built by this package's `build.rs`; the host's
 //! command line is built as the `polybot-host-e2e` binary of this package.
 
-use std::io::{BufRead, BufReader, Lines};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
@@ -110,6 +110,11 @@ impl TempDatabase {
     pub fn url(&self) -> String {
         self.url_via(POSTGRES)
     }
+
+    /// Runs `sql` in it (through `psql`), failing the test if it fails.
+    pub fn execute(&self, sql: &str) {
+        psql(&self.name, sql);
+    }
 }
 
 impl Drop for TempDatabase {
@@ -136,45 +141,96 @@ fn psql(database: &str, sql: &str) {
             "-c",
             sql,
         ])
-        .status()
-        .expect("run psql");
-    assert!(status.success(), "psql failed: {sql}");
+        .output()
+        .expect("run psql (the PostgreSQL client; these tests need it)");
+    assert!(
+        status.status.success(),
+        "this test needs a PostgreSQL server at {POSTGRES} (user postgres, trust \
+         authentication, database `test`); `{sql}` failed: {}",
+        String::from_utf8_lossy(&status.stderr).trim()
+    );
 }
 
-/// A host process whose stderr (its log) is read line by line. Keep it until
-/// the host has exited: dropping it closes the pipe the host logs to.
+/// How long [`LoggingHost`] waits for a log line before failing the test.
+pub const LOG_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A host process whose stderr (its log) is read line by line, on a thread
+/// of its own so that every wait has a timeout. Keep it until the host has
+/// exited.
 pub struct LoggingHost {
     pub child: Child,
-    log: Lines<BufReader<ChildStderr>>,
+    log: std::sync::mpsc::Receiver<String>,
 }
 
 impl LoggingHost {
     /// Spawns `command` (a `run` logging at info or finer) with stderr piped,
     /// and returns once it logs that its strategy is running.
     pub fn start_running(command: &mut Command) -> LoggingHost {
-        let mut child = command
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the host");
-        let log = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        let mut host = LoggingHost { child, log };
+        let mut host = LoggingHost::spawn(command);
         host.wait_for("strategy running");
         host
     }
 
-    /// Reads the log up to the first line holding `needle`, and returns it.
-    pub fn wait_for(&mut self, needle: &str) -> String {
-        for line in self.log.by_ref() {
-            let line = line.expect("read the host's log");
-            if line.contains(needle) {
-                return line;
+    /// Spawns `command` with stderr piped, without waiting for anything.
+    pub fn spawn(command: &mut Command) -> LoggingHost {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the host");
+        let stderr: ChildStderr = child.stderr.take().expect("piped stderr");
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
-        }
-        panic!("the host never logged `{needle}`");
+        });
+        LoggingHost { child, log }
     }
 
-    /// Reads the rest of the log, so the pipe never holds the host up.
-    pub fn drain_log(&mut self) {
-        for _ in self.log.by_ref() {}
+    /// Reads the log up to the first line holding `needle`, and returns it;
+    /// fails after [`LOG_TIMEOUT`] or when the host closes its log first.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        self.wait_for_within(needle, LOG_TIMEOUT)
+    }
+
+    /// [`Self::wait_for`] with its own timeout.
+    pub fn wait_for_within(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "the host did not log `{needle}` within {timeout:?}; its log so far:\n{}",
+                    seen.join("\n")
+                ),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "the host closed its log without logging `{needle}`:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Reads the rest of the log (until the host closes it), so the pipe never
+    /// holds the host up; returns it. Fails after [`LOG_TIMEOUT`].
+    pub fn drain_log(&mut self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + LOG_TIMEOUT;
+        let mut rest = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => rest.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return rest,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the host kept its log open for {LOG_TIMEOUT:?}")
+                }
+            }
+        }
     }
 }

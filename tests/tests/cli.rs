@@ -428,3 +428,195 @@ fn watch_hot_swaps_a_changed_strategy_file_while_running() {
     );
     assert_eq!(json["strategies"][0]["state"], "stopped");
 }
+
+#[test]
+fn a_module_whose_describe_loops_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let stuck = guest("stuck_describe");
+    assert_bad_input(
+        dir.path(),
+        &[
+            "run",
+            "--strategy",
+            stuck.to_str().unwrap(),
+            "--events",
+            "5",
+        ],
+        &["stuck_describe.wasm", "describe failed"],
+    );
+}
+
+#[test]
+fn every_refused_config_value_names_the_file_and_the_key() {
+    let cases: &[(&str, &[&str])] = &[
+        ("[sim]\nmarkets = []\n", &["[sim] markets", "empty"]),
+        (
+            "[sim]\nmarkets = [\"a\", \"b\", \"a\"]\n",
+            &["[sim] markets", "`a` is listed twice"],
+        ),
+        ("[sim]\nmarkets = [\"\"]\n", &["[sim] markets"]),
+        ("[sim]\nvolatility = nan\n", &["[sim] volatility"]),
+        (
+            "[sim]\ntrade_probability = 1.5\n",
+            &["[sim] trade_probability"],
+        ),
+        ("[sim]\ntick_ms = 0\n", &["[sim] tick_ms"]),
+        ("[sim]\ndepth = 0\n", &["[sim] depth"]),
+        (
+            "[sandbox]\nmax_actions_per_event = 0\n",
+            &["[sandbox] max_actions_per_event"],
+        ),
+        (
+            "[sandbox]\ncall_deadline = \"1ms\"\n",
+            &["[sandbox] call_deadline", "epoch tick"],
+        ),
+        (
+            "[sandbox]\ncall_deadline = \"2h\"\n",
+            &["[sandbox] call_deadline"],
+        ),
+        (
+            "[sandbox]\nmemory_bytes = 1000\n",
+            &["[sandbox] memory_bytes"],
+        ),
+        (
+            "[sandbox]\nmax_instances = 0\n",
+            &["[sandbox] max_instances"],
+        ),
+        (
+            "[supervisor]\nrestart_window = \"0s\"\n",
+            &["[supervisor] restart_window"],
+        ),
+        (
+            "[supervisor]\nbackoff_initial = \"0s\"\n",
+            &["[supervisor] backoff_initial"],
+        ),
+        (
+            "[supervisor]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n",
+            &["[supervisor] backoff_max"],
+        ),
+        (
+            "[supervisor]\nquarantine_after = 0\n",
+            &["[supervisor] quarantine_after"],
+        ),
+        (
+            "[checkpoint]\nevery_event_time = \"0s\"\n",
+            &["[checkpoint] every_event_time"],
+        ),
+        (
+            "[checkpoint]\nevery_events = 0\n",
+            &["[checkpoint] every_events"],
+        ),
+        ("[paper]\nfee_bps = -5.0\n", &["[paper] fee_bps"]),
+        (
+            "[paper]\nstarting_cash = -1.0\n",
+            &["[paper] starting_cash"],
+        ),
+        ("[paper]\nstarting_cash = inf\n", &["[paper] starting_cash"]),
+        ("[lease]\nttl = \"10ms\"\n", &["[lease] ttl"]),
+        ("[sim]\ntick_ms = -3\n", &["tick_ms"]),
+    ];
+    for (toml, expected) in cases {
+        let mut needles = vec!["values.toml"];
+        needles.extend_from_slice(expected);
+        assert_config_refused("momentum", "values.toml", toml.as_bytes(), &needles);
+    }
+}
+
+#[test]
+fn duplicate_or_empty_market_flags_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let momentum = guest("momentum");
+    let m = momentum.to_str().unwrap();
+    assert_bad_input(
+        dir.path(),
+        &["run", "--strategy", m, "--market", "x", "--market", "x"],
+        &["--market", "`x` is listed twice"],
+    );
+}
+
+#[test]
+fn store_credentials_never_appear_in_messages_or_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let momentum = guest("momentum");
+    let m = momentum.to_str().unwrap();
+    for url in [
+        "mysql://bot:hunter2@db.example/polybot",
+        "postgres://bot@127.0.0.1:1/polybot?password=hunter2",
+        "postgres://bot:hunter2@127.0.0.1:1/polybot",
+    ] {
+        let output = run_in(dir.path(), &["run", "--strategy", m, "--store", url]);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        let text = stderr(&output);
+        assert!(!text.contains("hunter2"), "password shown: {text}");
+        assert!(error_line(&output).contains("***"), "{text}");
+        // The same through the environment, for a read-only command.
+        let output = host()
+            .current_dir(dir.path())
+            .env("DATABASE_URL", url)
+            .arg("status")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+    }
+    let help = host()
+        .env("DATABASE_URL", "postgres://bot:hunter2@db/polybot")
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("DATABASE_URL"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(!dir.path().join("data").exists());
+}
+
+#[test]
+fn printing_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let momentum = guest("momentum");
+    let done = run_in(
+        dir.path(),
+        &[
+            "run",
+            "--strategy",
+            momentum.to_str().unwrap(),
+            "--speed",
+            "max",
+            "--events",
+            "200",
+        ],
+    );
+    assert!(done.status.success(), "{}", stderr(&done));
+    for args in [
+        &["status", "--json"][..],
+        &["status"][..],
+        &["checkpoints", "list"][..],
+        &[
+            "run",
+            "--strategy",
+            momentum.to_str().unwrap(),
+            "--speed",
+            "max",
+            "--events",
+            "300",
+            "--json",
+        ][..],
+    ] {
+        // A pipe whose reader is already gone: every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = host()
+            .current_dir(dir.path())
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+            .wait_with_output()
+            .unwrap();
+        let text = stderr(&output);
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+        assert!(text.trim().is_empty(), "{args:?}: {text}");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {text}");
+    }
+}

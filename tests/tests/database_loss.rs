@@ -57,7 +57,7 @@ async fn run_until(cell: &mut Cell, venue: &mut SimVenue, events: u64) -> runner
     runner::run(
         cell,
         venue,
-        Vec::new(),
+        runner::VenueStart::AtJournalEnd,
         limits,
         Arc::new(RunCounters::default()),
         Shutdown::new(),
@@ -103,7 +103,7 @@ async fn database_outage_is_survived_and_resynced_exactly_once() {
     let report = runner::run(
         &mut cell,
         &mut venue,
-        Vec::new(),
+        runner::VenueStart::AtJournalEnd,
         RunLimits::default(),
         Arc::new(RunCounters::default()),
         end_of_outage,
@@ -200,4 +200,179 @@ async fn database_outage_is_survived_and_resynced_exactly_once() {
         journal == expected,
         "the resynced journal differs from an uninterrupted run"
     );
+}
+
+/// Issue 11 item 13: a host killed while PostgreSQL is away restarts while it
+/// is still away, resumes from its local files (checkpoint copies, journal
+/// copy, backlog) and trades on; once the database returns the backlog is
+/// resynced exactly once and the journal is an uninterrupted run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_restarted_during_an_outage_resumes_from_local_files() {
+    use polybot_tests::{LoggingHost, guest};
+    use std::process::Stdio;
+
+    let db = TempDatabase::create("pb_restart");
+    let reference_db = TempDatabase::create("pb_restart_ref");
+    let proxy = FaultProxy::start(POSTGRES.parse().unwrap()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let reference_data = tempfile::tempdir().unwrap();
+    let url = db.url_via(&proxy.addr().to_string());
+    let momentum = guest("momentum");
+    let args = |data: &std::path::Path, url: &str, speed: &str| -> Vec<String> {
+        [
+            "run",
+            "--strategy",
+            momentum.to_str().unwrap(),
+            "--speed",
+            speed,
+            "--events",
+            "4000",
+            "--json",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--store",
+            url,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let host = || polybot_tests::host_command!("info");
+
+    // Running against the database, then it goes away mid-run and the host
+    // is killed while it is away, with a backlog on disk.
+    let mut first = LoggingHost::start_running(
+        host()
+            .args(args(data.path(), &url, "100"))
+            .stdout(Stdio::null()),
+    );
+    proxy.cut();
+    first.wait_for("database unreachable, writing to local files");
+    let batches = || {
+        std::fs::read_dir(data.path().join("backlog"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let waited = std::time::Instant::now();
+    while batches() < 3 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no backlog written within a minute of the cut"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "the run was still going when killed"
+    );
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    first.drain_log();
+    let backlog = batches();
+
+    // Restarted while the database is still away: it starts, resumes from the
+    // local files, and trades to the end of the run.
+    let mut second = LoggingHost::start_running(
+        host()
+            .args(args(data.path(), &url, "max"))
+            .stdout(Stdio::piped()),
+    );
+    second.drain_log();
+    let output = second.child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the restarted host ran to the end");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let last_seq = report["report"]["last_seq"].as_u64().unwrap();
+    assert!(last_seq >= 4000, "{report}");
+    assert!(
+        report["report"]["resumed_at_seq"].as_u64().unwrap() > 0,
+        "it resumed, not started over"
+    );
+    assert!(
+        std::fs::read_dir(data.path().join("backlog"))
+            .unwrap()
+            .count()
+            > backlog,
+        "its writes went to the backlog"
+    );
+
+    // The database returns; the next start resyncs the backlog exactly once.
+    proxy.restore();
+    let output = host()
+        .args(args(data.path(), &url, "max"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(data.path().join("backlog"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "backlog left: {left:?}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let reference = host()
+        .args(args(reference_data.path(), &reference_db.url(), "max"))
+        .output()
+        .unwrap();
+    assert!(reference.status.success());
+    let direct = PostgresBackend::connect(&db.url()).await.unwrap();
+    let journal = direct.entries_after("momentum", 0).await.unwrap();
+    let expected = PostgresBackend::connect(&reference_db.url())
+        .await
+        .unwrap()
+        .entries_after("momentum", 0)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = journal.iter().map(|e| e.event.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=last_seq).collect::<Vec<_>>(),
+        "every entry exactly once"
+    );
+    assert!(
+        journal == expected,
+        "the resynced journal differs from an uninterrupted run"
+    );
+    let events = direct.system_events(10_000).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event_type == "store-unreachable" && e.message.contains("at start")),
+        "the start during the outage is recorded"
+    );
+    let mut ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let all = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "no system event twice");
+}
+
+/// Only a database this data directory has reached before may be resumed
+/// from local files; one never reached is bad input (exit 2), as before.
+#[test]
+fn a_database_never_reached_from_this_data_directory_is_bad_input() {
+    let data = tempfile::tempdir().unwrap();
+    let output = polybot_tests::host_command!("info")
+        .args([
+            "run",
+            "--strategy",
+            polybot_tests::guest("momentum").to_str().unwrap(),
+            "--events",
+            "10",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--store",
+            "postgres://postgres@127.0.0.1:1/never",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("connect to postgres"));
+    assert!(!data.path().join("backlog").exists());
 }

@@ -24,15 +24,20 @@ fn host() -> Command {
 }
 
 fn run_args(data: &Path, store: Option<&str>) -> Vec<String> {
+    run_args_paced(data, store, EVENTS, "max")
+}
+
+/// As [`run_args`], for `events` events at `speed`.
+fn run_args_paced(data: &Path, store: Option<&str>, events: &str, speed: &str) -> Vec<String> {
     let momentum = guest("momentum");
     let mut args: Vec<String> = [
         "run",
         "--strategy",
         momentum.to_str().unwrap(),
         "--speed",
-        "max",
+        speed,
         "--events",
-        EVENTS,
+        events,
         "--json",
         "--data-dir",
         data.to_str().unwrap(),
@@ -48,7 +53,11 @@ fn run_args(data: &Path, store: Option<&str>) -> Vec<String> {
 
 /// Runs to completion.
 fn run_to_end(data: &Path, store: Option<&str>) -> serde_json::Value {
-    let output = host().args(run_args(data, store)).output().unwrap();
+    run_args_to_end(run_args(data, store))
+}
+
+fn run_args_to_end(args: Vec<String>) -> serde_json::Value {
+    let output = host().args(args).output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -69,8 +78,27 @@ impl Lcg {
     }
 }
 
+/// The last journaled seq, as `status` reads it from the store.
+fn stored_last_seq(data: &Path, store: Option<&str>) -> u64 {
+    let mut command = host();
+    command.args(["status", "--json", "--data-dir", data.to_str().unwrap()]);
+    if let Some(url) = store {
+        command.args(["--store", url]);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    json["strategies"][0]["last_seq"].as_u64().unwrap_or(0)
+}
+
 /// Starts the run, waits until the strategy is running, lets it work for a
-/// random while, then SIGKILLs it. Several times.
+/// random while, then SIGKILLs it. Several times. Each kill must land mid-run:
+/// the host still running when killed, and the journal grown by it but short
+/// of the end.
 fn kill_repeatedly(data: &Path, store: Option<&str>, kills: usize) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -78,14 +106,27 @@ fn kill_repeatedly(data: &Path, store: Option<&str>, kills: usize) {
         .as_nanos() as u64;
     eprintln!("kill delays seeded with {seed}");
     let mut rng = Lcg(seed);
-    for _ in 0..kills {
+    let end: u64 = EVENTS.parse().unwrap();
+    let mut before = 0;
+    for kill in 0..kills {
         let mut host =
             LoggingHost::start_running(host().args(run_args(data, store)).stdout(Stdio::null()));
         // Fault injection: how long it works before the kill is the random part.
-        std::thread::sleep(Duration::from_millis(50 + rng.next(700)));
+        std::thread::sleep(Duration::from_millis(50 + rng.next(400)));
+        assert!(
+            host.child.try_wait().unwrap().is_none(),
+            "kill {kill} came after the run had finished"
+        );
         host.child.kill().unwrap(); // SIGKILL
         host.child.wait().unwrap();
         host.drain_log();
+        let after = stored_last_seq(data, store);
+        eprintln!("kill {kill}: journal at seq {after}");
+        assert!(
+            after > before && after < end,
+            "kill {kill} did not land mid-run: journal went from {before} to {after} of {end}"
+        );
+        before = after;
     }
 }
 
@@ -141,20 +182,13 @@ fn nothing_lost(killed: &Durable, reference: &Durable) {
         recorded, expected,
         "orders table differs from the journal's intents"
     );
-    let duplicated = placed.len() - {
-        let mut unique = placed.clone();
-        unique.sort();
-        unique.dedup();
-        unique.len()
-    };
     let lost = reference.journal.len().saturating_sub(killed.journal.len());
     eprintln!(
-        "nothing-lost check: acknowledged {} events / {} orders / {} fills; lost {lost}; duplicated {duplicated}",
+        "nothing-lost check: acknowledged {} events / {} orders / {} fills; lost {lost}",
         killed.journal.len(),
         killed.orders.len(),
         killed.trades.len()
     );
-    assert_eq!(duplicated, 0);
     // The killed-and-resumed run is the uninterrupted one: same events, same
     // orders (none sent twice: a duplicate would show as a rejection), same
     // fills, same final state.
@@ -180,14 +214,28 @@ fn nothing_lost(killed: &Durable, reference: &Durable) {
     );
 }
 
+/// The venue's own record — the paper account the final run ends with, and
+/// the orders and fills it saw, replayed history included — is the
+/// uninterrupted run's: an order sent twice would show here as an extra order
+/// or fill and a different position.
+fn same_venue_record(resumed: &serde_json::Value, reference: &serde_json::Value) {
+    for key in ["orders", "fills", "cancels", "portfolio"] {
+        assert_eq!(
+            resumed["report"][key], reference["report"][key],
+            "the venue's record of `{key}` differs from an uninterrupted run"
+        );
+    }
+}
+
 #[test]
 fn sigkilled_host_resumes_exactly_with_sqlite() {
     let reference_dir = tempfile::tempdir().unwrap();
     let killed_dir = tempfile::tempdir().unwrap();
-    run_to_end(reference_dir.path(), None);
+    let reference = run_to_end(reference_dir.path(), None);
     kill_repeatedly(killed_dir.path(), None, 4);
     let last = run_to_end(killed_dir.path(), None);
     assert_eq!(last["report"]["state"], "stopped");
+    same_venue_record(&last, &reference);
     sqlite_nothing_lost(killed_dir.path(), reference_dir.path());
 }
 
@@ -226,9 +274,10 @@ fn sigkilled_host_resumes_exactly_with_postgres() {
     let killed_db = TempDatabase::create("pb_kill");
     let reference_dir = tempfile::tempdir().unwrap();
     let killed_dir = tempfile::tempdir().unwrap();
-    run_to_end(reference_dir.path(), Some(&reference_db.url()));
+    let reference_report = run_to_end(reference_dir.path(), Some(&reference_db.url()));
     kill_repeatedly(killed_dir.path(), Some(&killed_db.url()), 4);
-    run_to_end(killed_dir.path(), Some(&killed_db.url()));
+    let last = run_to_end(killed_dir.path(), Some(&killed_db.url()));
+    same_venue_record(&last, &reference_report);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let reference = runtime.block_on(read_back(
@@ -476,4 +525,266 @@ async fn a_corrupt_journal_entry_is_named_not_skipped() {
         .unwrap_err()
         .to_string();
     assert_eq!(again, error);
+}
+
+/// A small filesystem of the test's own (a tmpfs mounted on a temp dir), so
+/// the disk can really be filled: writes fail with ENOSPC, as on a full disk.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            output.status.success(),
+            "the full-disk tests mount a small tmpfs to fill, which needs root: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn filler(&self) -> std::path::PathBuf {
+        self.dir.path().join("filler")
+    }
+
+    /// Writes a file until the filesystem has no space left.
+    fn fill(&self) {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(self.filler()).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match file.write_all(&chunk).and_then(|()| file.flush()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => panic!("fill the disk: {e}"),
+            }
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.filler()).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Batches still waiting in the backlog.
+fn backlog_batches(data: &Path) -> usize {
+    std::fs::read_dir(data.join("backlog"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Order rows in a SQLite data directory, read with the sqlite3 shell.
+fn stored_orders(data: &Path) -> u64 {
+    let out = Command::new("sqlite3")
+        .arg(data.join("polybot.db"))
+        .arg("SELECT COUNT(*) FROM orders")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Events in the full-disk runs; paced so the run is still going when the
+/// disk fills.
+const PACED_EVENTS: &str = "4000";
+const PACED_SPEED: &str = "100";
+
+/// Issue 11 item 9: with the data directory full for a few seconds mid-run
+/// (SQLite and the backlog both failing with ENOSPC), the writes are held
+/// and retried, nothing is acknowledged that is not durable, and once space
+/// returns everything reaches the database exactly once: no backlog left, the
+/// same command again finishes, and the journal is an uninterrupted run's.
+#[test]
+fn a_transiently_full_disk_loses_nothing_and_the_database_catches_up() {
+    let disk = SmallDisk::mount(16);
+    let reference_dir = tempfile::tempdir().unwrap();
+    let args = || run_args_paced(&disk.data(), None, PACED_EVENTS, PACED_SPEED);
+    let reference = run_args_to_end(run_args_paced(
+        reference_dir.path(),
+        None,
+        PACED_EVENTS,
+        "max",
+    ));
+
+    let mut host = LoggingHost::start_running(host().args(args()).stdout(Stdio::piped()));
+    disk.fill();
+    host.wait_for("writes cannot be made durable");
+    // The fault: the disk stays full for a few seconds, less than a sync waits.
+    std::thread::sleep(Duration::from_secs(3));
+    disk.free();
+    host.wait_for("writes are durable again");
+    host.drain_log();
+    let status = host.child.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut host.child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "the run rode out the full disk: {stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["report"]["fatal"], serde_json::Value::Null);
+
+    assert_eq!(backlog_batches(&disk.data()), 0, "the backlog drained");
+    let stored = stored_last_seq(&disk.data(), None);
+    assert_eq!(
+        stored,
+        report["report"]["last_seq"].as_u64().unwrap(),
+        "the database holds every event the run reports"
+    );
+    // The same command again finishes (no history mismatch) and the result
+    // is exactly an uninterrupted run's.
+    let again = run_args_to_end(args());
+    assert_eq!(again["report"]["stop"], reference["report"]["stop"]);
+    same_venue_record(&again, &reference);
+    sqlite_nothing_lost(&disk.data(), reference_dir.path());
+}
+
+/// Issue 11 item 9: on a disk that stays full, a sync cannot be acknowledged,
+/// so the run stops (exit 1) without sending the order whose intent is not
+/// durable; every order it did send is journaled with its order row, and
+/// once space returns the same command resumes to an uninterrupted run.
+#[test]
+fn on_a_full_disk_no_order_goes_out_before_it_is_durable() {
+    let disk = SmallDisk::mount(16);
+    let reference_dir = tempfile::tempdir().unwrap();
+    let args = || run_args_paced(&disk.data(), None, PACED_EVENTS, PACED_SPEED);
+    let reference = run_args_to_end(run_args_paced(
+        reference_dir.path(),
+        None,
+        PACED_EVENTS,
+        "max",
+    ));
+
+    let mut host = LoggingHost::start_running(host().args(args()).stdout(Stdio::piped()));
+    // Fill the disk once the run has placed a few orders.
+    let waited = std::time::Instant::now();
+    while stored_orders(&disk.data()) < 3 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no orders within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    disk.fill();
+    host.wait_for("writes cannot be made durable");
+    host.drain_log();
+    let status = host.child.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut host.child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let fatal = report["report"]["fatal"].as_str().unwrap_or_default();
+    assert!(fatal.contains("not durable"), "{fatal}");
+    let sent = report["report"]["orders"].as_u64().unwrap();
+
+    disk.free();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let durable = runtime.block_on(read_back(
+        StoreLocation::Sqlite(disk.data().join("polybot.db")),
+        &disk.data(),
+    ));
+    let placed: Vec<String> = durable
+        .journal
+        .iter()
+        .flat_map(|e| match &e.outcome {
+            polybot_host::store::Outcome::Handled(actions) => {
+                polybot_host::supervisor::plan(e.event.seq, actions.clone())
+            }
+            _ => Vec::new(),
+        })
+        .filter(|p| !p.intent_id.is_empty())
+        .map(|p| p.intent_id)
+        .collect();
+    assert!(sent > 0, "the run placed orders before the disk filled");
+    assert!(
+        placed.len() as u64 >= sent,
+        "{sent} orders went out but only {} are in the durable journal",
+        placed.len()
+    );
+    let rows: Vec<&str> = durable
+        .orders
+        .iter()
+        .map(|o| o.intent_id.as_str())
+        .collect();
+    for intent in &placed {
+        assert!(
+            rows.contains(&intent.as_str()),
+            "journaled order {intent} has no order row"
+        );
+    }
+
+    let again = run_args_to_end(args());
+    same_venue_record(&again, &reference);
+    sqlite_nothing_lost(&disk.data(), reference_dir.path());
+}
+
+/// Journal entries written as JSON by earlier versions (TEXT rows, mixed
+/// with binary ones in one page) are still read, in order and unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_entries_written_as_json_are_still_read() {
+    use polybot_host::supervisor::{Cell, CellSpec, CheckpointPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let location = StoreLocation::Sqlite(dir.path().join("polybot.db"));
+    let sandbox = polybot_tests::sandbox(Default::default());
+    let spec = CellSpec {
+        name: "faulty".into(),
+        module: polybot_tests::load(&sandbox, "faulty"),
+        config_json: "{}".into(),
+        restart: polybot_tests::quick_restarts(10),
+        checkpoint: CheckpointPolicy::default(),
+    };
+    let written = {
+        let store: Arc<dyn StateStore> =
+            Arc::new(SqlStore::open(location.clone(), dir.path()).await.unwrap());
+        let mut cell = Cell::start(spec, store.clone()).await.unwrap();
+        for i in 0..20 {
+            cell.handle(i, polybot_host::contract::EventKind::Timer(i))
+                .await
+                .unwrap();
+        }
+        let written = store.entries_after("faulty", 0).await.unwrap();
+        store.close().await.unwrap();
+        written
+    };
+    assert_eq!(written.len(), 20);
+    // Rewrite the even entries as earlier versions stored them.
+    let mut script = String::new();
+    for entry in written.iter().filter(|e| e.event.seq % 2 == 0) {
+        let json = serde_json::to_string(entry).unwrap().replace('\'', "''");
+        script.push_str(&format!(
+            "UPDATE journal SET entry = '{json}' WHERE seq = {};\n",
+            entry.event.seq
+        ));
+    }
+    let status = Command::new("sqlite3")
+        .arg(dir.path().join("polybot.db"))
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let store = SqlStore::open(location, dir.path()).await.unwrap();
+    assert_eq!(store.entries_after("faulty", 0).await.unwrap(), written);
 }

@@ -34,7 +34,7 @@ async fn run<V: Venue>(cell: &mut Cell, venue: &mut V, limits: RunLimits) -> Run
     let run = runner::run(
         cell,
         venue,
-        Vec::new(),
+        runner::VenueStart::Fresh,
         limits,
         Arc::new(RunCounters::default()),
         Shutdown::new(),
@@ -269,7 +269,7 @@ async fn a_stop_request_during_a_crash_loop_ends_the_run_as_shutdown() {
     let run = runner::run(
         &mut cell,
         &mut venue,
-        Vec::new(),
+        runner::VenueStart::Fresh,
         RunLimits::default(),
         Arc::new(RunCounters::default()),
         shutdown,

@@ -819,6 +819,20 @@ impl polybot_host::store::StateStore for FlakyStore {
     ) -> Result<Vec<polybot_host::store::JournalEntry>, StoreError> {
         self.inner.entries_after(strategy, after).await
     }
+    async fn journal_page(
+        &self,
+        strategy: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<polybot_host::store::JournalEntry>, StoreError> {
+        self.inner.journal_page(strategy, after, limit).await
+    }
+    async fn host_states(
+        &self,
+        strategy: &str,
+    ) -> Result<Vec<polybot_host::store::HostState>, StoreError> {
+        self.inner.host_states(strategy).await
+    }
     async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError> {
         self.inner.last_seq(strategy).await
     }

@@ -23,6 +23,16 @@ pub enum CheckpointsCommand {
     Verify(Selection),
 }
 
+impl CheckpointsCommand {
+    /// The store flags of whichever subcommand this is.
+    pub fn store(&self) -> &StoreArgs {
+        match self {
+            CheckpointsCommand::List(sel) | CheckpointsCommand::Verify(sel) => &sel.store,
+            CheckpointsCommand::Show { selection, .. } => &selection.store,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct Selection {
     /// Only this strategy [default: all].
@@ -37,9 +47,9 @@ pub fn checkpoints(command: CheckpointsCommand) -> Result<ExitCode, Failure> {
         match command {
             CheckpointsCommand::List(sel) => {
                 for (name, kept) in load(&sel).await? {
-                    println!("{name}");
+                    outln!("{name}");
                     for c in kept {
-                        println!(
+                        outln!(
                             "  seq {:>10}  state v{}  {:>8} bytes  {}  module {}",
                             c.seq,
                             c.state_version,
@@ -67,20 +77,17 @@ pub fn checkpoints(command: CheckpointsCommand) -> Result<ExitCode, Failure> {
                         "{name}: no such checkpoint"
                     )));
                 };
-                println!("strategy       {name}");
-                println!("seq            {}", c.seq);
-                println!("event time ms  {}", c.event_time_ms);
-                println!("state version  {}", c.state_version);
-                println!("module         {}", c.module_digest);
-                println!(
+                outln!("strategy       {name}");
+                outln!("seq            {}", c.seq);
+                outln!("event time ms  {}", c.event_time_ms);
+                outln!("state version  {}", c.state_version);
+                outln!("module         {}", c.module_digest);
+                outln!(
                     "checksum       {} ({})",
                     hex::encode(c.checksum),
                     if c.is_intact() { "ok" } else { "CORRUPT" }
                 );
-                match std::str::from_utf8(&c.state) {
-                    Ok(text) => println!("state          {text}"),
-                    Err(_) => println!("state          {} bytes of binary", c.state.len()),
-                }
+                print_state(&c.state);
                 Ok(ExitCode::SUCCESS)
             }
             CheckpointsCommand::Verify(sel) => {
@@ -91,11 +98,11 @@ pub fn checkpoints(command: CheckpointsCommand) -> Result<ExitCode, Failure> {
                         total += 1;
                         if !c.is_intact() {
                             bad += 1;
-                            println!("{name}: checkpoint at seq {} fails its checksum", c.seq);
+                            outln!("{name}: checkpoint at seq {} fails its checksum", c.seq);
                         }
                     }
                 }
-                println!("{total} checkpoints checked, {bad} corrupt");
+                outln!("{total} checkpoints checked, {bad} corrupt");
                 Ok(if bad == 0 {
                     ExitCode::SUCCESS
                 } else {
@@ -106,8 +113,32 @@ pub fn checkpoints(command: CheckpointsCommand) -> Result<ExitCode, Failure> {
     })
 }
 
+/// How much of a binary state is shown.
+const BINARY_PREVIEW: usize = 256;
+
+/// The state as text when it is UTF-8 (JSON, say), else as a hex dump of
+/// its first bytes.
+fn print_state(state: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(state) {
+        outln!("state          {text}");
+        return;
+    }
+    outln!("state          {} bytes of binary:", state.len());
+    for (i, line) in state.chunks(16).take(BINARY_PREVIEW / 16).enumerate() {
+        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String = line
+            .iter()
+            .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
+            .collect();
+        outln!("  {:08x}  {:<47}  {ascii}", i * 16, hex.join(" "));
+    }
+    if state.len() > BINARY_PREVIEW {
+        outln!("  … {} more bytes", state.len() - BINARY_PREVIEW);
+    }
+}
+
 async fn load(sel: &Selection) -> Result<Vec<(String, Vec<Checkpoint>)>, Failure> {
-    let store = sel.store.open_existing().await?;
+    let store = sel.store.open_existing().await?.store;
     let names: Vec<String> = match &sel.strategy {
         Some(name) => vec![name.clone()],
         None => store

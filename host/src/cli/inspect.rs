@@ -20,7 +20,7 @@ pub fn inspect(path: &Path) -> Result<ExitCode, Failure> {
 async fn inspect_async(path: &Path) -> Result<ExitCode, Failure> {
     let sandbox = Sandbox::new(SandboxLimits::default(), None).map_err(Failure::runtime)?;
     let engine = sandbox.engine().clone();
-    println!("{}", path.display());
+    outln!("{}", path.display());
     match sandbox.load(path) {
         Ok(module) => {
             print_items(&engine, module.component());
@@ -33,12 +33,14 @@ async fn inspect_async(path: &Path) -> Result<ExitCode, Failure> {
             let info = instance.describe().await.map_err(|e| {
                 Failure::bad_input(anyhow::anyhow!("{}: describe failed: {e}", path.display()))
             })?;
-            println!("  sha256      {}", module.digest());
-            println!(
+            outln!("  sha256      {}", module.digest());
+            outln!(
                 "  strategy    {} {} (state version {})",
-                info.name, info.version, info.state_version
+                info.name,
+                info.version,
+                info.state_version
             );
-            println!("  contract    satisfies polybot:strategy@0.1.0");
+            outln!("  contract    satisfies polybot:strategy@0.1.0");
             Ok(ExitCode::SUCCESS)
         }
         Err(LoadError::WrongWorld { path: p, reason }) => {
@@ -59,13 +61,13 @@ async fn inspect_async(path: &Path) -> Result<ExitCode, Failure> {
 
 fn print_items(engine: &wasmtime::Engine, component: &wasmtime::component::Component) {
     let ty = component.component_type();
-    println!("  imports");
+    outln!("  imports");
     for (name, item) in ty.imports(engine) {
-        println!("    {:<10} {name}", kind(&item.ty));
+        outln!("    {:<10} {name}", kind(&item.ty));
     }
-    println!("  exports");
+    outln!("  exports");
     for (name, item) in ty.exports(engine) {
-        println!("    {:<10} {name}", kind(&item.ty));
+        outln!("    {:<10} {name}", kind(&item.ty));
     }
 }
 

@@ -1,6 +1,13 @@
 //! `polybot-host run`: one strategy, in the foreground, on the simulated
 //! market (default) or on Polymarket (`--venue polymarket`, paper execution
 //! unless `--live`).
+//!
+//! Order of a start, so that bad input writes nothing: arguments and config
+//! are checked, the module is loaded and tried completely (describe, init)
+//! and the venue is reached; then the strategy's lease is taken (lock file,
+//! then database row; another host holding it is bad input naming the
+//! holder); only then is the store opened and the strategy started. A lease
+//! lost while running stops the run (exit 1).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -14,7 +21,8 @@ use clap::Args;
 use super::Failure;
 use super::progress::Progress;
 use crate::config::HostConfig;
-use crate::runner::{self, RunCounters, RunLimits, RunReport, StopReason};
+use crate::lease::{Holder, Lease, LeaseError, LockFile};
+use crate::runner::{self, RunCounters, RunLimits, RunReport, StopReason, VenueStart};
 use crate::sandbox::Sandbox;
 use crate::store::StateStore;
 use crate::supervisor::{Cell, CellSpec, CellState, Pace, Shutdown, StartError};
@@ -67,7 +75,7 @@ pub struct RunArgs {
     pub events: Option<u64>,
 
     /// Stop after this much event time from the strategy's first event (e.g. `90s`, `6h`, `7d`).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = parse_positive_duration)]
     pub duration: Option<Duration>,
 
     #[command(flatten)]
@@ -118,7 +126,7 @@ pub struct PolymarketArgs {
 
     /// With `--venue polymarket`: no market data for this long counts as a
     /// stalled feed (reported to the strategy as degraded, then reconnected).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
     pub stall_timeout: Duration,
 }
 
@@ -132,6 +140,17 @@ pub enum VenueKind {
 pub enum Speed {
     Times(f64),
     Max,
+}
+
+/// A duration flag: `90s`, `6h`, `7d`; zero is refused.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("`{text}` must be longer than zero")),
+        Err(e) => Err(format!(
+            "`{text}` is not a duration ({e}); use e.g. 90s, 6h, 7d"
+        )),
+    }
 }
 
 fn parse_speed(text: &str) -> Result<Speed, String> {
@@ -160,6 +179,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             .unwrap_or_else(|| "strategy".into()),
     };
     check_name(&name).map_err(Failure::bad_input)?;
+    if !args.markets.is_empty() {
+        crate::config::check_markets(&args.markets)
+            .map_err(|e| Failure::bad_input(anyhow::anyhow!("--market: {e}")))?;
+    }
     let credentials = check_venue_args(&args).map_err(Failure::bad_input)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -291,33 +314,27 @@ async fn run_async(
 ) -> Result<ExitCode, Failure> {
     let data_dir = args.store.data_dir.clone();
     let sandbox = Arc::new(
-        Sandbox::new(config.sandbox.clone(), Some(data_dir.join("cache")))
-            .map_err(Failure::bad_input)?,
+        Sandbox::new(config.sandbox.clone(), Some(data_dir.join("cache"))).map_err(|e| {
+            // The limits come from `[sandbox]`: name where they were set.
+            let origin = match &args.config {
+                Some(path) => format!("{}: [sandbox]", path.display()),
+                None => "sandbox".into(),
+            };
+            Failure::bad_input(anyhow::anyhow!("{origin}: cannot set up the limits: {e:#}"))
+        })?,
     );
     let module = sandbox.load(&args.strategy).map_err(Failure::bad_input)?;
     preflight(&module, &name, &config.strategy_json()).await?;
     let mut venue = build_venue(&args, &config, &name, credentials).await?;
-    // The module and its configuration are good; now the store may create its files.
-    let store: Arc<dyn StateStore> = Arc::new(args.store.open().await?);
-    // A venue that replays is driven through the whole journal; any other
-    // only needs to know where it ends.
-    let replays = match &venue {
-        ChosenVenue::Sim(v) => crate::venue::Venue::replays_history(v.as_ref()),
-        ChosenVenue::Polymarket(v) => crate::venue::Venue::replays_history(v.as_ref()),
-    };
-    let from = if replays {
-        0
-    } else {
-        store
-            .last_seq(&name)
-            .await
-            .map_err(Failure::runtime)?
-            .saturating_sub(1)
-    };
-    let history = store
-        .entries_after(&name, from)
-        .await
-        .map_err(Failure::runtime)?;
+    // The module and its configuration are good. Claim the strategy before
+    // the store writes anything for it.
+    let ttl = config.lease.ttl;
+    let (mut lease, backend, location) = take_lease(&args.store, &name, ttl).await?;
+    let opened = args.store.open_on(backend, location).await?;
+    let shared: Arc<dyn StateStore> = opened.store.clone();
+    lease.keep_renewed(ttl, shared.clone());
+    // What the strategy writes stops the moment its lease is lost.
+    let store = lease.fence(shared);
     let spec = CellSpec {
         name: name.clone(),
         module: module.clone(),
@@ -325,12 +342,17 @@ async fn run_async(
         restart: config.supervisor.clone(),
         checkpoint: config.checkpoint.clone(),
     };
-    let mut cell = Cell::start(spec, store.clone())
-        .await
-        .map_err(|e| match e {
-            StartError::Store { .. } => Failure::runtime(e),
-            _ => Failure::bad_input(e),
-        })?;
+    let mut cell = match Cell::start(spec, store.clone()).await {
+        Ok(cell) => cell,
+        Err(e) => {
+            // Not started: let the next host have the strategy at once.
+            lease.release().await;
+            return Err(match e {
+                StartError::Store { .. } => Failure::runtime(e),
+                _ => Failure::bad_input(e),
+            });
+        }
+    };
     // Started: only now does anything get written.
     if let Err(e) = module.save_to_cache() {
         tracing::warn!("cannot cache compiled code in {}: {e}", data_dir.display());
@@ -371,19 +393,28 @@ async fn run_async(
         (ChosenVenue::Sim(_), Speed::Times(x)) => Pace::Speed(x),
         (ChosenVenue::Polymarket(_), _) => Pace::Speed(1.0),
     });
+    let lease_lost = lease.lost();
     let shutdown = Shutdown::new();
     let requested = shutdown.clone();
     tokio::spawn(async move {
-        let name = stop_signal.recv().await;
-        tracing::info!("{name}: finishing the event in hand, then stopping");
+        tokio::select! {
+            name = stop_signal.recv() => {
+                tracing::info!("{name}: finishing the event in hand, then stopping");
+            }
+            loss = lease_lost => {
+                tracing::error!("{loss}: finishing the event in hand, then stopping");
+            }
+        }
         requested.request();
     });
     let report = match &mut venue {
         ChosenVenue::Sim(v) => {
-            runner::run(&mut cell, v.as_mut(), history, limits, counters, shutdown).await
+            let start = VenueStart::Fresh;
+            runner::run(&mut cell, v.as_mut(), start, limits, counters, shutdown).await
         }
         ChosenVenue::Polymarket(v) => {
-            runner::run(&mut cell, v.as_mut(), history, limits, counters, shutdown).await
+            let start = VenueStart::Fresh;
+            runner::run(&mut cell, v.as_mut(), start, limits, counters, shutdown).await
         }
     };
     if let Some(progress) = progress {
@@ -391,15 +422,22 @@ async fn run_async(
     }
     let elapsed = started.elapsed();
     // The cell synced its last writes when it stopped; closing lets go of the database too.
+    let lost = lease.is_lost();
+    if lost.is_none() {
+        lease.release().await;
+    }
     if let Err(e) = store.close().await {
         tracing::error!("store did not close cleanly: {e}");
     }
 
     if args.json {
         let json = serde_json::json!({ "report": &report, "wall_seconds": elapsed.as_secs_f64() });
-        println!("{json:#}");
+        outln!("{json:#}");
     } else {
         print_summary(&report, &info, &args, &module.digest(), elapsed);
+    }
+    if let Some(loss) = lost {
+        return Err(Failure::runtime(loss));
     }
     match (&report.fatal, report.state) {
         (Some(fatal), _) => Err(Failure::runtime(anyhow::anyhow!("{fatal}"))),
@@ -486,6 +524,40 @@ async fn watch_module(
     }
 }
 
+/// Takes the strategy's lease: the lock file first when the data directory
+/// exists (a second host on it is refused before touching the database), then
+/// the database row. Returns the lease with the connected database.
+async fn take_lease(
+    store: &super::StoreArgs,
+    name: &str,
+    ttl: Duration,
+) -> Result<
+    (
+        Lease,
+        Arc<dyn crate::store::sql::Backend>,
+        crate::store::sql::StoreLocation,
+    ),
+    Failure,
+> {
+    let data_dir = &store.data_dir;
+    let holder = Holder::this_process(data_dir);
+    let lock = if data_dir.is_dir() {
+        Some(LockFile::acquire(data_dir, name, &holder).map_err(lease_failure)?)
+    } else {
+        None
+    };
+    let (backend, location) = store.connect().await?;
+    let lease = Lease::acquire(backend.clone(), name, data_dir, holder, ttl, lock)
+        .await
+        .map_err(lease_failure)?;
+    Ok((lease, backend, location))
+}
+
+/// A strategy held elsewhere, or a lease that cannot be taken, is bad input.
+fn lease_failure(e: LeaseError) -> Failure {
+    Failure::bad_input(e)
+}
+
 /// Instantiates the strategy once and hands it its configuration, so a module
 /// that cannot start, or refuses its configuration, is reported before
 /// anything is written.
@@ -500,6 +572,9 @@ async fn preflight(
             path: path.clone(),
             source,
         })
+    })?;
+    instance.describe().await.map_err(|source| {
+        Failure::bad_input(anyhow::anyhow!("{path}: describe failed: {source}"))
     })?;
     match instance.init(config_json).await {
         Ok(Ok(())) => Ok(()),
@@ -534,30 +609,42 @@ fn print_summary(
         StopReason::Fatal => "strategy fatal",
         StopReason::Diverged => "venue history does not match the journal",
     };
-    println!("polybot run — {} ({stop})", report.strategy);
-    println!(
+    outln!("polybot run — {} ({stop})", report.strategy);
+    outln!(
         "  strategy     {} {} from {} (sha256 {})",
         info.name,
         info.version,
         args.strategy.display(),
         &digest[..12]
     );
-    println!("  state        {}", report.state);
+    outln!("  state        {}", report.state);
     if report.resumed_at_seq > 0 {
-        println!(
+        outln!(
             "  resumed      at seq {} from the journal",
             report.resumed_at_seq
         );
     }
-    println!(
+    if let Some(c) = &report.catch_up {
+        outln!(
+            "  caught up    {} journal entries after seq {} in {:.2} s",
+            c.entries,
+            c.from_seq,
+            c.wall_ms as f64 / 1000.0
+        );
+    }
+    outln!(
         "  events       {} handled in this run, {} in all, over {span} of event time",
-        report.events, report.last_seq
+        report.events,
+        report.last_seq
     );
-    println!(
+    outln!(
         "  orders       {} placed, {} cancels, {} fills, {:.0} shares traded",
-        report.orders, report.cancels, report.fills, p.volume
+        report.orders,
+        report.cancels,
+        report.fills,
+        p.volume
     );
-    println!(
+    outln!(
         "  pnl          {:+.2} (realized {:+.2}, unrealized {:+.2}, fees {:.2}); cash {:.2}",
         p.total_pnl(),
         p.realized_pnl,
@@ -565,7 +652,7 @@ fn print_summary(
         p.fees,
         p.cash
     );
-    println!(
+    outln!(
         "  supervision  {} restarts, {} quarantined events, {} divergences, {} checkpoints",
         report.cell.restarts,
         report.cell.quarantined,
@@ -573,9 +660,9 @@ fn print_summary(
         report.cell.checkpoints
     );
     if let Some(fault) = &report.cell.last_fault {
-        println!("  last fault   {fault}");
+        outln!("  last fault   {fault}");
     }
-    println!(
+    outln!(
         "  wall time    {:.2} s ({rate:.0} events/s)",
         elapsed.as_secs_f64()
     );
@@ -591,6 +678,11 @@ mod tests {
         assert_eq!(parse_speed("60").unwrap(), Speed::Times(60.0));
         assert!(parse_speed("0").is_err());
         assert!(parse_speed("fast").is_err());
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(
+            parse_positive_duration("2m").unwrap(),
+            Duration::from_secs(120)
+        );
     }
 
     #[derive(clap::Parser)]

@@ -70,7 +70,7 @@ pub fn run(args: SimServerArgs) -> Result<ExitCode, Failure> {
         let (server, feed) = SimServer::start(addr, options)
             .await
             .map_err(|e| Failure::bad_input(anyhow::anyhow!("cannot listen on {addr}: {e}")))?;
-        println!(
+        outln!(
             "sim-server listening: clob {} ws {} gamma {}",
             server.base_url(),
             server.ws_url(),

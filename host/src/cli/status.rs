@@ -1,5 +1,6 @@
 //! `polybot-host status`: every strategy's standing, read from the store, so
-//! it works while the host is down.
+//! it works while the host is down: state, journal, checkpoints, trades, and
+//! which host holds its lease (see `lease`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,26 +26,47 @@ pub struct StatusArgs {
 
 pub fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
     block_on(async {
-        let store = args.store.open_existing().await?;
+        let opened = args.store.open_existing().await?;
+        let store = opened.store;
         let strategies = store.status().await.map_err(Failure::runtime)?;
+        let leases = opened.backend.leases().await.map_err(Failure::runtime)?;
+        let now = wall_clock_ms();
         let events = store
             .system_events(args.events)
             .await
             .map_err(Failure::runtime)?;
         if args.json {
-            let json = serde_json::json!({ "strategies": strategies, "system_events": events });
-            println!("{json:#}");
+            let leases: Vec<_> = leases
+                .iter()
+                .map(|l| {
+                    let mut v = serde_json::to_value(l).unwrap_or_default();
+                    v["held"] = serde_json::Value::Bool(l.is_live(now));
+                    v
+                })
+                .collect();
+            let json = serde_json::json!({
+                "strategies": strategies,
+                "leases": leases,
+                "system_events": events,
+            });
+            outln!("{json:#}");
             return Ok(ExitCode::SUCCESS);
         }
         if strategies.is_empty() {
-            println!("no strategies in {}", store.location().describe());
+            outln!("no strategies in {}", store.location().describe());
             return Ok(ExitCode::SUCCESS);
         }
-        println!(
+        outln!(
             "{:<20} {:<11} {:>8} {:>10} {:>10} {:>12} {:>8} {:>12}",
-            "strategy", "state", "restarts", "last seq", "checkpoint", "ckpt age", "trades", "pnl"
+            "strategy",
+            "state",
+            "restarts",
+            "last seq",
+            "checkpoint",
+            "ckpt age",
+            "trades",
+            "pnl"
         );
-        let now = wall_clock_ms();
         for s in &strategies {
             let age = s
                 .last_checkpoint_at
@@ -53,7 +75,7 @@ pub fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
                         .to_string()
                 })
                 .unwrap_or_else(|| "—".into());
-            println!(
+            outln!(
                 "{:<20} {:<11} {:>8} {:>10} {:>10} {:>12} {:>8} {:>+12.2}",
                 s.name,
                 s.state,
@@ -65,11 +87,29 @@ pub fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
                 s.pnl
             );
         }
+        if !leases.is_empty() {
+            outln!("\nleases");
+            for l in &leases {
+                let standing = if l.is_live(now) {
+                    format!(
+                        "held by {}, token {}, expires in {}",
+                        l.holder,
+                        l.token,
+                        humantime::format_duration(Duration::from_secs(
+                            l.expires_at_ms.saturating_sub(now).div_ceil(1000)
+                        ))
+                    )
+                } else {
+                    format!("free (last held by {}, token {})", l.holder, l.token)
+                };
+                outln!("  {:<20} {standing}", l.strategy);
+            }
+        }
         if !events.is_empty() {
-            println!("\nrecent system events");
+            outln!("\nrecent system events");
             for e in &events {
                 let at = std::time::UNIX_EPOCH + Duration::from_millis(e.timestamp_ms);
-                println!(
+                outln!(
                     "  {}  {:<18} {:<24} {}",
                     humantime::format_rfc3339_millis(at),
                     e.event_type,

@@ -1,59 +1,44 @@
 //! One live strategy instance: a wasmtime `Store` plus the bound exports.
 //!
-//! Every call sets the epoch deadline first, so an infinite loop is cut off
-//! within one epoch tick of the deadline. Failures come back classified as a
-//! [`GuestFault`] (the strategy's fault: trap, deadline, memory cap, too many
-//! actions) or a host error (the host's fault), because the supervisor treats
-//! them differently: only guest faults count towards quarantining an event.
+//! Every call is bounded by the call deadline, whatever the guest does:
+//! - while guest code runs, the epoch deadline fires every tick; the call then
+//!   yields to the async runtime (one busy strategy never holds a worker
+//!   thread for long) and is interrupted once its deadline of wall time is
+//!   spent;
+//! - while the guest waits outside wasm code (a WASI sleep or pollable, where
+//!   epoch interruption cannot reach it), the host stops waiting for the call
+//!   at the deadline and drops it.
+//!
+//! Both end as a [`GuestFault::Deadline`]. Every transfer of data from the
+//! guest is capped before the host copies it (wasmtime's hostcall fuel: the
+//! call's output budget), and what a call returns is checked by `output.rs`
+//! before it is handed on. Failures come back classified (see `fault.rs`).
+//!
+//! Invariant: an instance that returned any [`CallError`] is poisoned — a
+//! trap or a dropped call leaves the store unusable — and refuses every
+//! further call with [`CallError::Poisoned`]; drop it and instantiate afresh.
 
+use std::future::Future;
 use std::time::Duration;
 
 use wasmtime::Store;
 
-use super::guest::{GuestState, MemoryLimitExceeded};
-use super::{LogTarget, SandboxLimits};
+use super::fault::{CallError, DeadlineElapsed, Export, FaultContext, classify};
+use super::guest::{GuestState, MAX_HOST_RESOURCES};
+use super::log::LogTarget;
+use super::{EPOCH_TICK, SandboxLimits, output};
 use crate::contract::{Action, Event, Strategy, StrategyInfo, StrategyPre};
 
-/// Something the strategy did wrong during a call.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum GuestFault {
-    #[error("trapped: {message}")]
-    Trap { message: String },
-    #[error("exceeded its {limit:?} call deadline")]
-    Deadline { limit: Duration },
-    #[error("hit its memory limit of {limit} bytes")]
-    MemoryLimit { limit: usize },
-    #[error("returned {returned} actions for one event; the limit is {limit}")]
-    TooManyActions { returned: usize, limit: usize },
-}
+/// Bytes a call that returns no data of note (describe, init, restore) may
+/// transfer from the guest in one value.
+const SMALL_TRANSFER: usize = 64 << 10;
 
-impl GuestFault {
-    /// A short word for logs and system events.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            GuestFault::Trap { .. } => "trap",
-            GuestFault::Deadline { .. } => "deadline",
-            GuestFault::MemoryLimit { .. } => "memory-limit",
-            GuestFault::TooManyActions { .. } => "too-many-actions",
-        }
-    }
-}
-
-/// Why a call into a strategy failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    #[error("strategy {0}")]
-    Guest(GuestFault),
-    #[error("host failure: {0:#}")]
-    Host(wasmtime::Error),
-}
-
-/// A live instance. Drop it after any [`CallError`]: a trapped instance cannot be re-entered.
+/// A live instance. After any [`CallError`] it refuses further calls; drop it.
 pub struct Instance {
     store: Store<GuestState>,
     bindings: Strategy,
     limits: SandboxLimits,
-    deadline_ticks: u64,
+    poisoned: Option<String>,
 }
 
 impl Instance {
@@ -61,61 +46,73 @@ impl Instance {
         pre: &StrategyPre<GuestState>,
         strategy: &str,
         limits: &SandboxLimits,
-        deadline_ticks: u64,
     ) -> Result<Self, CallError> {
         let state = GuestState::new(
-            LogTarget::new(strategy, limits.max_log_line),
+            LogTarget::new(strategy, limits.max_log_line, limits.max_log_lines_per_sec),
             limits.memory_bytes,
+            limits.call_deadline,
         );
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(deadline_ticks);
-        let bindings = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| classify(&store, limits, e))?;
-        Ok(Instance {
-            store,
-            bindings,
-            limits: limits.clone(),
-            deadline_ticks,
-        })
+        store.set_max_component_handles(MAX_HOST_RESOURCES);
+        store.epoch_deadline_callback(|store| Ok(store.data().on_epoch_deadline()));
+        store.set_hostcall_fuel(SMALL_TRANSFER);
+        store.data_mut().begin_call();
+        store.set_epoch_deadline(1);
+        let result = within(limits.call_deadline, pre.instantiate_async(&mut store)).await;
+        match result {
+            Ok(bindings) => Ok(Instance {
+                store,
+                bindings,
+                limits: limits.clone(),
+                poisoned: None,
+            }),
+            Err(e) => Err(classify(
+                &fault_context(&store, limits, Export::Instantiate, SMALL_TRANSFER),
+                e,
+            )),
+        }
     }
 
     /// Calls `describe`.
     pub async fn describe(&mut self) -> Result<StrategyInfo, CallError> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.bindings.call_describe(&mut self.store).await;
-        self.finish(result)
+        self.begin(SMALL_TRANSFER)?;
+        let call = self.bindings.call_describe(&mut self.store);
+        let result = within(self.limits.call_deadline, call).await;
+        let info = self.finish(Export::Describe, SMALL_TRANSFER, result)?;
+        self.accept(output::check_info(&info))?;
+        Ok(info)
     }
 
     /// Calls `init`; the inner `Err` is the strategy refusing its configuration.
     pub async fn init(&mut self, config: &str) -> Result<Result<(), String>, CallError> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.bindings.call_init(&mut self.store, config).await;
-        self.finish(result)
+        self.begin(SMALL_TRANSFER)?;
+        let call = self.bindings.call_init(&mut self.store, config);
+        let result = within(self.limits.call_deadline, call).await;
+        let refused = self.finish(Export::Init, SMALL_TRANSFER, result)?;
+        Ok(refused.map_err(output::message))
     }
 
-    /// Calls `on-event` and enforces the cap on returned actions.
+    /// Calls `on-event` and checks the actions it returns (see `output.rs`).
     pub async fn on_event(&mut self, event: &Event) -> Result<Vec<Action>, CallError> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.bindings.call_on_event(&mut self.store, event).await;
-        let actions = self.finish(result)?;
-        let limit = self.limits.max_actions_per_event;
-        if actions.len() > limit {
-            return Err(CallError::Guest(GuestFault::TooManyActions {
-                returned: actions.len(),
-                limit,
-            }));
-        }
+        let budget = self.limits.max_output_bytes;
+        self.begin(budget)?;
+        let call = self.bindings.call_on_event(&mut self.store, event);
+        let result = within(self.limits.call_deadline, call).await;
+        let actions = self.finish(Export::OnEvent, budget, result)?;
+        self.accept(output::check_actions(&actions, &self.limits))?;
         Ok(actions)
     }
 
-    /// Calls `snapshot`.
+    /// Calls `snapshot`; a snapshot over `max_snapshot_bytes` is refused.
     pub async fn snapshot(&mut self) -> Result<Vec<u8>, CallError> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.bindings.call_snapshot(&mut self.store).await;
-        self.finish(result)
+        let budget = self.limits.max_snapshot_bytes;
+        self.begin(budget)?;
+        let call = self.bindings.call_snapshot(&mut self.store);
+        let result = within(self.limits.call_deadline, call).await;
+        let state = self.finish(Export::Snapshot, budget, result)?;
+        self.accept(output::check_snapshot(state.len(), &self.limits))?;
+        Ok(state)
     }
 
     /// Calls `restore`; the inner `Err` is the strategy refusing the snapshot.
@@ -124,12 +121,11 @@ impl Instance {
         state: &[u8],
         version: u32,
     ) -> Result<Result<(), String>, CallError> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self
-            .bindings
-            .call_restore(&mut self.store, state, version)
-            .await;
-        self.finish(result)
+        self.begin(SMALL_TRANSFER)?;
+        let call = self.bindings.call_restore(&mut self.store, state, version);
+        let result = within(self.limits.call_deadline, call).await;
+        let refused = self.finish(Export::Restore, SMALL_TRANSFER, result)?;
+        Ok(refused.map_err(output::message))
     }
 
     /// Bytes of linear memory the limiter has seen requested at most (0 if never grown).
@@ -137,33 +133,70 @@ impl Instance {
         self.store.data().limiter.hit
     }
 
-    fn finish<T>(&self, result: wasmtime::Result<T>) -> Result<T, CallError> {
-        result.map_err(|e| classify(&self.store, &self.limits, e))
+    /// Whether an earlier failure made this instance refuse calls.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    /// Refuses a poisoned instance; otherwise arms the deadline and the
+    /// transfer budget for a new call.
+    fn begin(&mut self, transfer_budget: usize) -> Result<(), CallError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(CallError::Poisoned(reason.clone()));
+        }
+        self.store.set_hostcall_fuel(transfer_budget);
+        self.store.data_mut().begin_call();
+        self.store.set_epoch_deadline(1);
+        Ok(())
+    }
+
+    fn finish<T>(
+        &mut self,
+        export: Export,
+        transfer_budget: usize,
+        result: wasmtime::Result<T>,
+    ) -> Result<T, CallError> {
+        result.map_err(|e| {
+            let cx = fault_context(&self.store, &self.limits, export, transfer_budget);
+            self.poison(classify(&cx, e))
+        })
+    }
+
+    fn accept(&mut self, checked: Result<(), super::GuestFault>) -> Result<(), CallError> {
+        checked.map_err(|fault| self.poison(CallError::Guest(fault)))
+    }
+
+    fn poison(&mut self, error: CallError) -> CallError {
+        self.poisoned = Some(error.to_string());
+        error
     }
 }
 
-fn classify(
+fn fault_context<'a>(
     store: &Store<GuestState>,
-    limits: &SandboxLimits,
-    error: wasmtime::Error,
-) -> CallError {
-    if error.downcast_ref::<MemoryLimitExceeded>().is_some() || store.data().limiter.hit.is_some() {
-        return CallError::Guest(GuestFault::MemoryLimit {
-            limit: limits.memory_bytes,
-        });
+    limits: &'a SandboxLimits,
+    export: Export,
+    transfer_budget: usize,
+) -> FaultContext<'a> {
+    FaultContext {
+        export,
+        limits,
+        memory_limit_hit: store.data().limiter.hit.is_some(),
+        transfer_budget,
+        recent_stderr: store.data().log.recent_stderr(),
     }
-    match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => CallError::Guest(GuestFault::Deadline {
-            limit: limits.call_deadline,
-        }),
-        Some(trap) => {
-            // A Rust panic prints its message to stderr before trapping; name it.
-            let message = match store.data().recent_stderr() {
-                Some(line) => format!("{trap}: {line}"),
-                None => trap.to_string(),
-            };
-            CallError::Guest(GuestFault::Trap { message })
-        }
-        None => CallError::Host(error),
+}
+
+/// Awaits `call` for at most `deadline` (plus one epoch tick, so a busy guest
+/// is normally stopped by its epoch interrupt first). A call still waiting
+/// then is dropped and fails with [`DeadlineElapsed`]; its instance must be
+/// treated as poisoned.
+async fn within<T>(
+    deadline: Duration,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    match tokio::time::timeout(deadline + EPOCH_TICK, call).await {
+        Ok(result) => result,
+        Err(_) => Err(wasmtime::Error::new(DeadlineElapsed)),
     }
 }

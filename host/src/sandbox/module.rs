@@ -15,8 +15,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use super::Sandbox;
+use super::fault::CallError;
 use super::guest::GuestState;
-use super::instance::{CallError, Instance};
+use super::instance::Instance;
 use crate::contract::StrategyPre;
 
 /// Why a file cannot be used as a strategy. Each names the file.
@@ -52,7 +53,6 @@ struct ModuleInner {
     component: Component,
     pre: StrategyPre<GuestState>,
     limits: super::SandboxLimits,
-    deadline_ticks: u64,
     cache_file: Option<PathBuf>,
     from_cache: bool,
 }
@@ -109,7 +109,6 @@ pub(super) fn load(sandbox: &Sandbox, path: &Path) -> Result<StrategyModule, Loa
             component,
             pre,
             limits: sandbox.limits.clone(),
-            deadline_ticks: sandbox.deadline_ticks(),
             cache_file,
             from_cache,
         }),
@@ -173,13 +172,7 @@ impl StrategyModule {
     /// When instantiation fails: the allocator is full, the module's start-up
     /// code traps, or its initial memory exceeds the cap.
     pub async fn instantiate(&self, strategy: &str) -> Result<Instance, CallError> {
-        Instance::new(
-            &self.inner.pre,
-            strategy,
-            &self.inner.limits,
-            self.inner.deadline_ticks,
-        )
-        .await
+        Instance::new(&self.inner.pre, strategy, &self.inner.limits).await
     }
 
     /// Writes the compiled code to the cache (atomically: temp file, fsync, rename).

@@ -5,15 +5,20 @@
 //! rename, fsync the directory — so a crash leaves either the old file or the
 //! new one, never a torn one. Checkpoint copies live in
 //! `<data>/checkpoints/<strategy>/<seq>.ckpt`; the newest few are kept. The
-//! backlog is `<data>/backlog/<n>.json` files, one per group commit, replayed
-//! into the database in order when it returns.
+//! backlog is `<data>/backlog/<n>.batch` files, one per group commit, replayed
+//! into the database in order when it returns. Both are binary
+//! ([`super::codec`]); files written as JSON by earlier versions (backlog
+//! `<n>.json`) are still read.
+//!
+//! A write that fails (a full disk, say) leaves nothing behind: neither its
+//! temp file nor a half-made target.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{Checkpoint, CheckpointFile, KEPT_CHECKPOINTS, StoreError, Write};
+use super::{Checkpoint, KEPT_CHECKPOINTS, StoreError, Write, codec};
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
 ///
@@ -30,15 +35,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
         std::process::id()
     ));
-    let mut file = File::create(&tmp).map_err(|e| StoreError::new(action(), e))?;
-    file.write_all(bytes)
-        .map_err(|e| StoreError::new(action(), e))?;
-    file.sync_all().map_err(|e| StoreError::new(action(), e))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(|e| StoreError::new(action(), e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::new(action(), e))?;
+    let written = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        File::open(dir).and_then(|d| d.sync_all())
+    })();
+    if let Err(e) = written {
+        // Leave no temp file taking space, and no target whose rename may
+        // not be durable: the caller treats the write as not made.
+        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(path);
+        return Err(StoreError::new(action(), e));
+    }
     Ok(())
 }
 
@@ -64,9 +75,7 @@ impl FileCheckpoints {
     /// # Errors
     /// I/O errors, naming the file.
     pub fn save(&self, strategy: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let file = CheckpointFile::from(checkpoint);
-        let bytes =
-            serde_json::to_vec(&file).map_err(|e| StoreError::new("encode checkpoint", e))?;
+        let bytes = codec::encode_checkpoint(checkpoint);
         let path = self
             .dir(strategy)
             .join(format!("{:020}.ckpt", checkpoint.seq));
@@ -100,10 +109,9 @@ impl FileCheckpoints {
             let path = self.dir(strategy).join(format!("{seq:020}.ckpt"));
             match fs::read(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|bytes| {
-                    serde_json::from_slice::<CheckpointFile>(&bytes).map_err(|e| e.to_string())
-                }) {
-                Ok(file) => found.push(file.into()),
+                .and_then(|bytes| codec::decode_checkpoint(&bytes).map_err(|e| e.to_string()))
+            {
+                Ok(checkpoint) => found.push(checkpoint),
                 Err(e) => problems.push(format!("{}: {e}", path.display())),
             }
         }
@@ -119,8 +127,8 @@ impl FileCheckpoints {
 #[derive(Debug)]
 pub struct Backlog {
     dir: PathBuf,
-    /// Ids of the batches on disk, oldest first.
-    pending: VecDeque<u64>,
+    /// Batches on disk, oldest first: id and whether it is an old JSON one.
+    pending: VecDeque<(u64, bool)>,
     /// Id of the next batch appended.
     next: u64,
 }
@@ -130,17 +138,36 @@ impl Backlog {
     /// run left there.
     pub fn open(data_dir: &Path) -> Self {
         let dir = data_dir.join("backlog");
-        let mut ids: Vec<u64> = fs::read_dir(&dir)
+        // A write torn by a crash leaves only its temp file: never a batch.
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                if entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with('.'))
+                {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        let mut ids: Vec<(u64, bool)> = fs::read_dir(&dir)
             .map(|entries| {
                 entries
                     .filter_map(|e| e.ok())
                     // Only finished batches: a torn write leaves a dot-prefixed temp file.
-                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json")?.parse().ok())
+                    .filter_map(|e| {
+                        let name = e.file_name();
+                        let name = name.to_str()?;
+                        match name.strip_suffix(".batch") {
+                            Some(id) => Some((id.parse().ok()?, false)),
+                            None => Some((name.strip_suffix(".json")?.parse().ok()?, true)),
+                        }
+                    })
                     .collect()
             })
             .unwrap_or_default();
         ids.sort_unstable();
-        let next = ids.last().map_or(0, |n| n + 1);
+        let next = ids.last().map_or(0, |(n, _)| n + 1);
         Backlog {
             dir,
             pending: ids.into(),
@@ -148,8 +175,14 @@ impl Backlog {
         }
     }
 
-    fn path(&self, id: u64) -> PathBuf {
-        self.dir.join(format!("{id:020}.json"))
+    fn path(&self, id: u64, json: bool) -> PathBuf {
+        self.dir
+            .join(format!("{id:020}.{}", if json { "json" } else { "batch" }))
+    }
+
+    /// The folder the batches are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Whether nothing is waiting to be resynced.
@@ -167,9 +200,8 @@ impl Backlog {
     /// # Errors
     /// I/O errors, naming the file.
     pub fn append(&mut self, writes: &[Write]) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(writes).map_err(|e| StoreError::new("encode backlog", e))?;
-        write_atomic(&self.path(self.next), &bytes)?;
-        self.pending.push_back(self.next);
+        write_atomic(&self.path(self.next, false), &codec::encode_batch(writes))?;
+        self.pending.push_back((self.next, false));
         self.next += 1;
         Ok(())
     }
@@ -183,14 +215,14 @@ impl Backlog {
     pub fn oldest(&self, max_writes: usize) -> Result<(usize, Vec<Write>), StoreError> {
         let mut writes = Vec::new();
         let mut batches = 0;
-        for &id in &self.pending {
+        for &(id, json) in &self.pending {
             if batches > 0 && writes.len() >= max_writes {
                 break;
             }
-            let path = self.path(id);
+            let path = self.path(id, json);
             let bytes = fs::read(&path)
                 .map_err(|e| StoreError::new(format!("read {}", path.display()), e))?;
-            let batch: Vec<Write> = serde_json::from_slice(&bytes)
+            let batch = codec::decode_batch(&bytes)
                 .map_err(|e| StoreError::new(format!("parse {}", path.display()), e))?;
             writes.extend(batch);
             batches += 1;
@@ -204,10 +236,10 @@ impl Backlog {
     /// I/O errors, naming the file; the batches before it are gone.
     pub fn remove_oldest(&mut self, count: usize) -> Result<(), StoreError> {
         for _ in 0..count {
-            let Some(&id) = self.pending.front() else {
+            let Some(&(id, json)) = self.pending.front() else {
                 break;
             };
-            let path = self.path(id);
+            let path = self.path(id, json);
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -313,6 +345,12 @@ mod tests {
         .unwrap();
         let mut backlog = Backlog::open(dir.path());
         assert_eq!(backlog.len(), 1);
+        assert!(
+            !dir.path()
+                .join("backlog/.00000000000000000001.json.tmp-9")
+                .exists(),
+            "the torn write's temp file is removed"
+        );
         let (batches, writes) = backlog.oldest(100).unwrap();
         assert_eq!(batches, 1);
         assert!(writes.is_empty());
@@ -328,5 +366,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("00000000000000000007.json"), "{error}");
+        let mut bytes = codec::encode_batch(&[event(1)]);
+        bytes[12] ^= 1;
+        fs::remove_file(dir.path().join("backlog/00000000000000000007.json")).unwrap();
+        fs::write(dir.path().join("backlog/00000000000000000008.batch"), bytes).unwrap();
+        let error = Backlog::open(dir.path())
+            .oldest(100)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("00000000000000000008.batch"), "{error}");
+    }
+
+    #[test]
+    fn batches_written_as_json_by_earlier_versions_are_replayed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("backlog")).unwrap();
+        fs::write(
+            dir.path().join("backlog/00000000000000000000.json"),
+            serde_json::to_vec(&[event(0)]).unwrap(),
+        )
+        .unwrap();
+        let mut backlog = Backlog::open(dir.path());
+        backlog.append(&[event(1)]).unwrap();
+        let (batches, writes) = backlog.oldest(100).unwrap();
+        assert_eq!(batches, 2);
+        assert_eq!(messages(&writes), ["0", "1"]);
+        backlog.remove_oldest(2).unwrap();
+        assert_eq!(fs::read_dir(dir.path().join("backlog")).unwrap().count(), 0);
     }
 }

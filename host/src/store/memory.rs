@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{
-    Checkpoint, JournalEntry, KEPT_CHECKPOINTS, OrderRecord, StateStore, StoreError,
-    StrategyStatus, SystemEvent, TradeRecord, Write,
+    Checkpoint, HostState, JournalEntry, KEPT_CHECKPOINTS, KEPT_HOST_STATES, OrderRecord,
+    StateStore, StoreError, StrategyStatus, SystemEvent, TradeRecord, Write,
 };
 
 #[derive(Default)]
@@ -17,6 +17,8 @@ struct Inner {
     orders: HashMap<String, Vec<OrderRecord>>,
     trades: HashMap<String, Vec<TradeRecord>>,
     states: HashMap<String, (String, u64, u64)>,
+    /// Newest first.
+    host_states: HashMap<String, Vec<HostState>>,
     system_events: Vec<SystemEvent>,
 }
 
@@ -77,6 +79,13 @@ impl StateStore for MemoryStore {
             } => {
                 inner.states.insert(strategy, (state, restarts, at_ms));
             }
+            Write::HostState { strategy, state } => {
+                let kept = inner.host_states.entry(strategy).or_default();
+                kept.retain(|k| k.seq != state.seq);
+                kept.push(state);
+                kept.sort_by_key(|k| std::cmp::Reverse(k.seq));
+                kept.truncate(KEPT_HOST_STATES);
+            }
         }
         Ok(())
     }
@@ -98,6 +107,32 @@ impl StateStore for MemoryStore {
             .unwrap_or(&[]);
         let start = journal.partition_point(|e| e.event.seq <= after);
         Ok(journal[start..].to_vec())
+    }
+
+    async fn journal_page(
+        &self,
+        strategy: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let inner = self.lock()?;
+        let journal = inner
+            .journals
+            .get(strategy)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let start = journal.partition_point(|e| e.event.seq <= after);
+        let end = start.saturating_add(limit).min(journal.len());
+        Ok(journal[start..end].to_vec())
+    }
+
+    async fn host_states(&self, strategy: &str) -> Result<Vec<HostState>, StoreError> {
+        Ok(self
+            .lock()?
+            .host_states
+            .get(strategy)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError> {

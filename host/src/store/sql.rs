@@ -12,7 +12,14 @@
 //! backlog is replayed into it in order. Every insert is idempotent (`ON
 //! CONFLICT DO NOTHING` on natural keys), so a group that reached the database
 //! just before the connection dropped is not written twice. The outage and
-//! the resync are recorded as system events.
+//! the resync are recorded as system events. A group that can be made durable
+//! nowhere is held and retried, and syncs fail rather than acknowledge it
+//! (see [`writer`]).
+//!
+//! For PostgreSQL the data directory also keeps a local copy of the journal
+//! ([`JournalMirror`]) and a marker naming the database once reached, so a
+//! host restarted while that database is away resumes from local files
+//! instead of refusing to start.
 //!
 //! Reads that recovery needs — the newest checkpoints and the journal after
 //! them — are served from an in-memory tail kept per strategy, so a strategy
@@ -25,27 +32,28 @@
 //! PostgreSQL uses its default `synchronous_commit=on`.
 
 mod backend;
+mod writer;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use backend::{Backend, BackendError, PostgresBackend, SqliteBackend};
+pub use writer::SYNC_GRACE;
 
-use super::files::{Backlog, FileCheckpoints};
+use super::files::{Backlog, FileCheckpoints, write_atomic};
+use super::mirror::JournalMirror;
 use super::{
-    Checkpoint, JournalEntry, KEPT_CHECKPOINTS, OrderRecord, StateStore, StoreError,
+    Checkpoint, HostState, JournalEntry, KEPT_CHECKPOINTS, OrderRecord, StateStore, StoreError,
     StrategyStatus, SystemEvent, TradeRecord, Write, wall_clock_ms,
 };
+use writer::{Command, Writer, resync};
 
-/// Most writes committed in one transaction.
-const MAX_GROUP: usize = 8192;
-/// How long the database may be away before a retry, at most.
-const MAX_RETRY: Duration = Duration::from_secs(5);
+/// The file in the data directory naming the database it has reached.
+const REACHED_MARKER: &str = "store-reached";
 
 /// Where the store keeps its data.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +84,7 @@ impl StoreLocation {
         }
         if text.contains("://") {
             return Err(StoreError::new(
-                format!("open store `{text}`"),
+                format!("open store `{}`", crate::redact::url(text)),
                 "unknown scheme; use postgres://… or sqlite:PATH",
             ));
         }
@@ -87,25 +95,9 @@ impl StoreLocation {
     pub fn describe(&self) -> String {
         match self {
             StoreLocation::Sqlite(path) => format!("sqlite {}", path.display()),
-            StoreLocation::Postgres(url) => format!("postgres {}", redact(url)),
+            StoreLocation::Postgres(url) => format!("postgres {}", crate::redact::url(url)),
         }
     }
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
-            let creds = &url[scheme + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-enum Command {
-    Write(Write),
-    Sync(oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// Per-strategy reads recovery needs, kept in memory.
@@ -124,6 +116,8 @@ pub struct SqlStore {
     backend: Arc<dyn Backend>,
     cache: Mutex<HashMap<String, StrategyCache>>,
     files: FileCheckpoints,
+    /// The local journal copy, kept for a remote database only.
+    mirror: Option<JournalMirror>,
     instance: String,
     counter: AtomicU64,
     location: StoreLocation,
@@ -132,25 +126,48 @@ pub struct SqlStore {
 
 impl SqlStore {
     /// Opens (creating if needed) the store, applies migrations, and replays
-    /// any backlog left by an earlier outage.
+    /// any backlog left by an earlier outage — before anything is read.
+    ///
+    /// A PostgreSQL database that does not answer, but that this data
+    /// directory has reached before, is opened in an outage: the strategies
+    /// resume from the local files and the backlog is resynced once it
+    /// answers.
     ///
     /// # Errors
-    /// The database cannot be reached or migrated, or the data directory is
-    /// not writable — each named.
+    /// The database cannot be reached (and never was from here) or migrated,
+    /// the backlog cannot be replayed, or the data directory is not writable —
+    /// each named.
     pub async fn open(location: StoreLocation, data_dir: &Path) -> Result<SqlStore, StoreError> {
-        let backend: Arc<dyn Backend> = match &location {
+        match &location {
             StoreLocation::Sqlite(path) => {
                 check_writable(data_dir)?;
-                Arc::new(SqliteBackend::open(path).await?)
+                let backend = Arc::new(SqliteBackend::open(path).await?);
+                Self::start(backend, location, data_dir, None, None).await
             }
             StoreLocation::Postgres(url) => {
+                let mirror = Some(JournalMirror::new(data_dir));
                 // Reach the database before creating anything locally.
-                let backend = PostgresBackend::connect(url).await?;
-                check_writable(data_dir)?;
-                Arc::new(backend)
+                match PostgresBackend::connect(url).await {
+                    Ok(backend) => {
+                        check_writable(data_dir)?;
+                        let store =
+                            Self::start(Arc::new(backend), location, data_dir, mirror, None)
+                                .await?;
+                        mark_reached(data_dir, &store.location)?;
+                        Ok(store)
+                    }
+                    Err(e) if reached_before(data_dir, &location) => {
+                        tracing::warn!(
+                            "{e}; this data directory has reached it before: resuming from local files"
+                        );
+                        check_writable(data_dir)?;
+                        let backend = Arc::new(PostgresBackend::lazy(url)?);
+                        Self::start(backend, location, data_dir, mirror, Some(e.to_string())).await
+                    }
+                    Err(e) => Err(e),
+                }
             }
-        };
-        Self::with_backend(backend, location, data_dir).await
+        }
     }
 
     /// Opens the store over an already connected backend.
@@ -162,26 +179,48 @@ impl SqlStore {
         location: StoreLocation,
         data_dir: &Path,
     ) -> Result<SqlStore, StoreError> {
-        backend.migrate().await?;
+        Self::start(backend, location, data_dir, None, None).await
+    }
+
+    /// Opens the store; `offline` (why the database is away) starts it in an
+    /// outage, resuming from local files.
+    async fn start(
+        backend: Arc<dyn Backend>,
+        location: StoreLocation,
+        data_dir: &Path,
+        mirror: Option<JournalMirror>,
+        offline: Option<String>,
+    ) -> Result<SqlStore, StoreError> {
         let mut backlog = Backlog::open(data_dir);
-        if !backlog.is_empty() {
-            let (batches, writes) = resync(backend.as_ref(), &mut backlog)
-                .await
-                .map_err(|e| StoreError::new("replay the local backlog into the database", e))?;
-            tracing::info!(
-                batches,
-                writes,
-                "replayed the local backlog into the database"
-            );
+        if offline.is_none() {
+            backend.migrate().await?;
+            if !backlog.is_empty() {
+                let (batches, writes) =
+                    resync(backend.as_ref(), &mut backlog).await.map_err(|e| {
+                        StoreError::new("replay the local backlog into the database", e)
+                    })?;
+                tracing::info!(
+                    batches,
+                    writes,
+                    "replayed the local backlog into the database"
+                );
+            }
+        } else if let Some(mirror) = &mirror {
+            complete_copies(mirror, &backlog)?;
         }
         let (tx, rx) = mpsc::channel(65_536);
         let (outage_tx, outage) = watch::channel(false);
-        tokio::spawn(writer(backend.clone(), rx, backlog, outage_tx));
+        let mut writer = Writer::new(backend.clone(), backlog, mirror.clone(), outage_tx);
+        if let Some(reason) = &offline {
+            writer.start_offline(reason);
+        }
+        tokio::spawn(writer.run(rx));
         Ok(SqlStore {
             tx,
             backend,
             cache: Mutex::new(HashMap::new()),
             files: FileCheckpoints::new(data_dir),
+            mirror,
             instance: format!("{}-{}", std::process::id(), wall_clock_ms()),
             counter: AtomicU64::new(0),
             location,
@@ -208,13 +247,56 @@ impl SqlStore {
             .map_err(|_| StoreError::new("lock the store cache", "poisoned"))
     }
 
+    /// Whether reads come from local files: the database is away and there
+    /// is a local journal copy to read.
+    fn local_reads(&self) -> Option<&JournalMirror> {
+        self.mirror.as_ref().filter(|_| *self.outage.borrow())
+    }
+
+    /// The whole journal of `strategy` from local files, once every write
+    /// queued so far has reached them.
+    async fn local_journal(
+        &self,
+        mirror: &JournalMirror,
+        strategy: &str,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        self.sync().await?;
+        mirror.read(strategy)
+    }
+
     /// Loads a strategy's recovery reads into the cache on first use.
     async fn ensure_cached(&self, strategy: &str) -> Result<(), StoreError> {
         if self.lock()?.contains_key(strategy) {
             return Ok(());
         }
-        let last_seq = self.backend.last_seq(strategy).await?;
-        let mut checkpoints = self.backend.checkpoints(strategy).await?;
+        let (last_seq, mut checkpoints, local) = match self.local_reads() {
+            Some(mirror) => {
+                if !mirror.exists(strategy) && !self.files.load(strategy).0.is_empty() {
+                    // It has run before, but its journal is only in the database.
+                    return Err(StoreError::new(
+                        format!("resume {strategy} from local files"),
+                        format!(
+                            "no local copy of its journal; it can resume once {} answers",
+                            self.location.describe()
+                        ),
+                    ));
+                }
+                let journal = self.local_journal(mirror, strategy).await?;
+                let last_seq = journal.last().map_or(0, |e| e.event.seq);
+                (last_seq, Vec::new(), Some(journal))
+            }
+            None => {
+                let last_seq = self.backend.last_seq(strategy).await?;
+                if let Some(mirror) = &self.mirror
+                    && mirror.last_seq(strategy) != Some(last_seq)
+                {
+                    // The copy is behind, ahead or torn: rebuild it.
+                    let journal = self.backend.entries_after(strategy, 0).await?;
+                    mirror.rewrite(strategy, &journal)?;
+                }
+                (last_seq, self.backend.checkpoints(strategy).await?, None)
+            }
+        };
         // Merge in the file copies: they may hold a checkpoint the database lost.
         let (copies, problems) = self.files.load(strategy);
         for problem in problems {
@@ -230,7 +312,10 @@ impl SqlStore {
         checkpoints.sort_by_key(|c| std::cmp::Reverse(c.seq));
         checkpoints.truncate(KEPT_CHECKPOINTS);
         let from = checkpoints.last().map_or(0, |c| c.seq);
-        let tail = self.backend.entries_after(strategy, from).await?.into();
+        let tail = match local {
+            Some(journal) => journal.into_iter().filter(|e| e.event.seq > from).collect(),
+            None => self.backend.entries_after(strategy, from).await?.into(),
+        };
         self.lock()?
             .entry(strategy.to_string())
             .or_insert(StrategyCache {
@@ -247,6 +332,44 @@ impl SqlStore {
             .await
             .map_err(|_| StoreError::new("queue a write", "the store's writer has stopped"))
     }
+}
+
+/// Appends to each local journal copy the entries of the backlog it lacks (a
+/// process killed between the two writes), so the copy alone is the journal.
+fn complete_copies(mirror: &JournalMirror, backlog: &Backlog) -> Result<(), StoreError> {
+    let (_, writes) = backlog.oldest(usize::MAX)?;
+    let mut by_strategy: HashMap<&str, Vec<&JournalEntry>> = HashMap::new();
+    for write in &writes {
+        if let Write::Journal { strategy, entry } = write {
+            by_strategy.entry(strategy).or_default().push(entry);
+        }
+    }
+    for (strategy, entries) in by_strategy {
+        let last = mirror.last_seq(strategy).ok_or_else(|| {
+            StoreError::new(
+                format!("resume {strategy} from local files"),
+                "its local journal copy is torn; wait for the database",
+            )
+        })?;
+        mirror.append(strategy, entries.into_iter().filter(|e| e.event.seq > last))?;
+    }
+    Ok(())
+}
+
+/// Records that this data directory has reached the database (its location,
+/// without password).
+fn mark_reached(data_dir: &Path, location: &StoreLocation) -> Result<(), StoreError> {
+    let path = data_dir.join(REACHED_MARKER);
+    let text = location.describe();
+    if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == text) {
+        return Ok(());
+    }
+    write_atomic(&path, format!("{text}\n").as_bytes())
+}
+
+fn reached_before(data_dir: &Path, location: &StoreLocation) -> bool {
+    std::fs::read_to_string(data_dir.join(REACHED_MARKER))
+        .is_ok_and(|t| t.trim() == location.describe())
 }
 
 fn check_writable(data_dir: &Path) -> Result<(), StoreError> {
@@ -339,9 +462,47 @@ impl StateStore for SqlStore {
                 }
             }
         }
-        // Older than the cached tail: read the database, after flushing to it.
+        // Older than the cached tail: read the local copy while the database
+        // is away, else the database, after flushing to it.
+        if let Some(mirror) = self.local_reads() {
+            let mut journal = self.local_journal(mirror, strategy).await?;
+            journal.retain(|e| e.event.seq > after);
+            return Ok(journal);
+        }
         self.sync().await?;
         self.backend.entries_after(strategy, after).await
+    }
+
+    async fn journal_page(
+        &self,
+        strategy: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        self.ensure_cached(strategy).await?;
+        {
+            let cache = self.lock()?;
+            if let Some(c) = cache.get(strategy) {
+                let tail_from = c.tail.front().map_or(c.last_seq, |e| e.event.seq - 1);
+                if after >= tail_from {
+                    return Ok(c
+                        .tail
+                        .iter()
+                        .skip_while(|e| e.event.seq <= after)
+                        .take(limit)
+                        .cloned()
+                        .collect());
+                }
+            }
+        }
+        // Older than the cached tail: read the database, after flushing to it.
+        self.sync().await?;
+        self.backend.journal_page(strategy, after, limit).await
+    }
+
+    async fn host_states(&self, strategy: &str) -> Result<Vec<HostState>, StoreError> {
+        self.sync().await?;
+        self.backend.host_states(strategy).await
     }
 
     async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError> {
@@ -377,185 +538,6 @@ impl StateStore for SqlStore {
         self.sync().await?;
         self.backend.trades(strategy).await
     }
-}
-
-/// The single writer: group commits, and the backlog while the database is away.
-async fn writer(
-    backend: Arc<dyn Backend>,
-    mut rx: mpsc::Receiver<Command>,
-    mut backlog: Backlog,
-    outage_flag: watch::Sender<bool>,
-) {
-    let mut outage: Option<Outage> = None;
-    loop {
-        let command = match &mut outage {
-            None => rx.recv().await,
-            Some(o) => {
-                // Retry on schedule even while writes keep arriving.
-                if tokio::time::Instant::now() >= o.next_retry {
-                    if try_resync(backend.as_ref(), &mut backlog, o).await {
-                        outage = None;
-                        outage_flag.send_replace(false);
-                    }
-                    continue;
-                }
-                let next_retry = o.next_retry;
-                tokio::select! {
-                    command = rx.recv() => command,
-                    () = tokio::time::sleep_until(next_retry) => continue,
-                }
-            }
-        };
-        let Some(first) = command else { break };
-        let mut writes = Vec::new();
-        let mut syncs = Vec::new();
-        let mut next = Some(first);
-        while let Some(command) = next.take() {
-            match command {
-                Command::Write(w) => writes.push(w),
-                Command::Sync(s) => syncs.push(s),
-            }
-            if writes.len() < MAX_GROUP {
-                next = rx.try_recv().ok();
-            }
-        }
-
-        let result = if writes.is_empty() {
-            Ok(())
-        } else if outage.is_some() {
-            backlog.append(&writes)
-        } else {
-            match backend.commit(&writes).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.transient => {
-                    tracing::error!(store = %backend.describe(), "database unreachable, writing to local files: {e}");
-                    let mut o = Outage::new();
-                    writes.push(store_event(
-                        "store-unreachable",
-                        format!(
-                            "{} unreachable ({e}); journal and checkpoints go to local files",
-                            backend.describe()
-                        ),
-                    ));
-                    let appended = backlog.append(&writes);
-                    o.batches += 1;
-                    outage = Some(o);
-                    outage_flag.send_replace(true);
-                    appended
-                }
-                Err(e) => Err(StoreError::new(
-                    format!("commit to {}", backend.describe()),
-                    e,
-                )),
-            }
-        };
-        if let Some(o) = &mut outage
-            && result.is_ok()
-        {
-            o.writes += writes.len();
-        }
-        if let Err(e) = &result {
-            tracing::error!("store write failed: {e}");
-        }
-        for sync in syncs {
-            let _ = sync.send(result.clone());
-        }
-    }
-}
-
-/// An ongoing database outage.
-struct Outage {
-    since: std::time::Instant,
-    retry_in: Duration,
-    next_retry: tokio::time::Instant,
-    batches: usize,
-    writes: usize,
-}
-
-impl Outage {
-    fn new() -> Self {
-        let retry_in = Duration::from_millis(100);
-        Outage {
-            since: std::time::Instant::now(),
-            retry_in,
-            next_retry: tokio::time::Instant::now() + retry_in,
-            batches: 0,
-            writes: 0,
-        }
-    }
-
-    fn retry_later(&mut self) {
-        self.retry_in = (self.retry_in * 2).min(MAX_RETRY);
-        self.next_retry = tokio::time::Instant::now() + self.retry_in;
-    }
-}
-
-/// Tries to replay the backlog; true when the database is caught up.
-async fn try_resync(backend: &dyn Backend, backlog: &mut Backlog, outage: &mut Outage) -> bool {
-    if backend.ping().await.is_err() {
-        outage.retry_later();
-        return false;
-    }
-    match resync(backend, backlog).await {
-        Ok((batches, writes)) => {
-            let message = format!(
-                "{} reachable again after {:.1} s; resynced {batches} batches ({writes} writes) from local files",
-                backend.describe(),
-                outage.since.elapsed().as_secs_f64()
-            );
-            tracing::info!("{message}");
-            if let Err(e) = backend
-                .commit(&[store_event("store-resynced", message)])
-                .await
-            {
-                tracing::warn!("cannot record the resync: {e}");
-            }
-            true
-        }
-        Err(e) => {
-            tracing::warn!("resync interrupted, will retry: {e}");
-            outage.retry_later();
-            false
-        }
-    }
-}
-
-/// Writes per database transaction when replaying the backlog: a long
-/// outage leaves one small batch per group commit, and joining them is what
-/// lets a five-minute backlog resync in seconds. The writes are idempotent
-/// and kept in order, so a join commits the same rows as the batches would.
-const RESYNC_WRITES: usize = 4096;
-
-/// Replays every backlog batch into the database, oldest first, removing
-/// batches once committed. Returns (batches, writes).
-async fn resync(
-    backend: &dyn Backend,
-    backlog: &mut Backlog,
-) -> Result<(usize, usize), StoreError> {
-    let mut batches = 0;
-    let mut writes = 0;
-    while !backlog.is_empty() {
-        let (count, joined) = backlog.oldest(RESYNC_WRITES)?;
-        backend
-            .commit(&joined)
-            .await
-            .map_err(|e| StoreError::new(format!("resync into {}", backend.describe()), e))?;
-        backlog.remove_oldest(count)?;
-        batches += count;
-        writes += joined.len();
-    }
-    Ok((batches, writes))
-}
-
-fn store_event(event_type: &str, message: String) -> Write {
-    let now = wall_clock_ms();
-    Write::SystemEvent(SystemEvent {
-        timestamp_ms: now,
-        event_type: event_type.to_string(),
-        component: "store".into(),
-        message,
-        id: format!("store-{event_type}-{now}-{}", std::process::id()),
-    })
 }
 
 #[cfg(test)]

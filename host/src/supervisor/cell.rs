@@ -253,20 +253,17 @@ impl Cell {
         } else {
             cell.last_seq = last_seq;
             drop(instance);
-            // The timers still pending at the end of the journal.
-            let journal = cell
+            let last = cell
                 .store
-                .entries_after(&cell.name, 0)
+                .entries_after(&cell.name, last_seq - 1)
                 .await
                 .map_err(|source| StartError::Store {
                     path: path.clone(),
                     source,
                 })?;
-            cell.timers = PendingTimers::rebuild(&journal);
-            if let Some(last) = journal.last() {
+            if let Some(last) = last.last() {
                 cell.last_event_time_ms = last.event.timestamp_ms;
             }
-            drop(journal);
             cell.set_state(CellState::Recovering).await;
             if let Err(e) = cell.recover(last_seq).await {
                 // The first event handled brings the strategy up again.
@@ -327,10 +324,22 @@ impl Cell {
         self.timers.len()
     }
 
+    /// The pending timers, `(due time, timer id)`, for the run loop's host state.
+    pub fn pending_timer_set(&self) -> &std::collections::BTreeSet<(u64, u64)> {
+        self.timers.as_set()
+    }
+
+    /// Adds timers the strategy set before this cell started (after a host
+    /// restart the run loop knows them from its host state and the journal).
+    pub fn add_pending_timers(&mut self, timers: std::collections::BTreeSet<(u64, u64)>) {
+        self.timers.extend(timers);
+    }
+
     /// Takes the strategy's timers due at or before event time `now_ms`, as
     /// `(due time, timer id)`, earliest first. Each is to be handed back as a
-    /// timer event at its due time; a timer taken but never handled (the run
-    /// stopped first) is pending again after a restart, rebuilt from the journal.
+    /// timer event at its due time. Host states are saved between ticks, so a
+    /// timer taken but never handled (the run stopped mid-tick) is still in the
+    /// saved set or set again by the journal a resumed run catches up with.
     pub fn take_due_timers(&mut self, now_ms: u64) -> Vec<(u64, u64)> {
         self.timers.take_due(now_ms)
     }

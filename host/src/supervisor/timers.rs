@@ -4,13 +4,13 @@
 //! every restart of the strategy's instance, and the cell sees every
 //! `set-timer` action and every timer event, so it alone keeps the set right
 //! and enforces its cap. The run loop only asks which are due. After a host
-//! restart the set is rebuilt from the journal ([`PendingTimers::rebuild`]).
+//! restart the run loop hands back the timers it saved with its host state
+//! and found in the journal after it.
 //! Never decides what a breach of the cap means: that is the cell's fault policy.
 
 use std::collections::BTreeSet;
 
 use crate::contract::{Action, Event, EventKind};
-use crate::store::{JournalEntry, Outcome};
 
 /// Pending timers as `(due event time in ms, timer id)`, earliest first.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -19,17 +19,15 @@ pub(crate) struct PendingTimers {
 }
 
 impl PendingTimers {
-    /// The pending timers after the journal `entries` (the whole journal, in order).
-    pub(crate) fn rebuild(entries: &[JournalEntry]) -> Self {
-        let mut timers = PendingTimers::default();
-        for entry in entries {
-            let actions = match &entry.outcome {
-                Outcome::Handled(actions) => actions.as_slice(),
-                Outcome::Quarantined { .. } => &[],
-            };
-            timers.record(&entry.event, actions);
-        }
-        timers
+    /// Adds timers pending from before this cell started (the run loop's
+    /// record of them, from its saved host state and the journal after it).
+    pub(crate) fn extend(&mut self, timers: BTreeSet<(u64, u64)>) {
+        self.set.extend(timers);
+    }
+
+    /// The pending timers, `(due time, id)`.
+    pub(crate) fn as_set(&self) -> &BTreeSet<(u64, u64)> {
+        &self.set
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -109,27 +107,6 @@ mod tests {
         assert_eq!(timers.take_due(499), vec![]);
         assert_eq!(timers.take_due(500), vec![(500, 1)]);
         assert_eq!(timers.len(), 0);
-    }
-
-    #[test]
-    fn the_journal_rebuilds_what_is_still_pending() {
-        let entries = vec![
-            JournalEntry {
-                event: event(1, 100, EventKind::Timer(7)),
-                outcome: Outcome::Handled(vec![set(1, 200), set(2, 900)]),
-            },
-            JournalEntry {
-                event: event(2, 200, EventKind::Timer(1)),
-                outcome: Outcome::Quarantined {
-                    reason: "poison".into(),
-                },
-            },
-        ];
-        let timers = PendingTimers::rebuild(&entries);
-        assert_eq!(
-            timers.set.iter().copied().collect::<Vec<_>>(),
-            vec![(900, 2)]
-        );
     }
 
     #[test]

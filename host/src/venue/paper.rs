@@ -5,15 +5,21 @@
 //! [`PaperExchange::on_book`], so it works on top of any market-data source
 //! (the simulated market, a replay, a live feed).
 //!
-//! It also answers what it holds open and the last state of any order by its
-//! intent id ([`PaperExchange::open_order_updates`], [`PaperExchange::order`]).
+//! It also answers what it holds open and the last state of an order by its
+//! intent id ([`PaperExchange::open_order_updates`], [`PaperExchange::order`]):
+//! every open order, and the newest [`REMEMBERED_FINISHED`] finished ones —
+//! older finished orders are forgotten, so a run of any length holds a
+//! bounded account. The whole account serialises (serde), so the host can
+//! save it and resume from it.
 //!
 //! It does not produce market data, keep time, or model queue position,
 //! latency or market impact beyond one book: a fill consumes the shown
 //! liquidity until the next book for that market replaces it. Its own resting
 //! orders are not added to the book, so the strategy never trades with itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
 
 use crate::contract::{
     Book, EventKind, Fill, Level, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Side,
@@ -26,6 +32,9 @@ const TICK: f64 = 0.01;
 /// Tolerance for float comparisons of prices and sizes: sizes and cash are sums
 /// of products of decimal fractions, which are never exact in binary.
 const EPS: f64 = 1e-9;
+/// Finished (filled, cancelled, rejected) orders remembered for lookups,
+/// cancels of finished orders and duplicate ids; older ones are forgotten.
+pub const REMEMBERED_FINISHED: usize = 1024;
 
 /// Money and fees of the paper account.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +54,7 @@ impl Default for PaperConfig {
 }
 
 /// A GTC order waiting on the book.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Resting {
     intent_id: String,
     market: String,
@@ -61,14 +70,14 @@ impl Resting {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Position {
     qty: f64,
     avg_cost: f64,
 }
 
 /// Paper execution against the last books seen; see the module docs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaperExchange {
     fee_rate: f64,
     cash: f64,
@@ -84,10 +93,12 @@ pub struct PaperExchange {
     positions: BTreeMap<String, Position>,
     /// Resting orders in placement order, which is their time priority.
     resting: Vec<Resting>,
-    /// The last update of every order ever placed, rejected ones included: for
-    /// duplicate detection, lookups, and truthful answers to cancels of
-    /// finished orders.
+    /// The last update of every open order and of the newest finished ones,
+    /// rejected ones included: for duplicate detection, lookups, and truthful
+    /// answers to cancels of finished orders.
     known: HashMap<String, OrderUpdate>,
+    /// Ids of the finished orders in `known`, oldest first.
+    finished: VecDeque<String>,
 }
 
 impl PaperExchange {
@@ -104,6 +115,7 @@ impl PaperExchange {
             positions: BTreeMap::new(),
             resting: Vec::new(),
             known: HashMap::new(),
+            finished: VecDeque::new(),
         }
     }
 
@@ -350,11 +362,21 @@ impl PaperExchange {
         self.positions.get(market).map_or(0.0, |p| p.qty)
     }
 
-    /// Keeps the last order update of each order in `events`.
+    /// Keeps the last order update of each order in `events`, forgetting the
+    /// oldest finished orders beyond [`REMEMBERED_FINISHED`].
     fn remember(&mut self, events: &[EventKind]) {
         for e in events {
             if let EventKind::OrderUpdate(u) = e {
+                let was_finished = self.known.get(&u.intent_id).is_some_and(is_finished);
                 self.known.insert(u.intent_id.clone(), u.clone());
+                if is_finished(u) && !was_finished {
+                    self.finished.push_back(u.intent_id.clone());
+                }
+            }
+        }
+        while self.finished.len() > REMEMBERED_FINISHED {
+            if let Some(id) = self.finished.pop_front() {
+                self.known.remove(&id);
             }
         }
     }
@@ -458,6 +480,14 @@ impl PaperExchange {
             fee,
         })
     }
+}
+
+/// Whether an order has reached a status it never leaves.
+fn is_finished(update: &OrderUpdate) -> bool {
+    matches!(
+        update.status,
+        OrderStatus::Filled | OrderStatus::Cancelled | OrderStatus::Rejected
+    )
 }
 
 /// The side of the book an order of `side` trades against.
@@ -855,6 +885,46 @@ mod tests {
         assert_eq!(x.order("c").map(|u| u.status), Some(OrderStatus::Cancelled));
         let u = x.order("c").expect("known");
         assert_eq!((u.filled_size, u.remaining_size), (0.0, 5.0));
+    }
+
+    #[test]
+    fn finished_orders_are_forgotten_oldest_first_open_ones_never() {
+        let mut x = exchange(0.0);
+        x.place("open", &buy(0.30, 1.0, OrderType::Gtc));
+        for i in 0..REMEMBERED_FINISHED + 10 {
+            // Rejected: finished at once.
+            x.place(&format!("r{i}"), &buy(0.405, 1.0, OrderType::Gtc));
+        }
+        assert_eq!(x.known.len(), REMEMBERED_FINISHED + 1);
+        assert_eq!(
+            x.order("r0"),
+            None,
+            "the oldest finished order is forgotten"
+        );
+        assert!(x.order(&format!("r{}", REMEMBERED_FINISHED + 9)).is_some());
+        assert_eq!(
+            x.order("open").map(|u| u.status),
+            Some(OrderStatus::Open),
+            "an open order is never forgotten"
+        );
+        // Once it finishes it queues up behind the others to be forgotten.
+        x.cancel("open");
+        assert_eq!(x.finished.back().map(String::as_str), Some("open"));
+        assert_eq!(x.known.len(), REMEMBERED_FINISHED);
+    }
+
+    #[test]
+    fn the_account_round_trips_through_its_encoding() {
+        let mut x = exchange(10.0);
+        x.place("a", &buy(0.42, 150.0, OrderType::Gtc));
+        x.place("b", &buy(0.30, 10.0, OrderType::Gtc));
+        x.place("c", &buy(0.405, 1.0, OrderType::Gtc));
+        let bytes = postcard::to_allocvec(&x).unwrap();
+        let mut y: PaperExchange = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(y, x);
+        let next = book(&[(0.29, 10.0)], &[(0.30, 500.0)]);
+        assert_eq!(y.on_book(&next), x.on_book(&next));
+        assert_eq!(y.summary(), x.summary());
     }
 
     #[test]

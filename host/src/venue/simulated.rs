@@ -6,14 +6,20 @@
 //! runs relative to real time ([`Pacing`]). Market behaviour lives in
 //! [`super::sim`], execution and accounting in [`super::paper`]; retries,
 //! circuit breaking and journaling belong to the layers around a venue.
+//!
+//! While the runner catches it up with a journal it runs unpaced whatever its
+//! pacing ([`Venue::set_catching_up`]); pacing starts again with the first
+//! live tick. Its state (market and paper account) saves to bytes and
+//! restores into a venue of the same configuration ([`Venue::save_state`]).
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::paper::{PaperConfig, PaperExchange};
+use super::sim::SimMarketState;
 use super::sim::{SimConfig, SimMarket};
-use super::{MarketTick, PortfolioSummary, Venue, VenueError};
+use super::{MarketTick, PortfolioSummary, Venue, VenueError, VenueStateError};
 use crate::contract::{EventKind, OrderUpdate, PlaceOrder};
 
 /// How event time relates to wall-clock time.
@@ -32,6 +38,8 @@ pub struct SimVenue {
     paper: PaperExchange,
     /// Speed multiplier, or `None` when unpaced.
     speed: Option<f64>,
+    /// Catching up with a journal: unpaced until the first live tick.
+    catching_up: bool,
     /// Wall-clock instant and event time of the first tick: pacing is measured
     /// from there so waits do not accumulate drift tick by tick.
     origin: Option<(Instant, u64)>,
@@ -47,6 +55,7 @@ impl SimVenue {
             market: SimMarket::new(sim),
             paper: PaperExchange::new(paper),
             speed: Self::speed_of(speed),
+            catching_up: false,
             origin: None,
             pending: None,
         }
@@ -87,6 +96,9 @@ impl SimVenue {
     /// When the tick at event time `ts` is due on the wall clock, or `None` if
     /// it is due now (unpaced, or the first tick, which starts the clock).
     fn deadline(&mut self, ts: u64) -> Option<Instant> {
+        if self.catching_up {
+            return None;
+        }
         let speed = self.speed?;
         let Some((start, first_ts)) = self.origin else {
             self.origin = Some((Instant::now(), ts));
@@ -160,6 +172,44 @@ impl Venue for SimVenue {
         // Same seed, same market: the journal's history can be replayed exactly.
         true
     }
+
+    fn set_catching_up(&mut self, catching_up: bool) {
+        if self.catching_up && !catching_up {
+            // The first live tick starts the clock again.
+            self.origin = None;
+        }
+        self.catching_up = catching_up;
+    }
+
+    fn save_state(&self) -> Option<Vec<u8>> {
+        let saved = SavedSimVenue {
+            market: self.market.state(),
+            paper: self.paper.clone(),
+            pending: self.pending.clone(),
+        };
+        postcard::to_allocvec(&saved)
+            .inspect_err(|e| tracing::warn!("cannot encode the simulated venue's state: {e}"))
+            .ok()
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), VenueStateError> {
+        let saved: SavedSimVenue = postcard::from_bytes(state)
+            .map_err(|e| VenueStateError(format!("does not decode: {e}")))?;
+        self.market.restore(saved.market).map_err(VenueStateError)?;
+        self.paper = saved.paper;
+        self.pending = saved.pending;
+        self.origin = None;
+        Ok(())
+    }
+}
+
+/// What [`SimVenue::save_state`] encodes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedSimVenue {
+    market: SimMarketState,
+    paper: PaperExchange,
+    /// A tick stepped but not delivered (a wait for it was dropped).
+    pending: Option<(u64, Vec<EventKind>)>,
 }
 
 #[cfg(test)]
@@ -304,6 +354,73 @@ mod tests {
         assert_eq!(u.status, OrderStatus::Filled);
         assert_eq!((u.filled_size, u.remaining_size), (touch.size + 5.0, 0.0));
         assert_eq!(v.lookup_order("never").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_restored_venue_continues_exactly() {
+        let mut original = venue(Pacing::Unpaced);
+        let market = original.market().markets()[0].clone();
+        original.next_tick().await.unwrap().unwrap();
+        let touch = original.market().book(&market).unwrap().asks[0];
+        let order = PlaceOrder {
+            market: market.clone(),
+            side: Side::Buy,
+            price: touch.price,
+            size: touch.size + 5.0,
+            order_type: OrderType::Gtc,
+        };
+        original.place_order("cross", &order).await.unwrap();
+        for _ in 0..11 {
+            original.next_tick().await.unwrap().unwrap();
+        }
+        let saved = original.save_state().expect("a simulated venue saves");
+
+        let mut restored = venue(Pacing::Unpaced);
+        restored.restore_state(&saved).unwrap();
+        assert_eq!(restored.paper(), original.paper());
+        for _ in 0..2_000 {
+            assert_eq!(
+                restored.next_tick().await.unwrap(),
+                original.next_tick().await.unwrap()
+            );
+        }
+        assert_eq!(restored.portfolio(), original.portfolio());
+
+        // Another seed's venue refuses it and is left as it was.
+        let mut other = SimVenue::new(
+            SimConfig {
+                seed: 1,
+                ..SimConfig::default()
+            },
+            PaperConfig::default(),
+            Pacing::Unpaced,
+        );
+        let err = other.restore_state(&saved).unwrap_err().to_string();
+        assert!(err.contains("another simulated market"), "{err}");
+        assert!(other.restore_state(b"garbage").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn catching_up_runs_unpaced_then_pacing_resumes() {
+        let mut v = venue(Pacing::Realtime(1.0));
+        v.set_catching_up(true);
+        let start = tokio::time::Instant::now();
+        for _ in 0..100 {
+            v.next_tick().await.unwrap().unwrap();
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "no waits while catching up"
+        );
+        v.set_catching_up(false);
+        let live = tokio::time::Instant::now();
+        for _ in 0..3 {
+            v.next_tick().await.unwrap().unwrap();
+        }
+        // The first live tick starts the clock; two more 200 ms ticks follow.
+        let ms = live.elapsed().as_millis();
+        assert!((400..500).contains(&ms), "{ms} ms");
     }
 
     #[test]

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use sqlx::{QueryBuilder, Row};
 
+use crate::lease::{Holder, LeaseRecord, LeaseRequest};
 use crate::store::{
-    Checkpoint, JournalEntry, KEPT_CHECKPOINTS, OrderRecord, StoreError, StrategyStatus,
-    SystemEvent, TradeRecord, Write,
+    Checkpoint, HostState, JournalEntry, KEPT_CHECKPOINTS, KEPT_HOST_STATES, OrderRecord,
+    StoreError, StrategyStatus, SystemEvent, TradeRecord, Write, codec,
 };
 
 /// A database failure, classified: transient ones (connection lost, server
@@ -36,12 +37,16 @@ impl From<sqlx::Error> for BackendError {
             | sqlx::Error::Protocol(_) => true,
             sqlx::Error::Database(db) => db.code().is_some_and(|code| {
                 // PostgreSQL: class 08 connection exception, 57P0x shutdown,
-                // 53xxx insufficient resources. SQLite: 5 busy, 6 locked,
-                // 10 I/O error, 13 full.
-                code.starts_with("08")
-                    || code.starts_with("57P")
-                    || code.starts_with("53")
-                    || matches!(code.as_ref(), "5" | "6" | "10" | "13")
+                // 53xxx insufficient resources. SQLite (extended codes: the
+                // primary one is the low byte, e.g. 778 is an I/O error in
+                // write): 5 busy, 6 locked, 10 I/O error, 13 full, 14 cannot
+                // open.
+                match code.parse::<i32>() {
+                    Ok(sqlite) => matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14),
+                    Err(_) => {
+                        code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+                    }
+                }
             }),
             _ => false,
         };
@@ -77,11 +82,37 @@ pub trait Backend: Send + Sync + 'static {
         strategy: &str,
         after: u64,
     ) -> Result<Vec<JournalEntry>, StoreError>;
+    /// At most `limit` journal entries after seq `after`, in order.
+    async fn journal_page(
+        &self,
+        strategy: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
     async fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError>;
+    /// Kept host states, newest first.
+    async fn host_states(&self, strategy: &str) -> Result<Vec<HostState>, StoreError>;
     async fn system_events(&self, limit: usize) -> Result<Vec<SystemEvent>, StoreError>;
     async fn status(&self) -> Result<Vec<StrategyStatus>, StoreError>;
     async fn orders(&self, strategy: &str) -> Result<Vec<OrderRecord>, StoreError>;
     async fn trades(&self, strategy: &str) -> Result<Vec<TradeRecord>, StoreError>;
+    /// Takes `request.strategy`'s lease if it is free, expired, or (with
+    /// `request.same_dir_is_dead`) held from this host and data directory:
+    /// the new token, or `None` when someone else holds it.
+    async fn acquire_lease(&self, request: &LeaseRequest) -> Result<Option<u64>, BackendError>;
+    /// Extends a lease held with `token` to `expires_at_ms`; `false` when the
+    /// lease now carries another token (taken over).
+    async fn renew_lease(
+        &self,
+        strategy: &str,
+        token: u64,
+        now_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<bool, BackendError>;
+    /// Lets a lease held with `token` lapse now.
+    async fn release_lease(&self, strategy: &str, token: u64) -> Result<(), BackendError>;
+    /// Every lease row, by strategy name.
+    async fn leases(&self) -> Result<Vec<LeaseRecord>, BackendError>;
 }
 
 /// Rows per multi-row INSERT: well under both databases' parameter limits.
@@ -95,7 +126,7 @@ fn read_err(action: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
 const JOURNAL_PAGE: i64 = 10_000;
 
 macro_rules! sql_backend {
-    ($name:ident, $db:ty, $pool:ty, journal_page: $journal_page:expr) => {
+    ($name:ident, $db:ty, $pool:ty, journal_page: $journal_page:expr, journal_rows: $journal_rows:expr) => {
         /// A connected database; see the module docs.
         pub struct $name {
             pool: $pool,
@@ -109,27 +140,70 @@ macro_rules! sql_backend {
                 $name { pool, describe, ids: Mutex::new(HashMap::new()) }
             }
 
-            /// Finds the entry in (`from`, `to`] that does not decode, for an
-            /// error that names it.
-            async fn name_corrupt_entry(&self, strategy: &str, id: i64, from: i64, to: i64) -> StoreError {
-                let rows = match sqlx::query("SELECT seq, entry FROM journal WHERE strategy_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq")
+            /// Decodes the entries in (`from`, `to`] row by row: pages that
+            /// hold entries written as JSON by earlier versions, and the
+            /// error that names an entry that does not decode.
+            async fn decode_rows(&self, strategy: &str, id: i64, from: i64, to: i64) -> Result<Vec<JournalEntry>, StoreError> {
+                let rows = sqlx::query($journal_rows)
                     .bind(id)
                     .bind(from)
                     .bind(to)
                     .fetch_all(&self.pool)
                     .await
-                {
-                    Ok(rows) => rows,
-                    Err(e) => return StoreError::new("read the journal", e),
-                };
+                    .map_err(read_err("read the journal"))?;
+                let mut entries = Vec::with_capacity(rows.len());
                 for row in rows {
                     let seq: i64 = row.get(0);
-                    let text: String = row.get(1);
-                    if let Err(e) = serde_json::from_str::<JournalEntry>(&text) {
-                        return StoreError::new(format!("read {strategy}'s journal entry {seq}"), format!("corrupt entry: {e}"));
-                    }
+                    let bytes: Vec<u8> = row.get(1);
+                    let entry = codec::decode_entry(&bytes).map_err(|e| {
+                        StoreError::new(format!("read {strategy}'s journal entry {seq}"), format!("corrupt entry: {e}"))
+                    })?;
+                    entries.push(entry);
                 }
-                StoreError::new(format!("read {strategy}'s journal after {from}"), "the entries do not decode together")
+                Ok(entries)
+            }
+
+            /// The idempotent insert of one order row.
+            fn insert_order(id: i64, o: &OrderRecord) -> sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments<'_>> {
+                sqlx::query(
+                    "INSERT INTO orders (strategy_id, intent_id, seq, market, side, price, size, \
+                     order_type, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (strategy_id, intent_id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(&o.intent_id)
+                .bind(o.seq as i64)
+                .bind(&o.market)
+                .bind(&o.side)
+                .bind(o.price)
+                .bind(o.size)
+                .bind(&o.order_type)
+                .bind(o.created_at_ms as i64)
+            }
+
+            /// Up to `limit` journal entries after seq `from`, in seq order.
+            async fn read_page(&self, strategy: &str, id: i64, from: i64, limit: i64) -> Result<Vec<JournalEntry>, StoreError> {
+                // A page of entries comes back as one concatenation of
+                // self-delimiting binary entries, built by the database:
+                // per-row fetching was most of a restart's time.
+                let row = sqlx::query($journal_page)
+                    .bind(id)
+                    .bind(from)
+                    .bind(limit)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(read_err("read the journal"))?;
+                let (Some(page), Some(last)) = (row.get::<Option<Vec<u8>>, _>(0), row.get::<Option<i64>, _>(1)) else {
+                    return Ok(Vec::new());
+                };
+                let mut decoded = match codec::decode_entries(&page) {
+                    Ok(decoded) => decoded,
+                    // Entries written as JSON, or a corrupt one to name.
+                    Err(_) => self.decode_rows(strategy, id, from, last).await?,
+                };
+                // Aggregation order is the database's; seq order is ours.
+                decoded.sort_by_key(|e| e.event.seq);
+                Ok(decoded)
             }
 
             fn cached_id(&self, strategy: &str) -> Option<i64> {
@@ -149,7 +223,24 @@ macro_rules! sql_backend {
             }
 
             async fn commit_group(&self, writes: &[Write]) -> Result<(), sqlx::Error> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.pool.acquire().await?;
+                let result = self.commit_on(&mut conn, writes).await;
+                if result.is_err() {
+                    // A commit that failed (a full disk, say) can leave its
+                    // transaction, and the write lock, open on the connection:
+                    // close it rather than hand it back to the pool.
+                    conn.close_on_drop();
+                }
+                result
+            }
+
+            async fn commit_on(
+                &self,
+                conn: &mut sqlx::pool::PoolConnection<$db>,
+                writes: &[Write],
+            ) -> Result<(), sqlx::Error> {
+                use sqlx::Acquire;
+                let mut tx = conn.begin().await?;
                 let mut ids: HashMap<String, i64> = HashMap::new();
                 for write in writes {
                     let name = match write {
@@ -157,7 +248,8 @@ macro_rules! sql_backend {
                         | Write::Checkpoint { strategy, .. }
                         | Write::Order { strategy, .. }
                         | Write::Trade { strategy, .. }
-                        | Write::StrategyState { strategy, .. } => strategy,
+                        | Write::StrategyState { strategy, .. }
+                        | Write::HostState { strategy, .. } => strategy,
                         Write::SystemEvent(_) => continue,
                     };
                     if ids.contains_key(name) {
@@ -200,10 +292,27 @@ macro_rules! sql_backend {
                         row.push_bind(*id)
                             .push_bind(entry.event.seq as i64)
                             .push_bind(entry.event.timestamp_ms as i64)
-                            .push_bind(serde_json::to_string(entry).unwrap_or_default());
+                            .push_bind(codec::encode_entry(entry));
                     });
                     insert.push(" ON CONFLICT (strategy_id, seq) DO NOTHING");
-                    insert.build().execute(&mut *tx).await?;
+                    // Only the full-size statement is kept prepared: every other
+                    // row count is a different statement, and caching each one
+                    // (up to the connection's cache size) made memory climb
+                    // through a long run.
+                    let full = chunk.len() == ROWS_PER_INSERT;
+                    insert.build().persistent(full).execute(&mut *tx).await?;
+                }
+
+                // An order row goes in with the journal entry that places it,
+                // so a journaled order is never without its row; the runner's
+                // own record of it is then a no-op.
+                let now = crate::store::wall_clock_ms();
+                let placed: Vec<(i64, OrderRecord)> = journal
+                    .iter()
+                    .flat_map(|(id, entry)| OrderRecord::placed_by(entry, now).into_iter().map(move |o| (*id, o)))
+                    .collect();
+                for (id, o) in &placed {
+                    Self::insert_order(*id, o).execute(&mut *tx).await?;
                 }
 
                 for write in writes {
@@ -236,22 +345,7 @@ macro_rules! sql_backend {
                             .await?;
                         }
                         Write::Order { strategy, order: o } => {
-                            sqlx::query(
-                                "INSERT INTO orders (strategy_id, intent_id, seq, market, side, price, size, \
-                                 order_type, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                                 ON CONFLICT (strategy_id, intent_id) DO NOTHING",
-                            )
-                            .bind(ids[strategy])
-                            .bind(&o.intent_id)
-                            .bind(o.seq as i64)
-                            .bind(&o.market)
-                            .bind(&o.side)
-                            .bind(o.price)
-                            .bind(o.size)
-                            .bind(&o.order_type)
-                            .bind(o.created_at_ms as i64)
-                            .execute(&mut *tx)
-                            .await?;
+                            Self::insert_order(ids[strategy], o).execute(&mut *tx).await?;
                         }
                         Write::Trade { strategy, trade: t } => {
                             sqlx::query(
@@ -282,6 +376,28 @@ macro_rules! sql_backend {
                             .bind(&e.component)
                             .bind(&e.message)
                             .bind(&e.id)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::HostState { strategy, state: h } => {
+                            let id = ids[strategy];
+                            sqlx::query(
+                                "INSERT INTO host_states (strategy_id, seq, state, checksum, created_at_ms) \
+                                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (strategy_id, seq) DO NOTHING",
+                            )
+                            .bind(id)
+                            .bind(h.seq as i64)
+                            .bind(&h.bytes)
+                            .bind(&h.checksum)
+                            .bind(h.created_at_ms as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query(
+                                "DELETE FROM host_states WHERE strategy_id = $1 AND seq NOT IN \
+                                 (SELECT seq FROM host_states WHERE strategy_id = $1 ORDER BY seq DESC LIMIT $2)",
+                            )
+                            .bind(id)
+                            .bind(KEPT_HOST_STATES as i64)
                             .execute(&mut *tx)
                             .await?;
                         }
@@ -349,34 +465,44 @@ macro_rules! sql_backend {
                 let mut entries: Vec<JournalEntry> = Vec::new();
                 let mut from = after as i64;
                 loop {
-                    // A page of entries comes back as one JSON array, built by
-                    // the database: per-row decoding was most of a restart's time.
-                    let row = sqlx::query($journal_page)
-                        .bind(id)
-                        .bind(from)
-                        .bind(JOURNAL_PAGE)
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(read_err("read the journal"))?;
-                    let (Some(page), Some(last), count) =
-                        (row.get::<Option<String>, _>(0), row.get::<Option<i64>, _>(1), row.get::<i64, _>(2))
-                    else {
-                        break;
-                    };
-                    match serde_json::from_str::<Vec<JournalEntry>>(&page) {
-                        Ok(mut decoded) => {
-                            // Aggregation order is the database's; seq order is ours.
-                            decoded.sort_by_key(|e| e.event.seq);
-                            entries.append(&mut decoded);
-                        }
-                        Err(_) => return Err(self.name_corrupt_entry(strategy, id, from, last).await),
-                    }
-                    if count < JOURNAL_PAGE {
+                    let mut page = self.read_page(strategy, id, from, JOURNAL_PAGE).await?;
+                    let Some(last) = page.last().map(|e| e.event.seq as i64) else { break };
+                    let full = page.len() as i64 >= JOURNAL_PAGE;
+                    entries.append(&mut page);
+                    if !full {
                         break;
                     }
                     from = last;
                 }
                 Ok(entries)
+            }
+
+            async fn journal_page(&self, strategy: &str, after: u64, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+                let Some(id) = self.strategy_id(strategy).await? else { return Ok(Vec::new()) };
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                self.read_page(strategy, id, after as i64, limit).await
+            }
+
+            async fn host_states(&self, strategy: &str) -> Result<Vec<HostState>, StoreError> {
+                let Some(id) = self.strategy_id(strategy).await? else { return Ok(Vec::new()) };
+                let rows = sqlx::query(
+                    "SELECT seq, state, checksum, created_at_ms FROM host_states \
+                     WHERE strategy_id = $1 ORDER BY seq DESC LIMIT $2",
+                )
+                .bind(id)
+                .bind(KEPT_HOST_STATES as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_err("read host states"))?;
+                Ok(rows
+                    .iter()
+                    .map(|row| HostState {
+                        seq: row.get::<i64, _>(0) as u64,
+                        bytes: row.get(1),
+                        checksum: row.get(2),
+                        created_at_ms: row.get::<i64, _>(3) as u64,
+                    })
+                    .collect())
             }
 
             async fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError> {
@@ -511,25 +637,105 @@ macro_rules! sql_backend {
                     })
                     .collect())
             }
+
+            async fn acquire_lease(&self, r: &LeaseRequest) -> Result<Option<u64>, BackendError> {
+                let row = sqlx::query(
+                    "INSERT INTO leases (strategy, token, holder_host, holder_pid, holder_dir, \
+                       acquired_at_ms, renewed_at_ms, expires_at_ms) \
+                     VALUES ($1, 1, $2, $3, $4, $5, $5, $6) \
+                     ON CONFLICT (strategy) DO UPDATE SET token = leases.token + 1, \
+                       holder_host = excluded.holder_host, holder_pid = excluded.holder_pid, \
+                       holder_dir = excluded.holder_dir, acquired_at_ms = excluded.acquired_at_ms, \
+                       renewed_at_ms = excluded.renewed_at_ms, expires_at_ms = excluded.expires_at_ms \
+                     WHERE leases.expires_at_ms <= $5 \
+                        OR ($7 AND leases.holder_host = $2 AND leases.holder_dir = $4) \
+                     RETURNING token",
+                )
+                .bind(&r.strategy)
+                .bind(&r.holder.host)
+                .bind(i64::from(r.holder.pid))
+                .bind(&r.holder.data_dir)
+                .bind(r.holder.since_ms as i64)
+                .bind(r.expires_at_ms as i64)
+                .bind(r.same_dir_is_dead)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|row| row.get::<i64, _>(0) as u64))
+            }
+
+            async fn renew_lease(
+                &self,
+                strategy: &str,
+                token: u64,
+                now_ms: u64,
+                expires_at_ms: u64,
+            ) -> Result<bool, BackendError> {
+                let done = sqlx::query(
+                    "UPDATE leases SET renewed_at_ms = $1, expires_at_ms = $2 \
+                     WHERE strategy = $3 AND token = $4",
+                )
+                .bind(now_ms as i64)
+                .bind(expires_at_ms as i64)
+                .bind(strategy)
+                .bind(token as i64)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn release_lease(&self, strategy: &str, token: u64) -> Result<(), BackendError> {
+                sqlx::query("UPDATE leases SET expires_at_ms = 0 WHERE strategy = $1 AND token = $2")
+                    .bind(strategy)
+                    .bind(token as i64)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn leases(&self) -> Result<Vec<LeaseRecord>, BackendError> {
+                let rows = sqlx::query(
+                    "SELECT strategy, token, holder_host, holder_pid, holder_dir, acquired_at_ms, \
+                       renewed_at_ms, expires_at_ms FROM leases ORDER BY strategy",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| LeaseRecord {
+                        strategy: row.get(0),
+                        token: row.get::<i64, _>(1) as u64,
+                        holder: Holder {
+                            host: row.get(2),
+                            pid: row.get::<i64, _>(3) as u32,
+                            data_dir: row.get(4),
+                            since_ms: row.get::<i64, _>(5) as u64,
+                        },
+                        renewed_at_ms: row.get::<i64, _>(6) as u64,
+                        expires_at_ms: row.get::<i64, _>(7) as u64,
+                    })
+                    .collect())
+            }
         }
     };
 }
 
-// A page of the journal after seq $2: the entries as one JSON array, the last
-// seq and the count.
+// A page of the journal after seq $2: the entries concatenated, the last seq
+// and the count; and the entries in (`$2`, `$3`] one row each.
 sql_backend!(
     SqliteBackend,
     sqlx::Sqlite,
     sqlx::SqlitePool,
-    journal_page: "SELECT '[' || group_concat(entry, ',') || ']', MAX(seq), COUNT(*) FROM \
-                   (SELECT seq, entry FROM journal WHERE strategy_id = $1 AND seq > $2 ORDER BY seq LIMIT $3)"
+    journal_page: "SELECT CAST(group_concat(entry, '') AS BLOB), MAX(seq), COUNT(*) FROM \
+                   (SELECT seq, entry FROM journal WHERE strategy_id = $1 AND seq > $2 ORDER BY seq LIMIT $3)",
+    journal_rows: "SELECT seq, CAST(entry AS BLOB) FROM journal WHERE strategy_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq"
 );
 sql_backend!(
     PostgresBackend,
     sqlx::Postgres,
     sqlx::PgPool,
-    journal_page: "SELECT '[' || string_agg(entry, ',' ORDER BY seq) || ']', MAX(seq), COUNT(*) FROM \
-                   (SELECT seq, entry FROM journal WHERE strategy_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) AS page"
+    journal_page: "SELECT string_agg(entry, ''::bytea ORDER BY seq), MAX(seq), COUNT(*) FROM \
+                   (SELECT seq, entry FROM journal WHERE strategy_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) AS page",
+    journal_rows: "SELECT seq, entry FROM journal WHERE strategy_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq"
 );
 
 impl SqliteBackend {
@@ -574,8 +780,12 @@ impl PostgresBackend {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
         let describe = super::StoreLocation::Postgres(url.to_string()).describe();
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::new(format!("parse database URL {describe}"), e))?;
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::new(
+                format!("parse database URL {describe}"),
+                crate::redact::scrub(&e.to_string(), url),
+            )
+        })?;
         // One direct connection first: its error says why (refused, unknown
         // host, bad password), where the pool would only say it timed out.
         {
@@ -586,7 +796,12 @@ impl PostgresBackend {
             )
             .await
             .map_err(|_| StoreError::new(format!("connect to {describe}"), "no answer within 5 s"))?
-            .map_err(|e| StoreError::new(format!("connect to {describe}"), e))?;
+            .map_err(|e| {
+                StoreError::new(
+                    format!("connect to {describe}"),
+                    crate::redact::scrub(&e.to_string(), url),
+                )
+            })?;
             let _ = connection.close().await;
         }
         let pool = PgPoolOptions::new()
@@ -594,7 +809,29 @@ impl PostgresBackend {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::new(format!("connect to {describe}"), e))?;
+            .map_err(|e| {
+                StoreError::new(
+                    format!("connect to {describe}"),
+                    crate::redact::scrub(&e.to_string(), url),
+                )
+            })?;
+        Ok(Self::from_pool(pool, describe))
+    }
+
+    /// A pool that connects on first use, for a database that does not
+    /// answer yet: the store starts in an outage over it.
+    ///
+    /// # Errors
+    /// The URL does not parse.
+    pub fn lazy(url: &str) -> Result<Self, StoreError> {
+        use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+        let describe = super::StoreLocation::Postgres(url.to_string()).describe();
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::new(format!("parse database URL {describe}"), e))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
         Ok(Self::from_pool(pool, describe))
     }
 

@@ -1,0 +1,161 @@
+//! A strategy's view of the store, fenced by its lease: once the lease is
+//! lost, every write for that strategy (journal, checkpoints, orders, trades,
+//! its state) is refused, so the event in hand is never journaled, no order
+//! from it leaves the host (orders wait for their event's journal entry), and
+//! the new holder's records are not overwritten by the old host stopping.
+//! System events still pass: the loss itself must be recorded. Reads pass
+//! through. This type never decides when a lease is lost; [`super::Lease`]
+//! does.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::LeaseLost;
+use crate::store::{
+    Checkpoint, HostState, JournalEntry, OrderRecord, StateStore, StoreError, StrategyStatus,
+    SystemEvent, TradeRecord, Write,
+};
+
+/// See the module docs.
+pub struct FencedStore {
+    inner: Arc<dyn StateStore>,
+    strategy: String,
+    lost: watch::Receiver<Option<LeaseLost>>,
+}
+
+impl FencedStore {
+    pub(super) fn new(
+        inner: Arc<dyn StateStore>,
+        strategy: String,
+        lost: watch::Receiver<Option<LeaseLost>>,
+    ) -> Self {
+        FencedStore {
+            inner,
+            strategy,
+            lost,
+        }
+    }
+
+    fn fenced(&self, write: &Write) -> Option<StoreError> {
+        let strategy = match write {
+            Write::SystemEvent(_) => return None,
+            Write::Journal { strategy, .. }
+            | Write::Checkpoint { strategy, .. }
+            | Write::Order { strategy, .. }
+            | Write::Trade { strategy, .. }
+            | Write::HostState { strategy, .. }
+            | Write::StrategyState { strategy, .. } => strategy,
+        };
+        if *strategy != self.strategy {
+            return None;
+        }
+        self.lost
+            .borrow()
+            .as_ref()
+            .map(|loss| StoreError::new(format!("write for strategy {}", self.strategy), loss))
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for FencedStore {
+    async fn write(&self, write: Write) -> Result<(), StoreError> {
+        match self.fenced(&write) {
+            Some(refused) => Err(refused),
+            None => self.inner.write(write).await,
+        }
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.inner.sync().await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.close().await
+    }
+
+    async fn entries_after(
+        &self,
+        strategy: &str,
+        after: u64,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        self.inner.entries_after(strategy, after).await
+    }
+
+    async fn journal_page(
+        &self,
+        strategy: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        self.inner.journal_page(strategy, after, limit).await
+    }
+
+    async fn host_states(&self, strategy: &str) -> Result<Vec<HostState>, StoreError> {
+        self.inner.host_states(strategy).await
+    }
+
+    async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError> {
+        self.inner.last_seq(strategy).await
+    }
+
+    async fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        self.inner.checkpoints(strategy).await
+    }
+
+    async fn system_events(&self, limit: usize) -> Result<Vec<SystemEvent>, StoreError> {
+        self.inner.system_events(limit).await
+    }
+
+    async fn status(&self) -> Result<Vec<StrategyStatus>, StoreError> {
+        self.inner.status().await
+    }
+
+    async fn orders(&self, strategy: &str) -> Result<Vec<OrderRecord>, StoreError> {
+        self.inner.orders(strategy).await
+    }
+
+    async fn trades(&self, strategy: &str) -> Result<Vec<TradeRecord>, StoreError> {
+        self.inner.trades(strategy).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn state(strategy: &str) -> Write {
+        Write::StrategyState {
+            strategy: strategy.into(),
+            module_digest: "d".into(),
+            state: "running".into(),
+            restarts: 0,
+            at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_for_the_strategy_stop_once_the_lease_is_lost() {
+        let (tx, rx) = watch::channel(None);
+        let store = FencedStore::new(Arc::new(MemoryStore::new()), "s".into(), rx);
+        store.write(state("s")).await.unwrap();
+        tx.send_replace(Some(LeaseLost {
+            strategy: "s".into(),
+            taken_by: "now held by another host".into(),
+        }));
+        let refused = store.write(state("s")).await.unwrap_err();
+        assert!(refused.to_string().contains("lost the lease"), "{refused}");
+        // Other strategies and system events still pass.
+        store.write(state("other")).await.unwrap();
+        let event = SystemEvent {
+            timestamp_ms: 1,
+            event_type: "lease-lost".into(),
+            component: "lease/s".into(),
+            message: "lost".into(),
+            id: String::new(),
+        };
+        store.write(Write::SystemEvent(event)).await.unwrap();
+        assert_eq!(store.system_events(10).await.unwrap().len(), 1);
+    }
+}

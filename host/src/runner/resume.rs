@@ -1,0 +1,370 @@
+//! Resuming a run: the host state saved beside the strategy's checkpoints,
+//! and catching a fresh venue up with the journal after it.
+//!
+//! The cell restores the *strategy* from its own checkpoints. This module
+//! restores what the host holds around it — the venue's market and paper
+//! account, pending timers, the fill ledger and the run's counters — from
+//! the newest intact [`HostState`] at or before the journal's end, then hands
+//! the runner the journal entries after that state, read a page at a time
+//! ([`CatchUp`]), to drive the venue through. So a restart costs the events
+//! since the last host state, not the whole history. With no usable host
+//! state (a data directory written before host states existed, or every kept
+//! one corrupt or refused — each refusal a system event) the venue is driven
+//! from seq 1, as it always could be.
+//!
+//! Catching up is never paced: the venue runs as fast as it can until the
+//! journal is exhausted and pacing starts with the first live event. A long
+//! catch-up logs its progress.
+//!
+//! The runner saves a host state at a tick boundary every
+//! [`HOST_STATE_EVERY`] events and when a run ends cleanly ([`save`]).
+//!
+//! It never asks the strategy anything and never decides how live events are
+//! handled: that is the runner's loop.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::Ledger;
+use crate::store::{HostState, JournalEntry, StateStore, StoreError, SystemEvent, Write};
+use crate::supervisor::Cell;
+use crate::venue::Venue;
+
+/// Events between two host states, at the first tick boundary after.
+pub const HOST_STATE_EVERY: u64 = 1000;
+/// Journal entries read from the store at a time while catching up.
+const PAGE: usize = 1000;
+/// A catch-up logs its progress this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Version of the encoding below; a host state of another is not used.
+const FORMAT: u32 = 1;
+
+/// Where the venue stands when a run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VenueStart {
+    /// Built for this run. If the strategy's journal holds events, a venue
+    /// that replays history is first caught up with it (see the module docs);
+    /// any other continues live after the journal's end.
+    Fresh,
+    /// Already at the journal's end (it went through those events in this
+    /// process): the run continues live.
+    AtJournalEnd,
+}
+
+/// How a run caught its venue up with the journal.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct CatchUpReport {
+    /// Seq of the host state the venue was restored from; 0 when it was
+    /// driven from the journal's start.
+    pub from_seq: u64,
+    /// The journal's end when the run started.
+    pub to_seq: u64,
+    /// Journal entries read and driven through.
+    pub entries: u64,
+    /// Wall time from the start of the catch-up to its end.
+    pub wall_ms: u64,
+}
+
+/// The runner's own state between two ticks, besides the venue: what a host
+/// state holds for it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct RunState {
+    pub timers: BTreeSet<(u64, u64)>,
+    pub ledger: Ledger,
+    pub orders: u64,
+    pub cancels: u64,
+    pub fills: u64,
+    pub first_event_ms: Option<u64>,
+}
+
+/// A host state's bytes, decoded.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    format: u32,
+    seq: u64,
+    run: RunState,
+    venue: Vec<u8>,
+}
+
+/// The journal entries a fresh venue is driven through, read a page at a time.
+pub(super) struct CatchUp {
+    store: Option<Arc<dyn StateStore>>,
+    strategy: String,
+    /// Seq of the last entry fetched from the store.
+    fetched: u64,
+    page: VecDeque<JournalEntry>,
+    report: CatchUpReport,
+    started: Instant,
+    logged: Instant,
+}
+
+impl CatchUp {
+    /// Nothing to catch up with.
+    fn nothing() -> Self {
+        CatchUp {
+            store: None,
+            strategy: String::new(),
+            fetched: 0,
+            page: VecDeque::new(),
+            report: CatchUpReport::default(),
+            started: Instant::now(),
+            logged: Instant::now(),
+        }
+    }
+
+    /// Whether every entry up to the journal's end has been handed out.
+    pub fn is_done(&self) -> bool {
+        self.page.is_empty() && self.fetched >= self.report.to_seq
+    }
+
+    /// Whether this run catches up at all.
+    pub fn is_needed(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The next journal entry to drive the venue through, `None` once caught up.
+    ///
+    /// # Errors
+    /// The store cannot be read, or the journal ends before the seq it had
+    /// when the run started.
+    pub async fn next(&mut self) -> Result<Option<JournalEntry>, StoreError> {
+        if self.page.is_empty() && self.fetched < self.report.to_seq {
+            let Some(store) = &self.store else {
+                return Ok(None);
+            };
+            let page = store
+                .journal_page(&self.strategy, self.fetched, PAGE)
+                .await?;
+            let page: VecDeque<JournalEntry> = page
+                .into_iter()
+                .take_while(|e| e.event.seq <= self.report.to_seq)
+                .collect();
+            if let Some(first) = page.front()
+                && first.event.seq != self.fetched + 1
+            {
+                return Err(StoreError::new(
+                    format!("catch up with {}'s journal", self.strategy),
+                    format!(
+                        "the journal skips from seq {} to {}",
+                        self.fetched, first.event.seq
+                    ),
+                ));
+            }
+            match page.back() {
+                Some(last) => self.fetched = last.event.seq,
+                None => {
+                    return Err(StoreError::new(
+                        format!("catch up with {}'s journal", self.strategy),
+                        format!(
+                            "the journal ends at seq {} but held {} when the run started",
+                            self.fetched, self.report.to_seq
+                        ),
+                    ));
+                }
+            }
+            self.page = page;
+            if self.logged.elapsed() >= PROGRESS_EVERY {
+                self.logged = Instant::now();
+                let done = self.fetched - self.report.from_seq;
+                tracing::info!(
+                    strategy = %self.strategy,
+                    seq = self.fetched,
+                    of = self.report.to_seq,
+                    rate = (done as f64 / self.started.elapsed().as_secs_f64().max(1e-3)) as u64,
+                    "catching up with the journal"
+                );
+            }
+        }
+        let entry = self.page.pop_front();
+        if entry.is_some() {
+            self.report.entries += 1;
+        }
+        Ok(entry)
+    }
+
+    /// What the catch-up did so far.
+    pub fn report(&self) -> CatchUpReport {
+        CatchUpReport {
+            wall_ms: self.started.elapsed().as_millis() as u64,
+            ..self.report.clone()
+        }
+    }
+}
+
+/// Brings a run to where its journal ends: restores the newest usable host
+/// state into `venue` and returns the runner's state from it (fresh when
+/// none), with the journal entries after it to drive the venue through. The
+/// venue runs unpaced until they are all handed out.
+pub(super) async fn prepare<V: Venue>(
+    cell: &Cell,
+    venue: &mut V,
+    start: VenueStart,
+) -> (CatchUp, RunState) {
+    let end = cell.last_seq();
+    if start == VenueStart::AtJournalEnd || end == 0 {
+        return (CatchUp::nothing(), RunState::default());
+    }
+    if !venue.replays_history() {
+        tracing::info!(
+            strategy = %cell.name(),
+            venue = venue.name(),
+            "the venue keeps its own state; continuing live after seq {end}"
+        );
+        return (CatchUp::nothing(), RunState::default());
+    }
+    let started = Instant::now();
+    let (from, run) = match restore_newest(cell, venue, end).await {
+        Some((seq, run)) => (seq, run),
+        None => (0, RunState::default()),
+    };
+    tracing::info!(
+        strategy = %cell.name(),
+        from_seq = from,
+        to_seq = end,
+        "catching the venue up with the journal"
+    );
+    venue.set_catching_up(true);
+    let catch_up = CatchUp {
+        store: Some(cell.store().clone()),
+        strategy: cell.name().to_string(),
+        fetched: from,
+        page: VecDeque::new(),
+        report: CatchUpReport {
+            from_seq: from,
+            to_seq: end,
+            entries: 0,
+            wall_ms: 0,
+        },
+        started,
+        logged: Instant::now(),
+    };
+    (catch_up, run)
+}
+
+/// Restores the newest host state at or before `end` that is intact, decodes
+/// and that the venue accepts; returns its seq and the runner's state. Every
+/// state passed over is reported as a system event.
+async fn restore_newest<V: Venue>(cell: &Cell, venue: &mut V, end: u64) -> Option<(u64, RunState)> {
+    let states = match cell.store().host_states(cell.name()).await {
+        Ok(states) => states,
+        Err(e) => {
+            system_event(
+                cell,
+                "host-state-rejected",
+                format!("cannot read host states ({e}); catching the venue up from seq 1"),
+            )
+            .await;
+            return None;
+        }
+    };
+    if states.is_empty() {
+        tracing::info!(strategy = %cell.name(), "no host state kept; catching the venue up from seq 1");
+        return None;
+    }
+    // A state past the journal's end belongs to events lost in a crash.
+    for state in states.into_iter().filter(|s| s.seq <= end) {
+        match decode(&state).and_then(|saved| {
+            venue
+                .restore_state(&saved.venue)
+                .map_err(|e| e.to_string())?;
+            Ok(saved)
+        }) {
+            Ok(saved) => return Some((saved.seq, saved.run)),
+            Err(reason) => {
+                system_event(
+                    cell,
+                    "host-state-rejected",
+                    format!(
+                        "host state at seq {} cannot be used: {reason}; trying an older one",
+                        state.seq
+                    ),
+                )
+                .await;
+            }
+        }
+    }
+    system_event(
+        cell,
+        "host-state-rejected",
+        "no usable host state; catching the venue up from seq 1".into(),
+    )
+    .await;
+    None
+}
+
+fn decode(state: &HostState) -> Result<Saved, String> {
+    if !state.is_intact() {
+        return Err("it fails its checksum".into());
+    }
+    let saved: Saved = postcard::from_bytes(&state.bytes).map_err(|e| format!("{e}"))?;
+    if saved.format != FORMAT {
+        return Err(format!(
+            "it is in format {}, this host reads {FORMAT}",
+            saved.format
+        ));
+    }
+    if saved.seq != state.seq {
+        return Err(format!("it says seq {} inside", saved.seq));
+    }
+    Ok(saved)
+}
+
+/// Saves a host state for the journal as it stands: the caller is at a tick
+/// boundary, with the venue and `run` having taken in every event up to
+/// `cell.last_seq()`. Returns whether one was written.
+pub(super) async fn save<V: Venue>(cell: &Cell, venue: &V, run: RunState) -> bool {
+    let Some(venue_bytes) = venue.save_state() else {
+        return false;
+    };
+    let seq = cell.last_seq();
+    let saved = Saved {
+        format: FORMAT,
+        seq,
+        run,
+        venue: venue_bytes,
+    };
+    let bytes = match postcard::to_allocvec(&saved) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            system_event(
+                cell,
+                "host-state-failed",
+                format!("cannot encode the host state at seq {seq}: {e}"),
+            )
+            .await;
+            return false;
+        }
+    };
+    let size = bytes.len();
+    let write = Write::HostState {
+        strategy: cell.name().to_string(),
+        state: HostState::new(seq, bytes),
+    };
+    match cell.store().write(write).await {
+        Ok(()) => {
+            tracing::debug!(strategy = %cell.name(), seq, bytes = size, "host state saved");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(strategy = %cell.name(), "cannot save the host state at seq {seq}: {e}");
+            false
+        }
+    }
+}
+
+async fn system_event(cell: &Cell, event_type: &str, message: String) {
+    tracing::warn!(strategy = %cell.name(), "{message}");
+    let event = SystemEvent {
+        timestamp_ms: crate::store::wall_clock_ms(),
+        event_type: event_type.to_string(),
+        component: format!("runner/{}", cell.name()),
+        message,
+        id: String::new(),
+    };
+    if let Err(e) = cell.store().write(Write::SystemEvent(event)).await {
+        tracing::warn!(strategy = %cell.name(), "cannot keep system event: {e}");
+    }
+}
