@@ -74,13 +74,13 @@ fn main() {
         println!(
             "|---------------------------------------------------|--------------|------------|"
         );
-        for (label, times, target) in [
-            ("trap → next event handled, p50", &traps, "—"),
-            ("trap → next event handled, p99", &traps, "≤ 1000 µs"),
-            ("event without a fault, p50", &plain, "—"),
-            ("event without a fault, p99", &plain, "—"),
+        for (label, times, p, target) in [
+            ("trap → next event handled, p50", &traps, 0.50, "—"),
+            ("trap → next event handled, p90", &traps, 0.90, "—"),
+            ("trap → next event handled, p99", &traps, 0.99, "≤ 1000 µs"),
+            ("event without a fault, p50", &plain, 0.50, "—"),
+            ("event without a fault, p99", &plain, 0.99, "—"),
         ] {
-            let p = if label.ends_with("p50") { 0.50 } else { 0.99 };
             println!(
                 "| {label:<49} | {:>9.1} µs | {target:<10} |",
                 percentile(times, p).as_secs_f64() * 1e6
