@@ -4,7 +4,17 @@
 //! it returns are executed on the venue, and the order updates and fills that
 //! come back are queued as further events at the same event time, so the
 //! strategy learns of its fills before the next market data. Timers the
-//! strategy set fire when event time reaches them.
+//! strategy set fire when event time reaches them: live, the cell keeps the
+//! pending timers (they survive restarts of the strategy and are capped
+//! there); at each tick the loop takes the ones due and queues them ahead of
+//! the tick's market data, each at its due time. While catching up, the loop
+//! tracks the journal's timers itself and hands what is still pending to the
+//! cell when it goes live.
+//!
+//! **Limits.** The event limit, the event-time limit and a stop request are
+//! checked before every event the strategy is handed — market data, fills and
+//! timer events alike — so nothing a strategy does between two ticks can
+//! carry a run past them.
 //!
 //! **Resuming.** When the strategy's journal already holds events (the host was
 //! killed or stopped), the cell has restored its state from them; the runner
@@ -19,13 +29,13 @@
 //! idempotently, so re-applying them never records them twice. Host states
 //! are saved at tick boundaries as the run goes.
 //!
-//! Shutdown is a future passed in; when it resolves the loop finishes the event
-//! in hand, takes a final checkpoint and returns its report.
+//! Shutdown is a [`Shutdown`] request passed in and handed to the cell: once
+//! requested the loop finishes the event in hand (a cell in backoff or
+//! recovery stops at once), takes a final checkpoint and returns its report.
 
 mod resume;
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,7 +43,7 @@ use std::time::Duration;
 pub use self::resume::{CatchUpReport, HOST_STATE_EVERY, VenueStart};
 use crate::contract::{Action, EventKind, Fill, PlaceOrder, Side};
 use crate::store::{OrderRecord, Outcome, TradeRecord, Write, wall_clock_ms};
-use crate::supervisor::{Cell, CellState, CellStats};
+use crate::supervisor::{Cell, CellError, CellState, CellStats, Shutdown};
 use crate::venue::{PortfolioSummary, Venue};
 
 /// Events between two updates of the live counters.
@@ -106,6 +116,24 @@ pub struct RunReport {
     pub catch_up: Option<CatchUpReport>,
 }
 
+impl RunLimits {
+    /// Whether the run must stop before handing the strategy an event at
+    /// `at_ms`, with `last_seq` events journaled and the run's event time
+    /// starting at `first_ms`.
+    fn reached(&self, last_seq: u64, first_ms: u64, at_ms: u64) -> Option<StopReason> {
+        if self.max_events.is_some_and(|max| last_seq >= max) {
+            return Some(StopReason::EventLimit);
+        }
+        let max_ms = self
+            .max_event_time
+            .map(|max| u64::try_from(max.as_millis()).unwrap_or(u64::MAX));
+        if max_ms.is_some_and(|max| at_ms.saturating_sub(first_ms) > max) {
+            return Some(StopReason::TimeLimit);
+        }
+        None
+    }
+}
+
 /// Runs `cell` against `venue` until a limit, the feed's end, a fatal strategy
 /// or `shutdown`. A [`VenueStart::Fresh`] venue is first caught up with the
 /// strategy's journal; see the module docs.
@@ -115,9 +143,9 @@ pub async fn run<V: Venue>(
     start: VenueStart,
     limits: RunLimits,
     counters: Arc<RunCounters>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> RunReport {
-    tokio::pin!(shutdown);
+    cell.set_shutdown(shutdown.clone());
     let resumed_at_seq = cell.last_seq();
     let (mut pending, restored) = resume::prepare(cell, venue, start).await;
     let mut catching_up = pending.is_needed();
@@ -128,7 +156,11 @@ pub async fn run<V: Venue>(
         resumed_at_seq
     };
     let mut queue: VecDeque<(u64, EventKind)> = VecDeque::new();
+    // The journal's pending timers while catching up; live, the cell keeps them.
     let mut timers = restored.timers;
+    if !catching_up {
+        cell.add_pending_timers(std::mem::take(&mut timers));
+    }
     let mut ledger = restored.ledger;
     let mut report = RunReport {
         strategy: cell.name().to_string(),
@@ -148,6 +180,9 @@ pub async fn run<V: Venue>(
         catch_up: None,
     };
 
+    // The run stopped with part of a tick unhandled: no host state then (one
+    // is valid only between ticks); a resume catches up through the journal.
+    let mut mid_tick = false;
     'run: loop {
         // A tick boundary: every event so far is through the venue.
         if catching_up && pending.is_done() {
@@ -163,10 +198,11 @@ pub async fn run<V: Venue>(
                 "caught up with the journal; continuing live"
             );
             report.catch_up = Some(done);
+            cell.add_pending_timers(std::mem::take(&mut timers));
         }
         if !catching_up && cell.last_seq() >= host_state_seq + HOST_STATE_EVERY {
             host_state_seq = cell.last_seq();
-            save_host_state(cell, venue, &report, &timers, &ledger).await;
+            save_host_state(cell, venue, &report, &ledger).await;
         }
         if pending.is_done() && limits.max_events.is_some_and(|max| cell.last_seq() >= max) {
             report.stop = StopReason::EventLimit;
@@ -174,7 +210,7 @@ pub async fn run<V: Venue>(
         }
         let tick = tokio::select! {
             biased;
-            () = &mut shutdown => {
+            () = shutdown.requested() => {
                 report.stop = StopReason::Shutdown;
                 break;
             }
@@ -193,17 +229,21 @@ pub async fn run<V: Venue>(
         };
         let first = *report.first_event_ms.get_or_insert(tick.timestamp_ms);
         if pending.is_done()
-            && let Some(max) = limits.max_event_time
-            && tick.timestamp_ms.saturating_sub(first) > max.as_millis() as u64
+            && let Some(stop) = limits.reached(cell.last_seq(), first, tick.timestamp_ms)
         {
-            report.stop = StopReason::TimeLimit;
+            report.stop = stop;
             break;
         }
-        while let Some(&(at, id)) = timers.first()
-            && at <= tick.timestamp_ms
-        {
-            timers.pop_first();
-            queue.push_back((at, EventKind::Timer(id)));
+        if catching_up {
+            while let Some(&(at, id)) = timers.first()
+                && at <= tick.timestamp_ms
+            {
+                timers.pop_first();
+                queue.push_back((at, EventKind::Timer(id)));
+            }
+        } else {
+            let due = cell.take_due_timers(tick.timestamp_ms);
+            queue.extend(due.into_iter().map(|(at, id)| (at, EventKind::Timer(id))));
         }
         queue.extend(
             tick.events
@@ -212,6 +252,18 @@ pub async fn run<V: Venue>(
         );
 
         while let Some((timestamp_ms, kind)) = queue.pop_front() {
+            if pending.is_done() {
+                if let Some(stop) = limits.reached(cell.last_seq(), first, timestamp_ms) {
+                    report.stop = stop;
+                    mid_tick = true;
+                    break 'run;
+                }
+                if shutdown.is_requested() {
+                    report.stop = StopReason::Shutdown;
+                    mid_tick = true;
+                    break 'run;
+                }
+            }
             let fill = match &kind {
                 EventKind::Fill(fill) => Some(fill.clone()),
                 _ => None,
@@ -225,6 +277,7 @@ pub async fn run<V: Venue>(
                     break 'run;
                 }
             };
+            let from_journal = next.is_some();
             let (seq, actions) = match next {
                 Some(entry) => {
                     if entry.event.kind != kind || entry.event.timestamp_ms != timestamp_ms {
@@ -250,6 +303,11 @@ pub async fn run<V: Venue>(
                     Ok(step) => {
                         report.events += 1;
                         (step.seq, step.actions)
+                    }
+                    Err(CellError::Shutdown { .. }) => {
+                        report.stop = StopReason::Shutdown;
+                        mid_tick = true;
+                        break 'run;
                     }
                     Err(e) => {
                         report.fatal = Some(e.to_string());
@@ -287,7 +345,10 @@ pub async fn run<V: Venue>(
                         venue.cancel_order(id).await
                     }
                     Action::SetTimer(timer) => {
-                        timers.insert((timer.at_ms.max(timestamp_ms), timer.id));
+                        // Live, the cell has taken the timer already.
+                        if from_journal {
+                            timers.insert((timer.at_ms.max(timestamp_ms), timer.id));
+                        }
                         Ok(Vec::new())
                     }
                 };
@@ -310,11 +371,12 @@ pub async fn run<V: Venue>(
     }
 
     if pending.is_done()
+        && !mid_tick
         && cell.last_seq() > host_state_seq
         && !matches!(report.stop, StopReason::Fatal | StopReason::Diverged)
     {
         // Ended at a tick boundary: the next run resumes from exactly here.
-        save_host_state(cell, venue, &report, &timers, &ledger).await;
+        save_host_state(cell, venue, &report, &ledger).await;
     }
     if catching_up {
         report.catch_up = Some(pending.report());
@@ -333,15 +395,9 @@ pub async fn run<V: Venue>(
     report
 }
 
-async fn save_host_state<V: Venue>(
-    cell: &Cell,
-    venue: &V,
-    report: &RunReport,
-    timers: &std::collections::BTreeSet<(u64, u64)>,
-    ledger: &Ledger,
-) {
+async fn save_host_state<V: Venue>(cell: &Cell, venue: &V, report: &RunReport, ledger: &Ledger) {
     let run = resume::RunState {
-        timers: timers.clone(),
+        timers: cell.pending_timer_set().clone(),
         ledger: ledger.clone(),
         orders: report.orders,
         cancels: report.cancels,

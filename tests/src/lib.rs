@@ -47,7 +47,7 @@ pub fn quick_restarts(max_restarts: u32) -> RestartPolicy {
         restart_window: Duration::from_secs(60),
         backoff_initial: Duration::from_millis(1),
         backoff_max: Duration::from_millis(5),
-        quarantine_after: 3,
+        ..RestartPolicy::default()
     }
 }
 

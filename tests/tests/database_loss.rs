@@ -13,7 +13,7 @@ use polybot_host::sandbox::SandboxLimits;
 use polybot_host::store::StateStore;
 use polybot_host::store::memory::MemoryStore;
 use polybot_host::store::sql::{Backend, PostgresBackend, SqlStore, StoreLocation};
-use polybot_host::supervisor::{Cell, CellSpec, CheckpointPolicy};
+use polybot_host::supervisor::{Cell, CellSpec, CheckpointPolicy, Shutdown};
 use polybot_host::venue::paper::PaperConfig;
 use polybot_host::venue::sim::SimConfig;
 use polybot_host::venue::simulated::{Pacing, SimVenue};
@@ -60,7 +60,7 @@ async fn run_until(cell: &mut Cell, venue: &mut SimVenue, events: u64) -> runner
         runner::VenueStart::AtJournalEnd,
         limits,
         Arc::new(RunCounters::default()),
-        std::future::pending(),
+        Shutdown::new(),
     )
     .await
 }
@@ -94,13 +94,19 @@ async fn database_outage_is_survived_and_resynced_exactly_once() {
     let outage = outage_length();
     venue.set_pacing(Pacing::Realtime(OUTAGE_SPEED));
     let started = std::time::Instant::now();
+    let end_of_outage = Shutdown::new();
+    let stop = end_of_outage.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(outage).await;
+        stop.request();
+    });
     let report = runner::run(
         &mut cell,
         &mut venue,
         runner::VenueStart::AtJournalEnd,
         RunLimits::default(),
         Arc::new(RunCounters::default()),
-        tokio::time::sleep(outage),
+        end_of_outage,
     )
     .await;
     venue.set_pacing(Pacing::Unpaced);

@@ -137,7 +137,7 @@ fn catching_up_is_never_paced_and_needs_no_host_state() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     run(data, 3_000, "max", Duration::from_secs(120));
-    // (The event limit is checked between ticks: a run may end an event or two past it.)
+    // (The event limit is checked before every event: the run ends exactly at it.)
     let end = journal_end(data);
     // A data directory from before host states: the venue is driven from seq 1.
     sqlite(data, "DELETE FROM host_states");
@@ -162,11 +162,15 @@ fn catching_up_is_never_paced_and_needs_no_host_state() {
         wall_ms * 10 < span_ms,
         "catching up {span_ms} ms of event time took {wall_ms} ms at speed 1"
     );
-    // The run that caught up from seq 1 saved a host state again.
+    // The run that caught up from seq 1 saved a host state again (at a tick
+    // boundary: a run that stops mid-tick at its event limit saves none there).
     let newest: u64 = sqlite(data, "SELECT MAX(seq) FROM host_states")
         .parse()
         .unwrap();
-    assert_eq!(newest, last);
+    assert!(
+        newest > 0 && newest <= last,
+        "newest host state at {newest}"
+    );
 }
 
 #[test]

@@ -25,7 +25,7 @@ use crate::lease::{Holder, Lease, LeaseError, LockFile};
 use crate::runner::{self, RunCounters, RunLimits, RunReport, StopReason, VenueStart};
 use crate::sandbox::Sandbox;
 use crate::store::StateStore;
-use crate::supervisor::{Cell, CellSpec, CellState, StartError};
+use crate::supervisor::{Cell, CellSpec, CellState, Pace, Shutdown, StartError};
 use crate::venue::polymarket::{self, Execution, LiveConfig, PolymarketConfig, PolymarketVenue};
 use crate::venue::sim::SimConfig;
 use crate::venue::simulated::{Pacing, SimVenue};
@@ -388,8 +388,15 @@ async fn run_async(
         max_event_time: args.duration,
     };
     let started = Instant::now();
+    cell.set_pace(match (&venue, args.speed) {
+        (ChosenVenue::Sim(_), Speed::Max) => Pace::Unpaced,
+        (ChosenVenue::Sim(_), Speed::Times(x)) => Pace::Speed(x),
+        (ChosenVenue::Polymarket(_), _) => Pace::Speed(1.0),
+    });
     let lease_lost = lease.lost();
-    let shutdown = async move {
+    let shutdown = Shutdown::new();
+    let requested = shutdown.clone();
+    tokio::spawn(async move {
         tokio::select! {
             name = stop_signal.recv() => {
                 tracing::info!("{name}: finishing the event in hand, then stopping");
@@ -398,7 +405,8 @@ async fn run_async(
                 tracing::error!("{loss}: finishing the event in hand, then stopping");
             }
         }
-    };
+        requested.request();
+    });
     let report = match &mut venue {
         ChosenVenue::Sim(v) => {
             let start = VenueStart::Fresh;

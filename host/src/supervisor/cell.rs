@@ -10,14 +10,23 @@
 //! order, rebuilds the state the failed instance had. Replayed actions were
 //! already acted on: they are compared with the recorded ones (a difference is
 //! reported as divergence) and never returned to the caller again.
+//!
+//! This file owns the cell's lifecycle (start, handle, hot swap, stop) and
+//! its records; fault handling lives in `faults`, rebuilding an instance in
+//! `recovery`. A cell never talks to a venue and never decides when a run ends.
+
+mod faults;
+mod recovery;
+mod swap;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use super::policy::{CheckpointPolicy, RestartPolicy, RestartWindow};
+use self::faults::Fault;
+use super::policy::{Backoff, CheckpointPolicy, Pace, RestartPolicy, RestartWindow};
+use super::shutdown::Shutdown;
+use super::timers::PendingTimers;
 use crate::contract::{Action, Event, EventKind, StrategyInfo, intent_id};
 use crate::sandbox::{CallError, Instance, StrategyModule};
 use crate::store::{
@@ -103,6 +112,13 @@ pub enum CellError {
         limit: u32,
         last_fault: String,
     },
+    /// Replay kept producing other actions than the journal recorded, even
+    /// from `init` and the first event: the strategy's state cannot be trusted.
+    #[error("strategy {name} is fatal: {reason}")]
+    Diverged { name: String, reason: String },
+    /// A stop was requested while the cell waited out a backoff or recovered.
+    #[error("strategy {name}: stopped on request before the event was handled")]
+    Shutdown { name: String },
     #[error("strategy {name}: {source}")]
     Store { name: String, source: StoreError },
 }
@@ -137,7 +153,17 @@ pub struct Cell {
     instance: Option<Instance>,
     state: CellState,
     window: RestartWindow,
-    backoff: Option<backon::ExponentialBackoff>,
+    backoff: Backoff,
+    /// Backoff between retries after host failures (wall time, never zero).
+    host_backoff: Option<backon::ExponentialBackoff>,
+    timers: PendingTimers,
+    pace: Pace,
+    shutdown: Shutdown,
+    /// Events up to this seq were handled by an earlier module (before a hot
+    /// swap): a new version may act differently on them.
+    swapped_at_seq: u64,
+    /// Why the cell went fatal, when a divergence made it so.
+    diverged: Option<String>,
     last_seq: u64,
     last_checkpoint_seq: u64,
     last_checkpoint_time_ms: u64,
@@ -183,7 +209,13 @@ impl Cell {
             instance: None,
             state: CellState::Starting,
             window: RestartWindow::default(),
-            backoff: None,
+            backoff: Backoff::default(),
+            host_backoff: None,
+            timers: PendingTimers::default(),
+            pace: Pace::default(),
+            shutdown: Shutdown::new(),
+            swapped_at_seq: 0,
+            diverged: None,
             last_seq: 0,
             last_checkpoint_seq: 0,
             last_checkpoint_time_ms: 0,
@@ -215,14 +247,26 @@ impl Cell {
             }
             cell.instance = Some(instance);
             // Checkpoint 0: the state right after init, so recovery never needs init again.
-            if let Err(e) = cell.take_checkpoint(0).await {
-                tracing::warn!(strategy = %cell.name, "first checkpoint failed: {e}");
+            if let Err(fault) = cell.take_checkpoint(0).await {
+                cell.checkpoint_failed(fault, "checkpoint after init").await;
             }
         } else {
             cell.last_seq = last_seq;
             drop(instance);
+            let last = cell
+                .store
+                .entries_after(&cell.name, last_seq - 1)
+                .await
+                .map_err(|source| StartError::Store {
+                    path: path.clone(),
+                    source,
+                })?;
+            if let Some(last) = last.last() {
+                cell.last_event_time_ms = last.event.timestamp_ms;
+            }
             cell.set_state(CellState::Recovering).await;
             if let Err(e) = cell.recover(last_seq).await {
+                // The first event handled brings the strategy up again.
                 cell.system_event("fault", format!("resuming at seq {last_seq} failed: {e}"))
                     .await;
             }
@@ -262,6 +306,44 @@ impl Cell {
         self.last_seq
     }
 
+    /// Stops waits and recoveries as soon as `shutdown` is requested: a
+    /// [`Cell::handle`] in backoff or recovery then ends with
+    /// [`CellError::Shutdown`].
+    pub fn set_shutdown(&mut self, shutdown: Shutdown) {
+        self.shutdown = shutdown;
+    }
+
+    /// How the run's event time relates to wall time; backoffs are in event
+    /// time and wait `backoff / speed` of wall time (default: real time).
+    pub fn set_pace(&mut self, pace: Pace) {
+        self.pace = pace;
+    }
+
+    /// Timers the strategy has set that are not yet due or taken.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// The pending timers, `(due time, timer id)`, for the run loop's host state.
+    pub fn pending_timer_set(&self) -> &std::collections::BTreeSet<(u64, u64)> {
+        self.timers.as_set()
+    }
+
+    /// Adds timers the strategy set before this cell started (after a host
+    /// restart the run loop knows them from its host state and the journal).
+    pub fn add_pending_timers(&mut self, timers: std::collections::BTreeSet<(u64, u64)>) {
+        self.timers.extend(timers);
+    }
+
+    /// Takes the strategy's timers due at or before event time `now_ms`, as
+    /// `(due time, timer id)`, earliest first. Each is to be handed back as a
+    /// timer event at its due time. Host states are saved between ticks, so a
+    /// timer taken but never handled (the run stopped mid-tick) is still in the
+    /// saved set or set again by the journal a resumed run catches up with.
+    pub fn take_due_timers(&mut self, now_ms: u64) -> Vec<(u64, u64)> {
+        self.timers.take_due(now_ms)
+    }
+
     /// The store the cell writes to.
     pub fn store(&self) -> &Arc<dyn StateStore> {
         &self.store
@@ -286,122 +368,67 @@ impl Cell {
             kind,
         };
 
-        let mut faults_on_event = 0u32;
+        let mut guest_faults = 0u32;
         loop {
             if self.instance.is_none() {
-                self.set_state(CellState::Recovering).await;
-                if let Err(e) = self.recover(event.seq - 1).await {
-                    // A fault while replaying earlier events; not this event's fault.
-                    self.after_fault(&e, &format!("recovering before event {}", event.seq))
-                        .await?;
-                    continue;
-                }
+                self.bring_up(
+                    event.seq - 1,
+                    &format!("recovering before event {}", event.seq),
+                )
+                .await?;
             }
             let Some(instance) = self.instance.as_mut() else {
                 continue;
             };
-            match instance.on_event(&event).await {
+            let fault = match instance.on_event(&event).await {
                 Ok(actions) => {
-                    self.set_state(CellState::Running).await;
-                    self.backoff = None;
-                    let leaves_host = actions
-                        .iter()
-                        .any(|a| matches!(a, Action::PlaceOrder(_) | Action::CancelOrder(_)));
-                    self.journal(event.clone(), Outcome::Handled(actions.clone()))
-                        .await?;
-                    if leaves_host {
-                        // Write-ahead: the event and its actions are durable
-                        // before any order or cancel leaves the host.
-                        self.store.sync().await.map_err(|e| self.store_error(e))?;
+                    let pending = self.timers.len_after(&event, &actions);
+                    if pending <= self.restart.max_pending_timers {
+                        return self.handled(event, actions).await;
                     }
-                    self.maybe_checkpoint(&event).await?;
-                    return Ok(Step {
-                        seq: event.seq,
-                        actions: plan(event.seq, actions),
-                        quarantined: false,
-                    });
+                    Fault::TooManyTimers {
+                        pending,
+                        limit: self.restart.max_pending_timers,
+                    }
                 }
-                Err(e) => {
-                    self.instance = None;
-                    if matches!(e, CallError::Guest(_)) {
-                        faults_on_event += 1;
-                    }
-                    if faults_on_event >= self.restart.quarantine_after {
-                        return self.quarantine(&event, &e).await;
-                    }
-                    self.after_fault(&e, &format!("event {}", event.seq))
-                        .await?;
-                }
+                Err(e) => Fault::Call(e),
+            };
+            // Whatever failed, this instance is never entered again.
+            self.instance = None;
+            if !fault.is_host() {
+                guest_faults += 1;
             }
+            if guest_faults >= self.restart.quarantine_after {
+                return self.quarantine(&event, &fault).await;
+            }
+            self.after_fault(&fault, event.timestamp_ms, &format!("event {}", event.seq))
+                .await?;
         }
     }
 
-    /// Replaces the strategy's module while it runs (a hot swap).
-    ///
-    /// The current state is checkpointed with the old module, then a new
-    /// instance of `module` restores that checkpoint and replays anything
-    /// after it. A new version that cannot read the old state rebuilds it by
-    /// replaying the journal from the start. If the new module cannot be
-    /// brought up at all, the old one is restored and the swap is refused;
-    /// either way the outcome is kept as a system event.
-    ///
-    /// # Errors
-    /// [`SwapError`] when the new module could not take over; the old module
-    /// keeps running.
-    pub async fn swap_module(&mut self, module: StrategyModule) -> Result<(), SwapError> {
-        self.check_not_fatal()
-            .map_err(|e| SwapError::Refused(e.to_string()))?;
-        if self.instance.is_some()
-            && let Err(e) = self.take_checkpoint(self.last_event_time_ms).await
-        {
-            return Err(SwapError::Refused(format!(
-                "checkpoint before the swap failed: {e}"
-            )));
+    /// Records a handled event and its actions, and takes a checkpoint when due.
+    async fn handled(&mut self, event: Event, actions: Vec<Action>) -> Result<Step, CellError> {
+        self.set_state(CellState::Running).await;
+        self.backoff.reset();
+        self.host_backoff = None;
+        let leaves_host = actions
+            .iter()
+            .any(|a| matches!(a, Action::PlaceOrder(_) | Action::CancelOrder(_)));
+        let seq = event.seq;
+        let timestamp_ms = event.timestamp_ms;
+        self.journal(event, Outcome::Handled(actions.clone()))
+            .await?;
+        if leaves_host {
+            // Write-ahead: the event and its actions are durable
+            // before any order or cancel leaves the host.
+            self.store.sync().await.map_err(|e| self.store_error(e))?;
         }
-        self.store
-            .sync()
-            .await
-            .map_err(|e| SwapError::Refused(e.to_string()))?;
-
-        let describe = async {
-            let mut probe = module.instantiate(&self.name).await?;
-            probe.describe().await
-        };
-        let info = describe
-            .await
-            .map_err(|e| SwapError::Refused(format!("{}: {e}", module.path().display())))?;
-        let old_module = std::mem::replace(&mut self.module, module);
-        let old_info = std::mem::replace(&mut self.info, info);
-        let old_instance = self.instance.take();
-        self.set_state(CellState::Recovering).await;
-        match self.recover(self.last_seq).await {
-            Ok(()) => {
-                drop(old_instance);
-                let message = format!(
-                    "{} {} ({}) replaced {} {} ({})",
-                    self.info.name,
-                    self.info.version,
-                    &self.module.digest()[..12],
-                    old_info.name,
-                    old_info.version,
-                    &old_module.digest()[..12]
-                );
-                tracing::info!(strategy = %self.name, "hot swap: {message}");
-                self.system_event("hot-swap", message).await;
-                self.set_state(CellState::Running).await;
-                Ok(())
-            }
-            Err(e) => {
-                let reason = format!("{}: {e}", self.module.path().display());
-                self.module = old_module;
-                self.info = old_info;
-                self.instance = old_instance;
-                tracing::warn!(strategy = %self.name, "hot swap refused: {reason}");
-                self.system_event("hot-swap-refused", reason.clone()).await;
-                self.set_state(CellState::Running).await;
-                Err(SwapError::Refused(reason))
-            }
-        }
+        self.maybe_checkpoint(seq, timestamp_ms).await?;
+        Ok(Step {
+            seq,
+            actions: plan(seq, actions),
+            quarantined: false,
+        })
     }
 
     /// Takes a final checkpoint, stops, and waits for the store to be durable.
@@ -409,9 +436,12 @@ impl Cell {
         if self.state != CellState::Fatal && self.instance.is_some() {
             let seq = self.last_seq;
             if seq > self.last_checkpoint_seq
-                && let Err(e) = self.take_checkpoint(self.last_event_time_ms).await
+                && let Err(fault) = self.take_checkpoint(self.last_event_time_ms).await
             {
-                tracing::warn!(strategy = %self.name, "final checkpoint failed: {e}");
+                // Nothing is lost: the journal holds every event since the last checkpoint.
+                let message = format!("final checkpoint at seq {seq}: {fault}");
+                tracing::warn!(strategy = %self.name, "{message}");
+                self.system_event("checkpoint-failed", message).await;
             }
         }
         self.instance = None;
@@ -427,6 +457,10 @@ impl Cell {
     async fn journal(&mut self, event: Event, outcome: Outcome) -> Result<(), CellError> {
         let seq = event.seq;
         let time = event.timestamp_ms;
+        match &outcome {
+            Outcome::Handled(actions) => self.timers.record(&event, actions),
+            Outcome::Quarantined { .. } => self.timers.record(&event, &[]),
+        }
         let entry = JournalEntry { event, outcome };
         self.store
             .write(Write::Journal {
@@ -456,6 +490,14 @@ impl Cell {
     }
 
     fn check_not_fatal(&self) -> Result<(), CellError> {
+        if self.state == CellState::Fatal
+            && let Some(reason) = &self.diverged
+        {
+            return Err(CellError::Diverged {
+                name: self.name.clone(),
+                reason: reason.clone(),
+            });
+        }
         if self.state == CellState::Fatal {
             return Err(CellError::Fatal {
                 name: self.name.clone(),
@@ -468,201 +510,48 @@ impl Cell {
         Ok(())
     }
 
-    /// Records a fault, counts the restart it will need, and waits out the backoff.
-    async fn after_fault(&mut self, error: &CallError, during: &str) -> Result<(), CellError> {
-        let message = format!("{during}: {error}");
-        tracing::warn!(strategy = %self.name, "fault: {message}");
-        self.system_event("fault", message.clone()).await;
-        self.stats.last_fault = Some(message);
-        self.instance = None;
-
-        let restarts = self
-            .window
-            .record(Instant::now(), self.restart.restart_window);
-        if restarts > self.restart.max_restarts as usize {
-            self.set_state(CellState::Fatal).await;
-            let error = CellError::Fatal {
-                name: self.name.clone(),
-                restarts,
-                window: self.restart.restart_window,
-                limit: self.restart.max_restarts,
-                last_fault: self.stats.last_fault.clone().unwrap_or_default(),
-            };
-            tracing::error!("{error}");
-            self.system_event("fatal", error.to_string()).await;
-            return Err(error);
-        }
-        self.stats.restarts += 1;
-        self.set_state(CellState::Backoff).await;
-        let restart = &self.restart;
-        let delay = self
-            .backoff
-            .get_or_insert_with(|| restart.backoff())
-            .next()
-            .unwrap_or(self.restart.backoff_max);
-        tokio::time::sleep(delay).await;
-        Ok(())
-    }
-
-    async fn quarantine(&mut self, event: &Event, error: &CallError) -> Result<Step, CellError> {
-        let reason = format!(
-            "event {} made the strategy fault {} times in a row; last: {error}",
-            event.seq, self.restart.quarantine_after
-        );
-        tracing::error!(strategy = %self.name, "quarantined: {reason}");
-        self.journal(
-            event.clone(),
-            Outcome::Quarantined {
-                reason: reason.clone(),
-            },
-        )
-        .await?;
-        self.system_event("quarantine", reason.clone()).await;
-        self.stats.quarantined += 1;
-        self.stats.last_fault = Some(reason);
-        // Come back up now, without the poison event, so the cell is running again.
-        self.after_fault(error, &format!("event {}", event.seq))
-            .await?;
-        loop {
-            self.set_state(CellState::Recovering).await;
-            match self.recover(event.seq).await {
-                Ok(()) => break,
-                Err(e) => self.after_fault(&e, "recovering after quarantine").await?,
-            }
-        }
-        self.set_state(CellState::Running).await;
-        self.backoff = None;
-        Ok(Step {
-            seq: event.seq,
-            actions: Vec::new(),
-            quarantined: true,
-        })
-    }
-
-    /// Builds a fresh instance holding the state after the handled events up to `upto`.
-    async fn recover(&mut self, upto: u64) -> Result<(), CallError> {
-        let started = std::time::Instant::now();
-        let mut instance = self.module.instantiate(&self.name).await?;
-        let from = self.restore_newest(&mut instance, upto).await?;
-        let entries = self
-            .store
-            .entries_after(&self.name, from)
-            .await
-            .map_err(|e| CallError::Host(wasmtime::Error::msg(e.to_string())))?;
-        let mut replayed = 0u64;
-        for entry in entries.iter().take_while(|e| e.event.seq <= upto) {
-            let JournalEntry { event, outcome } = entry;
-            let recorded = match outcome {
-                Outcome::Quarantined { .. } => continue,
-                Outcome::Handled(actions) => actions,
-            };
-            let actions = instance.on_event(event).await?;
-            replayed += 1;
-            if recorded != &actions {
-                self.stats.divergences += 1;
-                let message = format!(
-                    "replay of event {} returned {} actions where {} were recorded; nothing re-sent",
-                    event.seq,
-                    actions.len(),
-                    recorded.len()
-                );
-                tracing::warn!(strategy = %self.name, "divergence: {message}");
-                self.system_event("divergence", message).await;
-            }
-        }
-        self.stats.replayed += replayed;
-        self.instance = Some(instance);
-        tracing::info!(
-            strategy = %self.name,
-            from_checkpoint = from,
-            replayed,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "recovered"
-        );
-        Ok(())
-    }
-
-    /// Restores the newest checkpoint the strategy accepts; returns its seq. Falls
-    /// back to older ones, then to `init` and a replay from the start.
-    async fn restore_newest(
-        &mut self,
-        instance: &mut Instance,
-        upto: u64,
-    ) -> Result<u64, CallError> {
-        let checkpoints = self
-            .store
-            .checkpoints(&self.name)
-            .await
-            .map_err(|e| CallError::Host(wasmtime::Error::msg(e.to_string())))?;
-        // A checkpoint past the journal (its events were lost with a crash) cannot be used.
-        for checkpoint in checkpoints.into_iter().filter(|c| c.seq <= upto) {
-            if !checkpoint.is_intact() {
-                self.system_event(
-                    "checkpoint-rejected",
-                    format!(
-                        "checkpoint at seq {} fails its checksum; trying an older one",
-                        checkpoint.seq
-                    ),
-                )
-                .await;
-                continue;
-            }
-            match instance
-                .restore(&checkpoint.state, checkpoint.state_version)
-                .await?
-            {
-                Ok(()) => return Ok(checkpoint.seq),
-                Err(reason) => {
-                    self.system_event(
-                        "checkpoint-rejected",
-                        format!(
-                            "strategy refused the checkpoint at seq {} (state version {}): {reason}",
-                            checkpoint.seq, checkpoint.state_version
-                        ),
-                    )
-                    .await
-                }
-            }
-        }
-        // No usable checkpoint: start from init and replay the whole journal.
-        match instance.init(&self.config_json).await? {
-            Ok(()) => {
-                self.system_event(
-                    "replay-from-start",
-                    "no usable checkpoint; replaying the journal from seq 1".into(),
-                )
-                .await;
-                Ok(0)
-            }
-            Err(message) => Err(CallError::Host(wasmtime::Error::msg(format!(
-                "no usable checkpoint and init now refuses the configuration: {message}"
-            )))),
-        }
-    }
-
-    async fn maybe_checkpoint(&mut self, event: &Event) -> Result<(), CellError> {
-        let due_by_count = event.seq - self.last_checkpoint_seq >= self.checkpoint.every_events;
-        let due_by_time = event
-            .timestamp_ms
-            .saturating_sub(self.last_checkpoint_time_ms)
+    async fn maybe_checkpoint(&mut self, seq: u64, timestamp_ms: u64) -> Result<(), CellError> {
+        let due_by_count = seq - self.last_checkpoint_seq >= self.checkpoint.every_events;
+        let due_by_time = timestamp_ms.saturating_sub(self.last_checkpoint_time_ms)
             >= self.checkpoint.every_event_time.as_millis() as u64;
         if !(due_by_count || due_by_time) {
             return Ok(());
         }
-        if let Err(e) = self.take_checkpoint(event.timestamp_ms).await {
-            // The event is handled and recorded; only the instance is lost.
-            self.instance = None;
-            self.after_fault(&e, &format!("checkpoint after event {}", event.seq))
-                .await?;
+        match self.take_checkpoint(timestamp_ms).await {
+            Ok(()) => Ok(()),
+            // The event is handled and recorded; a store failure leaves the
+            // instance healthy and the checkpoint is tried again after the
+            // next event.
+            Err(fault) if self.instance.is_some() => {
+                self.checkpoint_failed(fault, &format!("checkpoint after event {seq}"))
+                    .await;
+                Ok(())
+            }
+            Err(fault) => {
+                self.after_fault(
+                    &fault,
+                    timestamp_ms,
+                    &format!("checkpoint after event {seq}"),
+                )
+                .await
+            }
         }
-        Ok(())
     }
 
-    async fn take_checkpoint(&mut self, event_time_ms: u64) -> Result<(), CallError> {
+    /// Snapshots the instance and stores the checkpoint. A failed `snapshot`
+    /// drops the instance (a faulted instance is never entered again); a
+    /// failed store write leaves it in place.
+    async fn take_checkpoint(&mut self, event_time_ms: u64) -> Result<(), Fault> {
         let Some(instance) = self.instance.as_mut() else {
             return Ok(());
         };
-        let state = instance.snapshot().await?;
+        let state = match instance.snapshot().await {
+            Ok(state) => state,
+            Err(e) => {
+                self.instance = None;
+                return Err(Fault::Call(e));
+            }
+        };
         let checkpoint = Checkpoint::new(
             self.last_seq,
             event_time_ms,
@@ -676,7 +565,7 @@ impl Cell {
                 checkpoint: (&checkpoint).into(),
             })
             .await
-            .map_err(|e| CallError::Host(wasmtime::Error::msg(e.to_string())))?;
+            .map_err(|e| Fault::Call(CallError::Host(wasmtime::Error::msg(e.to_string()))))?;
         self.last_checkpoint_seq = self.last_seq;
         self.last_checkpoint_time_ms = event_time_ms;
         self.stats.checkpoints += 1;
