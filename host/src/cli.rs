@@ -113,60 +113,41 @@ impl StoreArgs {
     }
 
     /// Reaches the database and applies the migrations, without opening the
-    /// store on it. For SQLite this creates the data directory and the file;
-    /// for PostgreSQL it creates nothing locally.
+    /// store on it (see [`SqlStore::connect`]): a PostgreSQL database this
+    /// data directory reached before may come back offline.
     ///
     /// # Errors
-    /// A URL that does not parse, a database that cannot be reached or
-    /// migrated, a data directory that is not writable: bad input.
+    /// A URL that does not parse, a database that cannot be reached (and
+    /// never was from here) or migrated, a data directory that is not
+    /// writable: bad input.
+    ///
+    /// [`SqlStore::connect`]: crate::store::sql::SqlStore::connect
     pub async fn connect(
         &self,
-    ) -> Result<
-        (
-            std::sync::Arc<dyn crate::store::sql::Backend>,
-            crate::store::sql::StoreLocation,
-        ),
-        Failure,
-    > {
-        use crate::store::sql::{Backend, PostgresBackend, SqliteBackend, StoreLocation};
+    ) -> Result<(crate::store::sql::Reach, crate::store::sql::StoreLocation), Failure> {
         let location = self.location()?;
-        let backend: std::sync::Arc<dyn Backend> = match &location {
-            StoreLocation::Sqlite(path) => {
-                self.check_writable()?;
-                std::sync::Arc::new(
-                    SqliteBackend::open(path)
-                        .await
-                        .map_err(Failure::bad_input)?,
-                )
-            }
-            StoreLocation::Postgres(url) => std::sync::Arc::new(
-                PostgresBackend::connect(url)
-                    .await
-                    .map_err(Failure::bad_input)?,
-            ),
-        };
-        backend.migrate().await.map_err(Failure::bad_input)?;
-        Ok((backend, location))
-    }
-
-    /// Opens the store over a connected database; the data directory must be
-    /// writable (it is created if missing).
-    ///
-    /// # Errors
-    /// The data directory is not writable, or the backlog cannot be replayed.
-    pub async fn open_on(
-        &self,
-        backend: std::sync::Arc<dyn crate::store::sql::Backend>,
-        location: crate::store::sql::StoreLocation,
-    ) -> Result<OpenedStore, Failure> {
-        use crate::store::sql::SqlStore;
-        self.check_writable()?;
-        let store = SqlStore::with_backend(backend.clone(), location, &self.data_dir)
+        let reach = crate::store::sql::SqlStore::connect(&location, &self.data_dir)
             .await
             .map_err(Failure::bad_input)?;
+        Ok((reach, location))
+    }
+
+    /// Opens the store over what [`StoreArgs::connect`] reached.
+    ///
+    /// # Errors
+    /// The data directory is not writable, the backlog cannot be replayed.
+    pub async fn open_on(
+        &self,
+        reach: crate::store::sql::Reach,
+        location: crate::store::sql::StoreLocation,
+    ) -> Result<OpenedStore, Failure> {
+        let store = crate::store::sql::SqlStore::open_reached(reach, location, &self.data_dir)
+            .await
+            .map_err(Failure::bad_input)?;
+        let store = std::sync::Arc::new(store);
         Ok(OpenedStore {
-            store: std::sync::Arc::new(store),
-            backend,
+            backend: store.backend(),
+            store,
         })
     }
 
@@ -175,8 +156,8 @@ impl StoreArgs {
     /// # Errors
     /// As [`StoreArgs::connect`] and [`StoreArgs::open_on`].
     pub async fn open(&self) -> Result<OpenedStore, Failure> {
-        let (backend, location) = self.connect().await?;
-        self.open_on(backend, location).await
+        let (reach, location) = self.connect().await?;
+        self.open_on(reach, location).await
     }
 
     /// Opens a store that must already exist (for read-only commands): a
@@ -194,19 +175,6 @@ impl StoreArgs {
             )));
         }
         self.open().await
-    }
-
-    /// Creates the data directory if needed and checks it takes files.
-    fn check_writable(&self) -> Result<(), Failure> {
-        let dir = &self.data_dir;
-        let fail = |e: String| {
-            Failure::bad_input(anyhow::anyhow!("data directory {}: {e}", dir.display()))
-        };
-        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-        let probe = dir.join(format!(".write-test-{}", std::process::id()));
-        std::fs::write(&probe, b"ok").map_err(|e| fail(format!("not writable: {e}")))?;
-        let _ = std::fs::remove_file(probe);
-        Ok(())
     }
 
     /// The store URL as given (flag or `DATABASE_URL`), for scrubbing messages.

@@ -37,6 +37,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -162,7 +163,10 @@ pub struct LeaseLost {
 /// the background until [`Lease::release`] or the process ends.
 pub struct Lease {
     strategy: String,
-    token: u64,
+    /// 0 while the lease is provisional (taken in a database outage on the
+    /// strength of the lock file alone) until the database confirms it.
+    token: Arc<AtomicU64>,
+    request: LeaseRequest,
     holder: Holder,
     backend: Arc<dyn Backend>,
     lost: watch::Receiver<Option<LeaseLost>>,
@@ -228,7 +232,8 @@ impl Lease {
         let (_, lost) = watch::channel(None);
         Ok(Lease {
             strategy: strategy.to_string(),
-            token,
+            token: Arc::new(AtomicU64::new(token)),
+            request,
             holder,
             backend,
             lost,
@@ -237,9 +242,45 @@ impl Lease {
         })
     }
 
-    /// The fencing token: higher than every earlier holder's.
+    /// Takes `strategy`'s lease while its database does not answer, on the
+    /// strength of the lock file alone: the data directory reached the
+    /// database before, and no other process of this directory holds it.
+    /// The lease is provisional (token 0) until the renewal reaches the
+    /// database and takes the row; if another host holds the row then, the
+    /// lease is lost at once (see [`Lease::lost`]).
+    pub fn provisional(
+        backend: Arc<dyn Backend>,
+        strategy: &str,
+        holder: Holder,
+        ttl: Duration,
+        lock: LockFile,
+    ) -> Lease {
+        tracing::warn!(
+            strategy,
+            "the database does not answer: driving the strategy on its lock file until the lease row can be taken"
+        );
+        let (_, lost) = watch::channel(None);
+        Lease {
+            strategy: strategy.to_string(),
+            token: Arc::new(AtomicU64::new(0)),
+            request: LeaseRequest {
+                strategy: strategy.to_string(),
+                holder: holder.clone(),
+                expires_at_ms: holder.since_ms + ttl.as_millis() as u64,
+                same_dir_is_dead: true,
+            },
+            holder,
+            backend,
+            lost,
+            renewal: None,
+            _lock: lock,
+        }
+    }
+
+    /// The fencing token: higher than every earlier holder's (0 while the
+    /// lease is provisional).
     pub fn token(&self) -> u64 {
-        self.token
+        self.token.load(Ordering::Relaxed)
     }
 
     /// Who holds it (this process).
@@ -254,7 +295,8 @@ impl Lease {
         self.lost = rx;
         let renewer = Renewer {
             strategy: self.strategy.clone(),
-            token: self.token,
+            token: self.token.clone(),
+            request: self.request.clone(),
             ttl,
             backend: self.backend.clone(),
             store,
@@ -300,7 +342,11 @@ impl Lease {
         if let Some(task) = self.renewal.take() {
             task.abort();
         }
-        if let Err(e) = self.backend.release_lease(&self.strategy, self.token).await {
+        let token = self.token();
+        if token == 0 {
+            return;
+        }
+        if let Err(e) = self.backend.release_lease(&self.strategy, token).await {
             tracing::warn!(
                 strategy = %self.strategy,
                 "could not release the lease; it lapses on its own: {e}"
@@ -320,7 +366,9 @@ impl Drop for Lease {
 /// The background renewal of one lease.
 struct Renewer {
     strategy: String,
-    token: u64,
+    token: Arc<AtomicU64>,
+    /// How to take the row while the lease is provisional.
+    request: LeaseRequest,
     ttl: Duration,
     backend: Arc<dyn Backend>,
     store: Arc<dyn StateStore>,
@@ -336,11 +384,15 @@ impl Renewer {
             every.tick().await;
             let now = wall_clock_ms();
             let expires = now + self.ttl.as_millis() as u64;
-            match self
-                .backend
-                .renew_lease(&self.strategy, self.token, now, expires)
-                .await
-            {
+            let token = self.token.load(Ordering::Relaxed);
+            let renewed = if token == 0 {
+                self.confirm(expires).await
+            } else {
+                self.backend
+                    .renew_lease(&self.strategy, token, now, expires)
+                    .await
+            };
+            match renewed {
                 Ok(true) => {
                     if failing {
                         failing = false;
@@ -372,15 +424,34 @@ impl Renewer {
                         failing = true;
                         self.record(
                             "lease-renewal-failed",
-                            format!(
-                                "cannot renew the lease (token {}): {e}; retrying",
-                                self.token
-                            ),
+                            format!("cannot renew the lease (token {token}): {e}; retrying"),
                         )
                         .await;
                     }
                 }
             }
+        }
+    }
+
+    /// Takes the row of a provisional lease: `Ok(true)` once taken (the
+    /// token is set and recorded), `Ok(false)` when another host holds it.
+    async fn confirm(&self, expires_at_ms: u64) -> Result<bool, BackendError> {
+        let request = LeaseRequest {
+            expires_at_ms,
+            ..self.request.clone()
+        };
+        match self.backend.acquire_lease(&request).await? {
+            Some(token) => {
+                self.token.store(token, Ordering::Relaxed);
+                tracing::info!(strategy = %self.strategy, token, "lease confirmed");
+                self.record(
+                    "lease-confirmed",
+                    format!("the database answers again: lease taken with token {token}"),
+                )
+                .await;
+                Ok(true)
+            }
+            None => Ok(false),
         }
     }
 

@@ -329,8 +329,8 @@ async fn run_async(
     // The module and its configuration are good. Claim the strategy before
     // the store writes anything for it.
     let ttl = config.lease.ttl;
-    let (mut lease, backend, location) = take_lease(&args.store, &name, ttl).await?;
-    let opened = args.store.open_on(backend, location).await?;
+    let (mut lease, reach, location) = take_lease(&args.store, &name, ttl).await?;
+    let opened = args.store.open_on(reach, location).await?;
     let shared: Arc<dyn StateStore> = opened.store.clone();
     lease.keep_renewed(ttl, shared.clone());
     // What the strategy writes stops the moment its lease is lost.
@@ -534,11 +534,12 @@ async fn take_lease(
 ) -> Result<
     (
         Lease,
-        Arc<dyn crate::store::sql::Backend>,
+        crate::store::sql::Reach,
         crate::store::sql::StoreLocation,
     ),
     Failure,
 > {
+    use crate::store::sql::Reach;
     let data_dir = &store.data_dir;
     let holder = Holder::this_process(data_dir);
     let lock = if data_dir.is_dir() {
@@ -546,11 +547,29 @@ async fn take_lease(
     } else {
         None
     };
-    let (backend, location) = store.connect().await?;
-    let lease = Lease::acquire(backend.clone(), name, data_dir, holder, ttl, lock)
-        .await
-        .map_err(lease_failure)?;
-    Ok((lease, backend, location))
+    let (reach, location) = store.connect().await?;
+    let lease = match (&reach, lock) {
+        // The database is away but this directory reached it before (so it
+        // exists and its lock file is ours): drive the strategy on the lock
+        // file; the row is taken once the database answers.
+        (Reach::Offline { backend, .. }, Some(lock)) => {
+            Lease::provisional(backend.clone(), name, holder, ttl, lock)
+        }
+        // Cannot happen (an offline reach needs a data directory that
+        // reached the database before), but never drive a strategy unleased.
+        (Reach::Offline { .. }, None) => {
+            return Err(Failure::bad_input(anyhow::anyhow!(
+                "{}: the database does not answer and the data directory holds no local state",
+                location.describe()
+            )));
+        }
+        (Reach::Online(backend), lock) => {
+            Lease::acquire(backend.clone(), name, data_dir, holder, ttl, lock)
+                .await
+                .map_err(lease_failure)?
+        }
+    };
+    Ok((lease, reach, location))
 }
 
 /// A strategy held elsewhere, or a lease that cannot be taken, is bad input.

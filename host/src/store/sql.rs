@@ -124,6 +124,18 @@ pub struct SqlStore {
     outage: watch::Receiver<bool>,
 }
 
+/// What [`SqlStore::connect`] reached.
+pub enum Reach {
+    /// The database answered and is migrated.
+    Online(Arc<dyn Backend>),
+    /// The database does not answer, but this data directory reached it
+    /// before: open over local files and resync once it answers.
+    Offline {
+        backend: Arc<dyn Backend>,
+        reason: String,
+    },
+}
+
 impl SqlStore {
     /// Opens (creating if needed) the store, applies migrations, and replays
     /// any backlog left by an earlier outage — before anything is read.
@@ -138,48 +150,78 @@ impl SqlStore {
     /// the backlog cannot be replayed, or the data directory is not writable —
     /// each named.
     pub async fn open(location: StoreLocation, data_dir: &Path) -> Result<SqlStore, StoreError> {
-        match &location {
+        let reach = Self::connect(&location, data_dir).await?;
+        Self::open_reached(reach, location, data_dir).await
+    }
+
+    /// Reaches the database (migrations applied) without creating anything
+    /// in the data directory but the SQLite file itself. A PostgreSQL
+    /// database that does not answer, but that this data directory has
+    /// reached before, comes back as [`Reach::Offline`].
+    ///
+    /// # Errors
+    /// The database cannot be reached (and never was from here) or migrated.
+    pub async fn connect(location: &StoreLocation, data_dir: &Path) -> Result<Reach, StoreError> {
+        let backend: Arc<dyn Backend> = match location {
             StoreLocation::Sqlite(path) => {
                 check_writable(data_dir)?;
-                let backend = Arc::new(SqliteBackend::open(path).await?);
-                Self::start(backend, location, data_dir, None, None).await
+                Arc::new(SqliteBackend::open(path).await?)
             }
-            StoreLocation::Postgres(url) => {
-                let mirror = Some(JournalMirror::new(data_dir));
-                // Reach the database before creating anything locally.
-                match PostgresBackend::connect(url).await {
-                    Ok(backend) => {
-                        check_writable(data_dir)?;
-                        let store =
-                            Self::start(Arc::new(backend), location, data_dir, mirror, None)
-                                .await?;
-                        mark_reached(data_dir, &store.location)?;
-                        Ok(store)
-                    }
-                    Err(e) if reached_before(data_dir, &location) => {
-                        tracing::warn!(
-                            "{e}; this data directory has reached it before: resuming from local files"
-                        );
-                        check_writable(data_dir)?;
-                        let backend = Arc::new(PostgresBackend::lazy(url)?);
-                        Self::start(backend, location, data_dir, mirror, Some(e.to_string())).await
-                    }
-                    Err(e) => Err(e),
+            StoreLocation::Postgres(url) => match PostgresBackend::connect(url).await {
+                Ok(backend) => Arc::new(backend),
+                Err(e) if reached_before(data_dir, location) => {
+                    tracing::warn!(
+                        "{e}; this data directory has reached it before: resuming from local files"
+                    );
+                    return Ok(Reach::Offline {
+                        backend: Arc::new(PostgresBackend::lazy(url)?),
+                        reason: e.to_string(),
+                    });
                 }
+                Err(e) => return Err(e),
+            },
+        };
+        backend.migrate().await?;
+        Ok(Reach::Online(backend))
+    }
+
+    /// Opens the store over what [`SqlStore::connect`] reached: replays any
+    /// backlog first, keeps a local journal copy for a remote database, and
+    /// in an outage resumes from local files.
+    ///
+    /// # Errors
+    /// The data directory is not writable, or the backlog cannot be replayed.
+    pub async fn open_reached(
+        reach: Reach,
+        location: StoreLocation,
+        data_dir: &Path,
+    ) -> Result<SqlStore, StoreError> {
+        check_writable(data_dir)?;
+        let mirror =
+            matches!(location, StoreLocation::Postgres(_)).then(|| JournalMirror::new(data_dir));
+        match reach {
+            Reach::Online(backend) => {
+                let remote = mirror.is_some();
+                let store = Self::start(backend, location, data_dir, mirror, None).await?;
+                if remote {
+                    mark_reached(data_dir, &store.location)?;
+                }
+                Ok(store)
+            }
+            Reach::Offline { backend, reason } => {
+                Self::start(backend, location, data_dir, mirror, Some(reason)).await
             }
         }
     }
 
-    /// Opens the store over an already connected backend.
-    ///
-    /// # Errors
-    /// Migrations or the backlog replay fail.
-    pub async fn with_backend(
-        backend: Arc<dyn Backend>,
-        location: StoreLocation,
-        data_dir: &Path,
-    ) -> Result<SqlStore, StoreError> {
-        Self::start(backend, location, data_dir, None, None).await
+    /// The database the store writes to.
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
+    }
+
+    /// Whether the store started in an outage (and is still in one).
+    pub fn is_offline(&self) -> bool {
+        *self.outage.borrow()
     }
 
     /// Opens the store; `offline` (why the database is away) starts it in an
