@@ -451,6 +451,8 @@ async fn corrupt_checkpoints_fall_back_and_the_state_is_still_exact() {
     // Corrupt the newest checkpoint in the database and in its file copy.
     let db = dir.path().join("polybot.db");
     let status = Command::new("sqlite3")
+        // Wait out a lock the closing pool may still hold for a moment.
+        .args(["-cmd", ".timeout 5000"])
         .arg(&db)
         .arg("UPDATE checkpoints SET state = X'00' WHERE seq = (SELECT MAX(seq) FROM checkpoints)")
         .status()
@@ -505,6 +507,8 @@ async fn a_corrupt_journal_entry_is_named_not_skipped() {
         store.close().await.unwrap();
     }
     let status = Command::new("sqlite3")
+        // Wait out a lock the closing pool may still hold for a moment.
+        .args(["-cmd", ".timeout 5000"])
         .arg(dir.path().join("polybot.db"))
         .arg("UPDATE journal SET entry = '{\"event\": tor' WHERE seq = 17")
         .status()
@@ -780,6 +784,8 @@ async fn journal_entries_written_as_json_are_still_read() {
         ));
     }
     let status = Command::new("sqlite3")
+        // Wait out a lock the closing pool may still hold for a moment.
+        .args(["-cmd", ".timeout 5000"])
         .arg(dir.path().join("polybot.db"))
         .arg(&script)
         .status()
