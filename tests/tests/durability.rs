@@ -19,6 +19,12 @@ use polybot_tests::{LoggingHost, TempDatabase, guest};
 
 const EVENTS: &str = "6000";
 
+/// The pace of the runs that are killed: the 6,000 events span about 850 s
+/// of event time, so a run takes several seconds of wall time and a kill at
+/// a random moment of its first half second lands mid-run, however fast the
+/// resume before it (catching up is never paced).
+const KILLED_SPEED: &str = "150";
+
 fn host() -> Command {
     polybot_tests::host_command!("info")
 }
@@ -109,8 +115,11 @@ fn kill_repeatedly(data: &Path, store: Option<&str>, kills: usize) {
     let end: u64 = EVENTS.parse().unwrap();
     let mut before = 0;
     for kill in 0..kills {
-        let mut host =
-            LoggingHost::start_running(host().args(run_args(data, store)).stdout(Stdio::null()));
+        let mut host = LoggingHost::start_running(
+            host()
+                .args(run_args_paced(data, store, EVENTS, KILLED_SPEED))
+                .stdout(Stdio::null()),
+        );
         // Fault injection: how long it works before the kill is the random part.
         std::thread::sleep(Duration::from_millis(50 + rng.next(400)));
         assert!(
