@@ -193,6 +193,31 @@ impl HostConfig {
             100_000,
         )?;
         at_most("sandbox", "max_log_line", s.max_log_line as u64, 1 << 20)?;
+        at_most("sandbox", "max_id_bytes", s.max_id_bytes as u64, 64 << 10)?;
+        at_most(
+            "sandbox",
+            "max_output_bytes",
+            s.max_output_bytes as u64,
+            64 << 20,
+        )?;
+        at_most(
+            "sandbox",
+            "max_snapshot_bytes",
+            s.max_snapshot_bytes as u64,
+            1 << 30,
+        )?;
+        at_least(
+            "sandbox",
+            "max_log_lines_per_sec",
+            u64::from(s.max_log_lines_per_sec),
+            1,
+        )?;
+        at_most(
+            "sandbox",
+            "max_log_lines_per_sec",
+            u64::from(s.max_log_lines_per_sec),
+            1_000_000,
+        )?;
         at_most("sandbox", "max_instances", u64::from(s.max_instances), 1024)?;
 
         let r = &self.supervisor;
@@ -225,6 +250,19 @@ impl HostConfig {
             "quarantine_after",
             u64::from(r.quarantine_after),
             1000,
+        )?;
+
+        at_least(
+            "supervisor",
+            "max_pending_timers",
+            r.max_pending_timers as u64,
+            1,
+        )?;
+        at_most(
+            "supervisor",
+            "max_pending_timers",
+            r.max_pending_timers as u64,
+            1_000_000,
         )?;
 
         let c = &self.checkpoint;
