@@ -489,30 +489,7 @@ impl StateStore for SqlStore {
         strategy: &str,
         after: u64,
     ) -> Result<Vec<JournalEntry>, StoreError> {
-        self.ensure_cached(strategy).await?;
-        {
-            let cache = self.lock()?;
-            if let Some(c) = cache.get(strategy) {
-                let tail_from = c.tail.front().map_or(c.last_seq, |e| e.event.seq - 1);
-                if after >= tail_from {
-                    return Ok(c
-                        .tail
-                        .iter()
-                        .filter(|e| e.event.seq > after)
-                        .cloned()
-                        .collect());
-                }
-            }
-        }
-        // Older than the cached tail: read the local copy while the database
-        // is away, else the database, after flushing to it.
-        if let Some(mirror) = self.local_reads() {
-            let mut journal = self.local_journal(mirror, strategy).await?;
-            journal.retain(|e| e.event.seq > after);
-            return Ok(journal);
-        }
-        self.sync().await?;
-        self.backend.entries_after(strategy, after).await
+        self.journal_page(strategy, after, usize::MAX).await
     }
 
     async fn journal_page(
@@ -537,9 +514,22 @@ impl StateStore for SqlStore {
                 }
             }
         }
-        // Older than the cached tail: read the database, after flushing to it.
+        // Older than the cached tail: read the local copy while the database
+        // is away, else the database, after flushing to it.
+        if let Some(mirror) = self.local_reads() {
+            let journal = self.local_journal(mirror, strategy).await?;
+            return Ok(journal
+                .into_iter()
+                .skip_while(|e| e.event.seq <= after)
+                .take(limit)
+                .collect());
+        }
         self.sync().await?;
-        self.backend.journal_page(strategy, after, limit).await
+        if limit == usize::MAX {
+            self.backend.entries_after(strategy, after).await
+        } else {
+            self.backend.journal_page(strategy, after, limit).await
+        }
     }
 
     async fn host_states(&self, strategy: &str) -> Result<Vec<HostState>, StoreError> {
