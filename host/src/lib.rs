@@ -15,8 +15,13 @@
 //! - [`venue`]: market data and order execution; the simulated market and
 //!   paper execution.
 //! - [`exec`]: the execution layer between strategies and venues: intents,
-//!   retries, circuit breakers, rate limits, risk limits, reconciliation.
-//! - [`runner`]: the event loop joining a cell to a venue.
+//!   retries, circuit breakers, rate limits, risk limits, reconciliation (a
+//!   library so far; the run loop still calls the venue directly).
+//! - [`lease`]: one host per strategy — a lock file plus a database lease row
+//!   with a fencing token.
+//! - [`redact`]: credentials kept out of every message that shows a URL.
+//! - [`runner`]: the event loop joining a cell to a venue, and resuming from
+//!   a saved host state.
 //! - [`config`]: the TOML config file.
 //! - [`cli`]: the `polybot-host` command line.
 
