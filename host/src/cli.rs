@@ -7,7 +7,7 @@
 //! cannot be reached, a strategy another host already runs). Errors are
 //! printed as one line naming the file and the problem, with every credential
 //! of a store URL hidden ([`crate::redact`]). Standard output goes through
-//! [`output`], so a reader that goes away (`status --json | head`) ends the
+//! `output`, so a reader that goes away (`status --json | head`) ends the
 //! output quietly instead of panicking.
 
 #[macro_use]

@@ -19,7 +19,7 @@
 //! **Resuming.** When the strategy's journal already holds events (the host was
 //! killed or stopped), the cell has restored its state from them; the runner
 //! then *catches the venue up*: it restores the newest host state (market,
-//! paper account, timers, ledger; see [`resume`]) and drives the venue
+//! paper account, timers, ledger; see `runner::resume`) and drives the venue
 //! through the journal after it, checking each event against the journal and
 //! re-applying the journaled actions instead of asking the strategy again.
 //! For the simulated venue this rebuilds the market and the paper account

@@ -14,7 +14,7 @@
 //! just before the connection dropped is not written twice. The outage and
 //! the resync are recorded as system events. A group that can be made durable
 //! nowhere is held and retried, and syncs fail rather than acknowledge it
-//! (see [`writer`]).
+//! (see `sql::writer`).
 //!
 //! For PostgreSQL the data directory also keeps a local copy of the journal
 //! ([`JournalMirror`]) and a marker naming the database once reached, so a
