@@ -349,7 +349,13 @@ pub(super) async fn save<V: Venue>(cell: &Cell, venue: &V, run: RunState) -> boo
             true
         }
         Err(e) => {
-            tracing::warn!(strategy = %cell.name(), "cannot save the host state at seq {seq}: {e}");
+            // The next save retries; a resume then starts from an older one.
+            system_event(
+                cell,
+                "host-state-failed",
+                format!("cannot save the host state at seq {seq}: {e}"),
+            )
+            .await;
             false
         }
     }

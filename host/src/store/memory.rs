@@ -99,14 +99,7 @@ impl StateStore for MemoryStore {
         strategy: &str,
         after: u64,
     ) -> Result<Vec<JournalEntry>, StoreError> {
-        let inner = self.lock()?;
-        let journal = inner
-            .journals
-            .get(strategy)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let start = journal.partition_point(|e| e.event.seq <= after);
-        Ok(journal[start..].to_vec())
+        self.journal_page(strategy, after, usize::MAX).await
     }
 
     async fn journal_page(
