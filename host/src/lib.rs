@@ -17,6 +17,8 @@
 //! - [`exec`]: the execution layer between strategies and venues: intents,
 //!   retries, circuit breakers, rate limits, risk limits, reconciliation (a
 //!   library so far; the run loop still calls the venue directly).
+//! - [`ledger`]: the one average-cost ledger (positions, cost, realised PnL,
+//!   fees, cash) that paper, live and the `trades` table book fills in.
 //! - [`lease`]: one host per strategy — a lock file plus a database lease row
 //!   with a fencing token.
 //! - [`redact`]: credentials kept out of every message that shows a URL.
@@ -30,6 +32,7 @@ pub mod config;
 pub mod contract;
 pub mod exec;
 pub mod lease;
+pub mod ledger;
 pub mod redact;
 pub mod runner;
 pub mod sandbox;

@@ -35,13 +35,14 @@
 
 mod resume;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use self::resume::{CatchUpReport, HOST_STATE_EVERY, VenueStart};
 use crate::contract::{Action, EventKind, Fill, PlaceOrder, Side};
+use crate::ledger::Ledger;
 use crate::store::{OrderRecord, Outcome, TradeRecord, Write, wall_clock_ms};
 use crate::supervisor::{Cell, CellError, CellState, CellStats, Shutdown};
 use crate::venue::{PortfolioSummary, Venue};
@@ -319,7 +320,7 @@ pub async fn run<V: Venue>(
             report.last_event_ms = Some(timestamp_ms);
             if let Some(fill) = fill {
                 report.fills += 1;
-                let trade = ledger.trade(seq, &fill, timestamp_ms);
+                let trade = book_trade(cell, &mut ledger, seq, &fill, timestamp_ms).await;
                 record(
                     cell,
                     Write::Trade {
@@ -424,51 +425,43 @@ fn side_name(side: Side) -> &'static str {
     }
 }
 
-/// Average-cost accounting per market, to give each fill its realised PnL.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Ledger {
-    positions: HashMap<String, (f64, f64)>,
-}
-
-impl Ledger {
-    fn trade(&mut self, seq: u64, fill: &Fill, executed_at_ms: u64) -> TradeRecord {
-        let (position, avg) = self
-            .positions
-            .entry(fill.market.clone())
-            .or_insert((0.0, 0.0));
-        let pnl = match fill.side {
-            Side::Buy => {
-                let cost = *avg * *position + fill.price * fill.size;
-                *position += fill.size;
-                *avg = if *position > 0.0 {
-                    cost / *position
-                } else {
-                    0.0
-                };
-                -fill.fee
-            }
-            Side::Sell => {
-                let size = fill.size.min(*position);
-                *position -= size;
-                let realised = (fill.price - *avg) * size - fill.fee;
-                if *position <= 1e-9 {
-                    *position = 0.0;
-                    *avg = 0.0;
-                }
-                realised
-            }
-        };
-        TradeRecord {
-            seq,
-            intent_id: fill.intent_id.clone(),
-            market: fill.market.clone(),
-            side: side_name(fill.side).to_string(),
-            price: fill.price,
-            size: fill.size,
-            fee: fill.fee,
-            pnl,
-            executed_at_ms,
-        }
+/// The `trades` row of `fill`, booked in `ledger` (a negative size is the
+/// reversal of a trade that failed to settle). A sell larger than the position
+/// is clamped by the ledger and reported here as a system event.
+async fn book_trade(
+    cell: &Cell,
+    ledger: &mut Ledger,
+    seq: u64,
+    fill: &Fill,
+    executed_at_ms: u64,
+) -> TradeRecord {
+    let booked = ledger.apply(fill);
+    if booked.uncovered > 0.0 {
+        resume::system_event(
+            cell,
+            "ledger-uncovered",
+            format!(
+                "fill at seq {seq} ({} {} of {} at {}) exceeds the position by {}; \
+                 booked as flat (outcome tokens cannot be sold short)",
+                side_name(fill.side),
+                fill.size,
+                fill.market,
+                fill.price,
+                booked.uncovered
+            ),
+        )
+        .await;
+    }
+    TradeRecord {
+        seq,
+        intent_id: fill.intent_id.clone(),
+        market: fill.market.clone(),
+        side: side_name(fill.side).to_string(),
+        price: fill.price,
+        size: fill.size,
+        fee: fill.fee,
+        pnl: booked.realized_pnl,
+        executed_at_ms,
     }
 }
 

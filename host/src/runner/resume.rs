@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::Ledger;
+use crate::ledger::Ledger;
 use crate::store::{HostState, JournalEntry, StateStore, StoreError, SystemEvent, Write};
 use crate::supervisor::Cell;
 use crate::venue::Venue;
@@ -39,8 +39,10 @@ pub const HOST_STATE_EVERY: u64 = 1000;
 const PAGE: usize = 1000;
 /// A catch-up logs its progress this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// Version of the encoding below; a host state of another is not used.
-const FORMAT: u32 = 1;
+/// Version of the encoding below; a host state of another is not used (the
+/// venue is then caught up from an older state or the journal's start).
+/// 2: the runner's ledger is the one [`Ledger`] (cash, fees, realised PnL).
+const FORMAT: u32 = 2;
 
 /// Where the venue stands when a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,7 +363,7 @@ pub(super) async fn save<V: Venue>(cell: &Cell, venue: &V, run: RunState) -> boo
     }
 }
 
-async fn system_event(cell: &Cell, event_type: &str, message: String) {
+pub(super) async fn system_event(cell: &Cell, event_type: &str, message: String) {
     tracing::warn!(strategy = %cell.name(), "{message}");
     let event = SystemEvent {
         timestamp_ms: crate::store::wall_clock_ms(),

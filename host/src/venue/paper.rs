@@ -1,7 +1,8 @@
 //! Paper execution: orders filled against the last book seen, with no real venue.
 //!
-//! [`PaperExchange`] owns the strategy's simulated orders, cash, positions and
-//! PnL. It fills orders against whatever books it is shown through
+//! [`PaperExchange`] owns the strategy's simulated orders and its account,
+//! booked in the one [`Ledger`] (cash, positions, fees, PnL). It fills
+//! orders against whatever books it is shown through
 //! [`PaperExchange::on_book`], so it works on top of any market-data source
 //! (the simulated market, a replay, a live feed).
 //!
@@ -17,7 +18,7 @@
 //! liquidity until the next book for that market replaces it. Its own resting
 //! orders are not added to the book, so the strategy never trades with itself.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,7 @@ use crate::contract::{
     Book, EventKind, Fill, Level, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Side,
 };
 use crate::contract::{order_rejected as rejected, order_update as update};
+use crate::ledger::Ledger;
 use crate::venue::PortfolioSummary;
 
 /// Prices must lie on this grid.
@@ -70,27 +72,16 @@ impl Resting {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-struct Position {
-    qty: f64,
-    avg_cost: f64,
-}
-
 /// Paper execution against the last books seen; see the module docs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaperExchange {
     fee_rate: f64,
-    cash: f64,
-    realized_pnl: f64,
-    fees: f64,
-    fills: u64,
-    volume: f64,
+    /// Cash, positions at average cost, fees and realised PnL.
+    ledger: Ledger,
     /// Last book per market, minus the liquidity our fills took from it.
     books: HashMap<String, Book>,
     /// Mid of the last book per market as shown, for marking positions.
     mids: HashMap<String, f64>,
-    /// Ordered so summaries add up positions in the same order every time.
-    positions: BTreeMap<String, Position>,
     /// Resting orders in placement order, which is their time priority.
     resting: Vec<Resting>,
     /// The last update of every open order and of the newest finished ones,
@@ -105,14 +96,9 @@ impl PaperExchange {
     pub fn new(cfg: PaperConfig) -> Self {
         Self {
             fee_rate: cfg.fee_bps / 10_000.0,
-            cash: cfg.starting_cash,
-            realized_pnl: 0.0,
-            fees: 0.0,
-            fills: 0,
-            volume: 0.0,
+            ledger: Ledger::new(cfg.starting_cash),
             books: HashMap::new(),
             mids: HashMap::new(),
-            positions: BTreeMap::new(),
             resting: Vec::new(),
             known: HashMap::new(),
             finished: VecDeque::new(),
@@ -342,24 +328,17 @@ impl PaperExchange {
 
     /// Cash, PnL (average-cost realised; unrealised at each market's last mid), fees and activity.
     pub fn summary(&self) -> PortfolioSummary {
-        let unrealized_pnl = self
-            .positions
-            .iter()
-            .filter_map(|(market, p)| Some(p.qty * (self.mids.get(market)? - p.avg_cost)))
-            .sum();
-        PortfolioSummary {
-            cash: self.cash,
-            realized_pnl: self.realized_pnl,
-            unrealized_pnl,
-            fees: self.fees,
-            fills: self.fills,
-            volume: self.volume,
-        }
+        self.ledger.summary(|market| self.mids.get(market).copied())
     }
 
     /// Shares of `market` held (never negative).
     pub fn position(&self, market: &str) -> f64 {
-        self.positions.get(market).map_or(0.0, |p| p.qty)
+        self.ledger.position(market)
+    }
+
+    /// The account's ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     /// Keeps the last order update of each order in `events`, forgetting the
@@ -400,7 +379,7 @@ impl PaperExchange {
             Side::Buy => {
                 // Worst case: everything fills at the limit price.
                 let need = price * size * (1.0 + self.fee_rate);
-                let available = self.cash - self.reserved_cash();
+                let available = self.ledger.cash() - self.reserved_cash();
                 if need > available + EPS {
                     return Err(format!(
                         "insufficient cash: need {need:.4}, available {available:.4}"
@@ -438,7 +417,8 @@ impl PaperExchange {
             .sum()
     }
 
-    /// Books one fill: cash, position at average cost, fees, realised PnL.
+    /// Books one fill in the ledger: cash, position at average cost, fees,
+    /// realised PnL. Sells never exceed the position (see `validate`).
     fn apply_fill(
         &mut self,
         intent_id: &str,
@@ -447,38 +427,16 @@ impl PaperExchange {
         price: f64,
         size: f64,
     ) -> EventKind {
-        let notional = price * size;
-        let fee = self.fee_rate * notional;
-        let pos = self.positions.entry(market.to_string()).or_default();
-        match side {
-            Side::Buy => {
-                let qty = pos.qty + size;
-                pos.avg_cost = (pos.avg_cost * pos.qty + notional) / qty;
-                pos.qty = qty;
-                self.cash -= notional + fee;
-            }
-            Side::Sell => {
-                self.realized_pnl += (price - pos.avg_cost) * size;
-                pos.qty = clean(pos.qty - size);
-                if pos.qty <= 0.0 {
-                    // A flat position has no cost basis; drop float residue.
-                    *pos = Position::default();
-                }
-                self.cash += notional - fee;
-            }
-        }
-        self.realized_pnl -= fee;
-        self.fees += fee;
-        self.fills += 1;
-        self.volume += size;
-        EventKind::Fill(Fill {
+        let fill = Fill {
             intent_id: intent_id.to_string(),
             market: market.to_string(),
             side,
             price,
             size,
-            fee,
-        })
+            fee: self.fee_rate * price * size,
+        };
+        self.ledger.apply(&fill);
+        EventKind::Fill(fill)
     }
 }
 

@@ -39,7 +39,7 @@
 //! [`Credentials::from_env`] or [`Credentials::from_file`] and are never logged
 //! nor shown to strategies).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -62,6 +62,7 @@ use crate::contract::{
     TradePrint, VenueHealth, VenueStatus,
 };
 use crate::contract::{order_rejected as rejected, order_update as update};
+use crate::ledger::Ledger;
 
 /// The venue's name in events, logs and errors.
 pub const VENUE: &str = "polymarket";
@@ -587,7 +588,7 @@ impl Venue for PolymarketVenue {
                     },
                     Some(events) = updates => {
                         if let Exec::Live(live) = &mut self.exec {
-                            live.ledger.apply_all(&events);
+                            book_fills(&mut live.ledger, &events);
                         }
                         (None, events)
                     }
@@ -937,7 +938,7 @@ impl Live {
             o.matched = outcome.matched;
             o.resting = outcome.resting;
         }
-        self.ledger.apply_all(&outcome.events);
+        book_fills(&mut self.ledger, &outcome.events);
         Ok(outcome.events)
     }
 
@@ -1354,62 +1355,11 @@ fn venue_update(intent_id: &str, found: &OpenOrder) -> OrderUpdate {
     }
 }
 
-/// Money and positions from live fills. Cash starts at 0 and follows the
-/// fills (the wallet's balance is not read); fees are not known per fill.
-#[derive(Debug, Default)]
-struct Ledger {
-    cash: f64,
-    realized_pnl: f64,
-    fills: u64,
-    volume: f64,
-    /// Token → (shares, average cost).
-    positions: BTreeMap<String, (f64, f64)>,
-}
-
-impl Ledger {
-    fn apply_all(&mut self, events: &[EventKind]) {
-        for e in events {
-            if let EventKind::Fill(f) = e {
-                self.apply(f);
-            }
-        }
-    }
-
-    fn apply(&mut self, f: &Fill) {
-        let (qty, avg) = self.positions.entry(f.market.clone()).or_default();
-        match f.side {
-            Side::Buy => {
-                let total = *qty + f.size;
-                *avg = (*avg * *qty + f.price * f.size) / total;
-                *qty = total;
-                self.cash -= f.price * f.size;
-            }
-            Side::Sell => {
-                let sold = f.size.min(*qty);
-                self.realized_pnl += (f.price - *avg) * sold;
-                *qty = clean(*qty - sold);
-                if *qty <= 0.0 {
-                    *avg = 0.0;
-                }
-                self.cash += f.price * f.size;
-            }
-        }
-        self.fills += 1;
-        self.volume += f.size;
-    }
-
-    fn summary(&self, mid: impl Fn(&str) -> Option<f64>) -> PortfolioSummary {
-        PortfolioSummary {
-            cash: self.cash,
-            realized_pnl: self.realized_pnl,
-            unrealized_pnl: self
-                .positions
-                .iter()
-                .filter_map(|(t, (q, avg))| Some(q * (mid(t)? - avg)))
-                .sum(),
-            fees: 0.0,
-            fills: self.fills,
-            volume: self.volume,
+/// Books every fill among `events` (a negative size is a reversal) in `ledger`.
+fn book_fills(ledger: &mut Ledger, events: &[EventKind]) {
+    for e in events {
+        if let EventKind::Fill(f) = e {
+            ledger.apply(f);
         }
     }
 }
