@@ -21,6 +21,14 @@
 //!   sends the dead-man heartbeat every 5 s and polls those orders, so fills
 //!   and venue-side cancels come back as events.
 //!
+//! **Settlement** (live): a fill is provisional until its trade is final.
+//! While any matched size of this process's orders waits for that, the
+//! upkeep task also reads `GET /data/trades`: `CONFIRMED` settles a trade;
+//! `FAILED` reverses its fill — a `fill` event of the same side, market and
+//! price with the size negated (the contract's reversal, see
+//! `wit/strategy.wit`), booked in the ledger as a reversal, then an order
+//! update whose reason begins with [`TRADE_FAILED`].
+//!
 //! Open orders and lookups by intent id ([`Venue::open_orders`],
 //! [`Venue::lookup_order`]) come from the paper exchange, or live from the
 //! venue (`GET /data/orders`, `GET /data/order/{hash}`) for the orders this
@@ -39,7 +47,7 @@
 //! [`Credentials::from_env`] or [`Credentials::from_file`] and are never logged
 //! nor shown to strategies).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,7 +57,7 @@ use polybot_polymarket::order::{
 };
 use polybot_polymarket::rest::{ClobClient, ClobConfig, ClobError, RejectCode, TransportKind};
 use polybot_polymarket::types::{
-    OpenOrder, OrderBook, OrderStatus as WireStatus, PostOrderResponse, Side as WireSide,
+    OpenOrder, OrderBook, OrderStatus as WireStatus, PostOrderResponse, Side as WireSide, Trade,
 };
 use polybot_polymarket::ws::{MarketStream, MarketStreamConfig, StreamMessage};
 use tokio::sync::mpsc;
@@ -79,6 +87,8 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// venue may cancel every resting order, so the execution layer holds
 /// placement and reconciles once heartbeats are back.
 pub const HEARTBEAT_LOST: &str = "dead-man heartbeat failed";
+/// How the reason of the order update after a reversed fill begins.
+pub const TRADE_FAILED: &str = "trade failed to settle";
 /// Sizes closer than this are equal (amounts have 6 decimals).
 const EPS: f64 = 1e-6;
 
@@ -1017,48 +1027,8 @@ impl Live {
     }
 
     async fn trades(&self, since_ms: u64) -> Result<Vec<VenueTrade>, VenueError> {
-        let ours: HashMap<String, (String, Side)> = self
-            .orders
-            .lock()
-            .iter()
-            .map(|(id, o)| (o.hash.clone(), (id.clone(), o.side)))
-            .collect();
         let all = self.client.trades().await.map_err(|e| classify(&e, ""))?;
-        let mut out = Vec::new();
-        for t in all {
-            // The venue states match times in seconds.
-            let time_ms = t.match_time.map(|s| s.saturating_mul(1000));
-            if time_ms.is_some_and(|ms| ms + 1000 <= since_ms) {
-                continue;
-            }
-            if let Some((intent_id, _)) = t.taker_order_id.as_ref().and_then(|h| ours.get(h)) {
-                out.push(VenueTrade {
-                    id: t.id.clone(),
-                    intent_id: intent_id.clone(),
-                    market: t.asset_id.clone(),
-                    side: side_from_wire(t.side),
-                    price: t.price,
-                    size: t.size,
-                    status: t.status.clone(),
-                    time_ms,
-                });
-            }
-            for m in &t.maker_orders {
-                if let Some((intent_id, side)) = ours.get(&m.order_id) {
-                    out.push(VenueTrade {
-                        id: format!("{}/{}", t.id, m.order_id),
-                        intent_id: intent_id.clone(),
-                        market: t.asset_id.clone(),
-                        side: *side,
-                        price: m.price.unwrap_or(t.price),
-                        size: m.matched_amount.unwrap_or(t.size),
-                        status: t.status.clone(),
-                        time_ms,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        Ok(our_trades(&self.orders, all, since_ms))
     }
 
     async fn lookup(&self, intent_id: &str) -> Result<Option<OrderUpdate>, VenueError> {
@@ -1107,6 +1077,133 @@ impl Live {
     }
 }
 
+/// The legs of `all` that are orders of ours (as taker, or as one of the
+/// makers) matched at or after `since_ms`, each with an id unique per leg:
+/// the trade's id for the taker, `<trade>/<order hash>` for a maker.
+fn our_trades(orders: &Tracked, all: Vec<Trade>, since_ms: u64) -> Vec<VenueTrade> {
+    let ours: HashMap<String, (String, Side)> = orders
+        .lock()
+        .iter()
+        .map(|(id, o)| (o.hash.clone(), (id.clone(), o.side)))
+        .collect();
+    let mut out = Vec::new();
+    for t in all {
+        // The venue states match times in seconds.
+        let time_ms = t.match_time.map(|s| s.saturating_mul(1000));
+        if time_ms.is_some_and(|ms| ms + 1000 <= since_ms) {
+            continue;
+        }
+        if let Some((intent_id, _)) = t.taker_order_id.as_ref().and_then(|h| ours.get(h)) {
+            out.push(VenueTrade {
+                id: t.id.clone(),
+                intent_id: intent_id.clone(),
+                market: t.asset_id.clone(),
+                side: side_from_wire(t.side),
+                price: t.price,
+                size: t.size,
+                status: t.status.clone(),
+                time_ms,
+            });
+        }
+        for m in &t.maker_orders {
+            if let Some((intent_id, side)) = ours.get(&m.order_id) {
+                out.push(VenueTrade {
+                    id: format!("{}/{}", t.id, m.order_id),
+                    intent_id: intent_id.clone(),
+                    market: t.asset_id.clone(),
+                    side: *side,
+                    price: m.price.unwrap_or(t.price),
+                    size: m.matched_amount.unwrap_or(t.size),
+                    status: t.status.clone(),
+                    time_ms,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Settlement of the trades of this process's orders. A fill is provisional
+/// until its trade is final: `CONFIRMED` settles it, `FAILED` reverses it —
+/// a fill of the same side, market and price with the size negated (see
+/// `wit/strategy.wit`), then an order update saying why.
+#[derive(Debug, Default)]
+struct Settlement {
+    /// Trade legs (ids as [`our_trades`] gives them) that reached a final status.
+    done: HashSet<String>,
+    /// Per intent: matched size whose trades are final.
+    settled: HashMap<String, f64>,
+    /// Per intent: matched size whose trades failed.
+    reversed: HashMap<String, f64>,
+}
+
+impl Settlement {
+    /// Whether some matched size of `orders` still waits for its trade to be final.
+    fn pending(&self, orders: &HashMap<String, LiveOrder>) -> bool {
+        orders
+            .iter()
+            .any(|(id, o)| o.matched > self.settled.get(id).copied().unwrap_or(0.0) + EPS)
+    }
+
+    /// Takes in the venue's trades; returns the reversals of newly failed ones.
+    fn follow(&mut self, orders: &Tracked, trades: Vec<VenueTrade>) -> Vec<EventKind> {
+        let mut events = Vec::new();
+        for t in trades {
+            let status = t.status.as_deref().unwrap_or_default().to_ascii_uppercase();
+            let failed = status == "FAILED";
+            if !(failed || status == "CONFIRMED") || self.done.contains(&t.id) {
+                continue;
+            }
+            let settled = self.settled.get(&t.intent_id).copied().unwrap_or(0.0);
+            let matched = orders.lock().get(&t.intent_id).map_or(0.0, |o| o.matched);
+            if settled + t.size > matched + EPS {
+                // Its fill has not been reported yet: settle it once it has.
+                continue;
+            }
+            self.done.insert(t.id.clone());
+            *self.settled.entry(t.intent_id.clone()).or_default() += t.size;
+            if !failed {
+                continue;
+            }
+            let reversed = self.reversed.entry(t.intent_id.clone()).or_default();
+            *reversed += t.size;
+            events.push(EventKind::Fill(Fill {
+                intent_id: t.intent_id.clone(),
+                market: t.market.clone(),
+                side: t.side,
+                price: t.price,
+                size: -t.size,
+                fee: 0.0,
+            }));
+            let order = orders.lock().get(&t.intent_id).cloned();
+            let (status, filled, remaining) = match order {
+                Some(o) => {
+                    let filled = clean((o.matched - *reversed).max(0.0));
+                    let status = match (o.resting, filled > 0.0) {
+                        (true, true) => OrderStatus::PartiallyFilled,
+                        (true, false) => OrderStatus::Open,
+                        (false, _) => OrderStatus::Cancelled,
+                    };
+                    (status, filled, clean(o.size - o.matched))
+                }
+                None => (OrderStatus::Cancelled, 0.0, 0.0),
+            };
+            events.push(update(
+                &t.intent_id,
+                &t.market,
+                status,
+                filled,
+                remaining,
+                Some(format!(
+                    "{TRADE_FAILED}: trade {} of {} at {} reversed",
+                    t.id, t.size, t.price
+                )),
+            ));
+        }
+        events
+    }
+}
+
 /// Keeps resting live orders alive and watches them: every [`UPKEEP_EVERY`],
 /// if any order rests, one dead-man heartbeat and one lookup per resting order.
 /// Each call is made once; a failure waits for the next round.
@@ -1115,14 +1212,29 @@ async fn upkeep(client: ClobClient, orders: Tracked, tx: mpsc::Sender<Vec<EventK
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat_id = String::new();
     let mut failing = false;
+    let mut settlement = Settlement::default();
     loop {
         every.tick().await;
-        let resting: Vec<(String, String)> = orders
-            .lock()
-            .iter()
-            .filter(|(_, o)| o.resting)
-            .map(|(id, o)| (id.clone(), o.hash.clone()))
-            .collect();
+        let (resting, unsettled) = {
+            let orders = orders.lock();
+            let resting: Vec<(String, String)> = orders
+                .iter()
+                .filter(|(_, o)| o.resting)
+                .map(|(id, o)| (id.clone(), o.hash.clone()))
+                .collect();
+            (resting, settlement.pending(&orders))
+        };
+        if unsettled {
+            match client.trades().await {
+                Ok(all) => {
+                    let events = settlement.follow(&orders, our_trades(&orders, all, 0));
+                    if !events.is_empty() && tx.send(events).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(venue = VENUE, "settlement: {e}"),
+            }
+        }
         if resting.is_empty() {
             // Nothing to protect; the next resting order starts a new session.
             heartbeat_id.clear();
@@ -1791,6 +1903,95 @@ mod tests {
             u.reason.as_deref().unwrap_or_default().contains("MIN_SIZE"),
             "{u:?}"
         );
+    }
+
+    /// A trade that ends `FAILED` reverses its fill: a negative fill and an
+    /// order update come as events, and the ledger's cash and position are
+    /// as if it never happened; a `CONFIRMED` trade stays booked.
+    #[tokio::test]
+    async fn a_failed_trade_reverses_its_fill_and_a_confirmed_one_stays() {
+        let (server, _feed) = sim().await;
+        let mut v = within(
+            "connect",
+            PolymarketVenue::connect(config(&server, live(&server))),
+        )
+        .await
+        .expect("connect");
+        within("book", v.next_tick())
+            .await
+            .expect("tick")
+            .expect("feed");
+        let take = order(Side::Buy, 0.52, 10.0, OrderType::Fak);
+        for id in ["1.0", "2.0"] {
+            let ev = v.place_order(id, &take).await.expect("take");
+            assert_eq!(last_update(&ev).status, OrderStatus::Filled);
+        }
+        assert!((v.portfolio().cash + 10.4).abs() < 1e-9);
+        let trade_of = |id: &str| {
+            let hash = v.order_hash(id).expect("hash");
+            server
+                .trades()
+                .into_iter()
+                .find(|t| t.taker_order_id.as_deref() == Some(hash.as_str()))
+                .expect("a trade of the order")
+                .id
+        };
+        let (kept, failed) = (trade_of("1.0"), trade_of("2.0"));
+        for status in ["MINED", "CONFIRMED"] {
+            assert!(server.set_trade_status(&kept, status));
+        }
+        assert!(server.set_trade_status(&failed, "RETRYING"));
+        assert!(server.set_trade_status(&failed, "FAILED"));
+
+        // The upkeep task reads the trades within a round or two.
+        let events = within("the reversal", async {
+            loop {
+                let tick = tokio::time::timeout(UPKEEP_EVERY * 3, v.next_tick())
+                    .await
+                    .expect("a reversal within three upkeep rounds")
+                    .expect("tick")
+                    .expect("feed");
+                if tick
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, EventKind::Fill(f) if f.size < 0.0))
+                {
+                    return tick.events;
+                }
+            }
+        })
+        .await;
+        let reversals: Vec<&Fill> = events
+            .iter()
+            .filter_map(|e| match e {
+                EventKind::Fill(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reversals.len(), 1, "{events:?}");
+        let f = reversals[0];
+        assert_eq!((f.intent_id.as_str(), f.side), ("2.0", Side::Buy));
+        assert_eq!((f.price, f.size), (0.52, -10.0));
+        let u = last_update(&events);
+        assert_eq!(u.intent_id, "2.0");
+        assert_eq!((u.status, u.filled_size), (OrderStatus::Cancelled, 0.0));
+        assert!(
+            u.reason
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with(TRADE_FAILED),
+            "{u:?}"
+        );
+        // Cash and position: the confirmed buy only.
+        let s = v.portfolio();
+        assert!((s.cash + 5.2).abs() < 1e-9, "{s:?}");
+        assert_eq!((s.fills, s.volume), (1, 10.0));
+        let Exec::Live(live) = &v.exec else {
+            panic!("live")
+        };
+        assert!((live.ledger.position(YES) - 10.0).abs() < 1e-9);
+        // Final trades are not reported again.
+        assert!(live.ledger.uncovered() == 0.0);
     }
 
     #[tokio::test]
