@@ -128,18 +128,23 @@ impl Momentum {
                 };
             }
             Side::Sell => {
+                // A reversal (negative size) puts the shares back at the
+                // average they were sold from, which a flat position keeps.
                 let size = fill.size.min(market.position);
                 self.realized_pnl += (fill.price - market.avg_price) * size;
                 market.position -= size;
                 if market.position <= 1e-9 {
                     market.position = 0.0;
-                    market.avg_price = 0.0;
                 }
             }
         }
         self.realized_pnl -= fill.fee;
         self.fees += fill.fee;
-        self.fills += 1;
+        if fill.is_reversal() {
+            self.fills = self.fills.saturating_sub(1);
+        } else {
+            self.fills += 1;
+        }
     }
 }
 
@@ -237,6 +242,36 @@ mod tests {
             max_position: 10.0,
             cooldown_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_reversed_fill_is_undone() {
+        let mut s = Momentum::new(params()).unwrap();
+        let mut actions = Vec::new();
+        let fill = |side, price, size| Event {
+            seq: 1,
+            timestamp_ms: 0,
+            kind: EventKind::Fill(Fill {
+                intent_id: "1.0".into(),
+                market: "m".into(),
+                side,
+                price,
+                size,
+                fee: 0.0,
+            }),
+        };
+        s.on_event(&fill(Side::Buy, 0.40, 5.0), &mut actions);
+        // A sell whose trade failed: the shares come back at their cost.
+        s.on_event(&fill(Side::Sell, 0.50, 5.0), &mut actions);
+        s.on_event(&fill(Side::Sell, 0.50, -5.0), &mut actions);
+        assert!(s.realized_pnl.abs() < 1e-9, "{}", s.realized_pnl);
+        assert!((s.markets["m"].position - 5.0).abs() < 1e-9);
+        assert!((s.markets["m"].avg_price - 0.40).abs() < 1e-9);
+        // A buy whose trade failed: the shares go again.
+        s.on_event(&fill(Side::Buy, 0.40, -5.0), &mut actions);
+        assert_eq!(s.markets["m"].position, 0.0);
+        assert_eq!(s.fills, 0, "two fills, both reversed");
+        assert!(actions.is_empty());
     }
 
     #[test]

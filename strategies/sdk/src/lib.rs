@@ -40,6 +40,14 @@ pub use bindings::polybot::strategy::types::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+impl Fill {
+    /// Whether this fill reverses an earlier one whose trade failed to
+    /// settle: its size (and fee) are negated (see `fill` in the contract).
+    pub fn is_reversal(&self) -> bool {
+        self.size < 0.0
+    }
+}
+
 /// A trading strategy: pure decision logic over events.
 ///
 /// The value itself is the strategy's whole state; it is snapshotted with serde,
