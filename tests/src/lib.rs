@@ -74,6 +74,7 @@ pub async fn start_cell(
     }
 }
 
+pub mod checker;
 pub mod proxy;
 
 /// A fresh, uniquely named database on the machine's PostgreSQL server
