@@ -252,6 +252,41 @@ fn sigkilled_host_resumes_exactly_with_sqlite() {
     assert_eq!(last["report"]["state"], "stopped");
     same_venue_record(&last, &reference);
     sqlite_nothing_lost(killed_dir.path(), reference_dir.path());
+    // Four killed runs and the last one: five starts.
+    history_is_clean(killed_dir.path(), &last, 5);
+}
+
+/// The history checker over the store of a run that used the simulated
+/// venue, against that venue's record (the paper account of the final run,
+/// which the run rebuilt through the whole journal).
+fn history_is_clean(data: &Path, last: &serde_json::Value, starts: u64) {
+    use polybot_tests::checker::{Expect, History, VenueRecord, check_and_print};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let history = runtime.block_on(async {
+        let db = StoreLocation::Sqlite(data.join("polybot.db"));
+        let store = SqlStore::open(db, data).await.unwrap();
+        History::read(&store, &["momentum"]).await.unwrap()
+    });
+    let report = &last["report"];
+    let venue = VenueRecord {
+        order_count: report["orders"].as_u64(),
+        fill_count: report["portfolio"]["fills"].as_u64(),
+        // The paper account starts with 10,000 unless configured.
+        cash_change: report["portfolio"]["cash"].as_f64().map(|c| c - 10_000.0),
+        ..VenueRecord::default()
+    };
+    let verdict = check_and_print(
+        &history,
+        &Expect {
+            venue: [("momentum".to_string(), venue)].into(),
+            host_starts: Some(starts),
+        },
+    );
+    verdict.assert_clean();
+    assert!(
+        verdict.tally("fills").recovered > 0,
+        "no fills: the check proves little"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! wait on the host is bounded by a timeout, and what the host did is read
 //! back from its JSON report, its store, and the server's own records.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use polybot_host::contract::{self, EventKind, OrderStatus, VenueHealth};
 use polybot_host::store::StateStore;
 use polybot_host::store::sql::{SqlStore, StoreLocation};
 use polybot_host::venue::Venue;
+use polybot_host::venue::polymarket::TRADE_FAILED;
 use polybot_host::venue::polymarket::{Execution, LiveConfig, PolymarketConfig, PolymarketVenue};
 use polybot_polymarket::auth::{Credentials, Secret};
 use polybot_polymarket::order::{OrderIntent, OrderSigner, OrderType};
@@ -25,6 +26,7 @@ use polybot_polymarket::server::{
     Fault, FaultPlan, FaultRule, FeedHandle, SimCredentials, SimHandle, SimOptions, SimServer,
 };
 use polybot_polymarket::types::Side;
+use polybot_tests::checker::{Expect, History, VenueOrder, VenueRecord, check_and_print};
 use polybot_tests::guest;
 use tokio::task::JoinHandle;
 
@@ -322,6 +324,160 @@ async fn live_orders_carry_precomputed_hashes_and_a_restart_posts_none_twice() {
     // One request per intent, across both runs: nothing was posted twice.
     let left = server.faults().rules[0].count.expect("count");
     assert_eq!((POSTS - left) as usize, intents.len());
+
+    // The history checker agrees, against the server's own record; two starts.
+    let history = History::read(&store, &["momentum"]).await.expect("history");
+    check_and_print(&history, &expect_server(&server, 2)).assert_clean();
+}
+
+/// The server's record as the history checker takes it: every order it
+/// received, and the shares and cash of the trades of those orders that did
+/// not fail to settle.
+fn expect_server(server: &SimHandle, host_starts: u64) -> Expect {
+    let orders = server.orders();
+    let ours: HashMap<&str, &polybot_polymarket::types::OpenOrder> =
+        orders.iter().map(|o| (o.id.as_str(), o)).collect();
+    let side = |s: Side| match s {
+        Side::Buy => contract::Side::Buy,
+        Side::Sell => contract::Side::Sell,
+    };
+    let mut positions: BTreeMap<String, f64> = BTreeMap::new();
+    let mut cash = 0.0;
+    for t in server.trades() {
+        if t.status.as_deref() == Some("FAILED") {
+            continue;
+        }
+        let mut legs = Vec::new();
+        if let Some(o) = t.taker_order_id.as_deref().and_then(|h| ours.get(h)) {
+            legs.push((o.side, t.price, t.size));
+        }
+        for m in &t.maker_orders {
+            if let Some(o) = ours.get(m.order_id.as_str()) {
+                legs.push((
+                    o.side,
+                    m.price.unwrap_or(t.price),
+                    m.matched_amount.unwrap_or(t.size),
+                ));
+            }
+        }
+        for (s, price, size) in legs {
+            let signed = if s == Side::Buy { size } else { -size };
+            *positions.entry(t.asset_id.clone()).or_default() += signed;
+            cash -= signed * price;
+        }
+    }
+    let venue = VenueRecord {
+        orders: Some(
+            orders
+                .iter()
+                .map(|o| VenueOrder {
+                    intent_id: None,
+                    market: o.asset_id.clone(),
+                    side: side(o.side),
+                    price: o.price,
+                    size: o.original_size,
+                })
+                .collect(),
+        ),
+        positions: Some(positions),
+        cash_change: Some(cash),
+        ..VenueRecord::default()
+    };
+    Expect {
+        venue: [("momentum".to_string(), venue)].into(),
+        host_starts: Some(host_starts),
+    }
+}
+
+/// A trade that ends `FAILED` after its fill was journaled: the strategy
+/// hears of the reversal (a negative fill in its journal), the `trades`
+/// table gets a reversal row, and position and cash from `trades` equal the
+/// server's record without the failed trade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_trade_is_reversed_for_the_strategy_in_trades_and_in_the_money() {
+    let (server, feed) = server(FaultPlan::default()).await;
+    let server = std::sync::Arc::new(server);
+    let _feed = start_feed(feed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let creds = SimCredentials::test();
+    let signer = OrderSigner::from_private_key(KEY).expect("test key");
+    let env = [
+        ("POLYMARKET_API_KEY", creds.api_key.clone()),
+        ("POLYMARKET_API_SECRET", creds.secret.clone()),
+        ("POLYMARKET_API_PASSPHRASE", creds.passphrase.clone()),
+        ("POLYMARKET_ADDRESS", signer.address().to_checksum(None)),
+        ("POLYMARKET_PRIVATE_KEY", KEY.to_string()),
+    ];
+    // Fails the first trade once it exists, confirms every other.
+    let settle = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let mut failed: Option<String> = None;
+            loop {
+                for t in server.trades() {
+                    if t.status.as_deref() != Some("MATCHED") {
+                        continue;
+                    }
+                    let to = if failed.is_none() {
+                        failed = Some(t.id.clone());
+                        "FAILED"
+                    } else {
+                        "CONFIRMED"
+                    };
+                    server.set_trade_status(&t.id, "MINED");
+                    server.set_trade_status(&t.id, to);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // About 15 s of feed: time for the host's settlement rounds (every 5 s).
+    let output = run_host(&server, dir.path(), 3000, &["--live"], &env).await;
+    settle.abort();
+    let run = report(&output);
+
+    let store = store(dir.path()).await;
+    let journal = store.entries_after("momentum", 0).await.expect("journal");
+    let reversals: Vec<(u64, contract::Fill)> = journal
+        .iter()
+        .filter_map(|e| match &e.event.kind {
+            EventKind::Fill(f) if f.size < 0.0 => Some((e.event.seq, f.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reversals.len(), 1, "one failed trade, one reversal: {run}");
+    let (seq, reversal) = &reversals[0];
+    let original = journal
+        .iter()
+        .find_map(|e| match &e.event.kind {
+            EventKind::Fill(f) if f.intent_id == reversal.intent_id && f.size > 0.0 => Some(f),
+            _ => None,
+        })
+        .expect("the reversed fill was journaled before");
+    assert_eq!(
+        (original.side, original.market.as_str()),
+        (reversal.side, reversal.market.as_str())
+    );
+    // The strategy was told why, right after.
+    let told = journal.iter().any(|e| {
+        e.event.seq > *seq
+            && matches!(&e.event.kind, EventKind::OrderUpdate(u)
+                if u.intent_id == reversal.intent_id
+                    && u.reason.as_deref().is_some_and(|r| r.starts_with(TRADE_FAILED)))
+    });
+    assert!(told, "no order update about the failed trade");
+    let trades = store.trades("momentum").await.expect("trades");
+    let row = trades
+        .iter()
+        .find(|t| t.seq == *seq)
+        .expect("a reversal row in trades");
+    assert_eq!(row.size, reversal.size);
+    assert!(row.size < 0.0);
+
+    // Position and cash from `trades` are the server's without the failed
+    // trade; every fill has one row; no order twice.
+    let history = History::read(&store, &["momentum"]).await.expect("history");
+    check_and_print(&history, &expect_server(&server, 1)).assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
