@@ -253,17 +253,17 @@ fn sigkilled_host_resumes_exactly_with_sqlite() {
     same_venue_record(&last, &reference);
     sqlite_nothing_lost(killed_dir.path(), reference_dir.path());
     // Four killed runs and the last one: five starts.
-    history_is_clean(killed_dir.path(), &last, 5);
+    let db = StoreLocation::Sqlite(killed_dir.path().join("polybot.db"));
+    history_is_clean(db, killed_dir.path(), &last, 5);
 }
 
 /// The history checker over the store of a run that used the simulated
 /// venue, against that venue's record (the paper account of the final run,
 /// which the run rebuilt through the whole journal).
-fn history_is_clean(data: &Path, last: &serde_json::Value, starts: u64) {
+fn history_is_clean(db: StoreLocation, data: &Path, last: &serde_json::Value, starts: u64) {
     use polybot_tests::checker::{Expect, History, VenueRecord, check_and_print};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let history = runtime.block_on(async {
-        let db = StoreLocation::Sqlite(data.join("polybot.db"));
         let store = SqlStore::open(db, data).await.unwrap();
         History::read(&store, &["momentum"]).await.unwrap()
     });
@@ -341,6 +341,8 @@ fn sigkilled_host_resumes_exactly_with_postgres() {
         killed_dir.path(),
     ));
     nothing_lost(&killed, &reference);
+    let db = StoreLocation::Postgres(killed_db.url());
+    history_is_clean(db, killed_dir.path(), &last, 5);
 }
 
 #[test]

@@ -301,13 +301,14 @@ fn decode(state: &HostState) -> Result<Saved, String> {
     if !state.is_intact() {
         return Err("it fails its checksum".into());
     }
-    let saved: Saved = postcard::from_bytes(&state.bytes).map_err(|e| format!("{e}"))?;
-    if saved.format != FORMAT {
+    // The format leads, so an older layout is named as such, not as garbage.
+    let (format, _) = postcard::take_from_bytes::<u32>(&state.bytes).map_err(|e| format!("{e}"))?;
+    if format != FORMAT {
         return Err(format!(
-            "it is in format {}, this host reads {FORMAT}",
-            saved.format
+            "it is in format {format}, this host reads {FORMAT}"
         ));
     }
+    let saved: Saved = postcard::from_bytes(&state.bytes).map_err(|e| format!("{e}"))?;
     if saved.seq != state.seq {
         return Err(format!("it says seq {} inside", saved.seq));
     }
@@ -374,5 +375,61 @@ pub(super) async fn system_event(cell: &Cell, event_type: &str, message: String)
     };
     if let Err(e) = cell.store().write(Write::SystemEvent(event)).await {
         tracing::warn!(strategy = %cell.name(), "cannot keep system event: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host state written before the one ledger (format 1, whose ledger
+    /// was a map of (position, average cost)) is refused by name, so the
+    /// venue is caught up from an older state or the journal's start.
+    #[test]
+    fn a_host_state_of_the_old_format_is_refused_by_name() {
+        #[derive(Serialize)]
+        struct RunStateV1 {
+            timers: BTreeSet<(u64, u64)>,
+            ledger: std::collections::HashMap<String, (f64, f64)>,
+            orders: u64,
+            cancels: u64,
+            fills: u64,
+            first_event_ms: Option<u64>,
+        }
+        #[derive(Serialize)]
+        struct SavedV1 {
+            format: u32,
+            seq: u64,
+            run: RunStateV1,
+            venue: Vec<u8>,
+        }
+        let old = SavedV1 {
+            format: 1,
+            seq: 7,
+            run: RunStateV1 {
+                timers: BTreeSet::new(),
+                ledger: [("m".to_string(), (10.0, 0.4))].into(),
+                orders: 1,
+                cancels: 0,
+                fills: 1,
+                first_event_ms: Some(1),
+            },
+            venue: vec![1, 2, 3],
+        };
+        let state = HostState::new(7, postcard::to_allocvec(&old).unwrap());
+        let err = decode(&state).err().expect("refused");
+        assert!(err.contains("format 1"), "{err}");
+
+        let mut run = RunState::default();
+        run.ledger
+            .book("m", crate::contract::Side::Buy, 0.4, 10.0, 0.0);
+        let new = Saved {
+            format: FORMAT,
+            seq: 7,
+            run: run.clone(),
+            venue: vec![1, 2, 3],
+        };
+        let state = HostState::new(7, postcard::to_allocvec(&new).unwrap());
+        assert_eq!(decode(&state).expect("read").run, run);
     }
 }
