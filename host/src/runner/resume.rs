@@ -3,7 +3,8 @@
 //!
 //! The cell restores the *strategy* from its own checkpoints. This module
 //! restores what the host holds around it — the venue's market and paper
-//! account, pending timers, the fill ledger and the run's counters — from
+//! account, pending timers, the fill ledger, the executor's state and the
+//! run's counters — from
 //! the newest intact [`HostState`] at or before the journal's end, then hands
 //! the runner the journal entries after that state, read a page at a time
 //! ([`CatchUp`]), to drive the venue through. So a restart costs the events
@@ -40,7 +41,7 @@ const PAGE: usize = 1000;
 /// A catch-up logs its progress this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Version of the encoding below; a host state of another is not used.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// Where the venue stands when a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,8 @@ pub(super) struct RunState {
     pub cancels: u64,
     pub fills: u64,
     pub first_event_ms: Option<u64>,
+    /// The executor's state and the event-time day of its `pnl_today`.
+    pub exec: Option<(crate::exec::ExecSnapshot, u64)>,
 }
 
 /// A host state's bytes, decoded.
