@@ -218,7 +218,7 @@ impl IntentRow {
             },
             price: self.price,
             size: self.size,
-            order_type: match self.order_type.as_str() {
+            order_type: match self.order_type.trim_start_matches("ordertype::") {
                 "gtc" => OrderType::Gtc,
                 "fak" => OrderType::Fak,
                 "fok" => OrderType::Fok,
@@ -237,7 +237,7 @@ impl IntentRow {
             side: o.side,
             price: o.price,
             size: o.size,
-            order_type: o.order_type,
+            order_type: order_type_name(order.order_type).to_string(),
             state: w.to.clone(),
             filled: w.filled,
             reason: w.reason.clone(),
@@ -261,6 +261,16 @@ impl IntentRow {
             self.venue_ref = w.venue_ref.clone();
         }
         self.updated_at_ms = w.at_ms;
+    }
+}
+
+/// `gtc`, `fak` or `fok`.
+fn order_type_name(t: crate::contract::OrderType) -> &'static str {
+    use crate::contract::OrderType;
+    match t {
+        OrderType::Gtc => "gtc",
+        OrderType::Fak => "fak",
+        OrderType::Fok => "fok",
     }
 }
 
