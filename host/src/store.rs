@@ -335,7 +335,7 @@ pub enum Write {
     /// One move of an order intent; written again (a replay) it changes nothing.
     Intent {
         strategy: String,
-        intent: IntentWrite,
+        intent: Box<IntentWrite>,
     },
     /// A venue trade turned into a fill by reconciliation (deduplication key).
     ExecTrade {

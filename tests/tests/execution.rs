@@ -492,7 +492,7 @@ async fn a_425_window_then_post_only_pauses_placement_and_it_resumes_without_a_r
             skip: 2,
         }],
     };
-    let (intents, statuses, dir, server) = live_through(plan, 500).await;
+    let (intents, statuses, dir, server) = live_through(plan, 1500).await;
     assert_eq!(server.faults().rules[0].count, Some(0), "the window ran");
     assert!(statuses.contains(&VenueHealth::Degraded), "{statuses:?}");
     let post_only = intents.iter().position(|i| {
@@ -503,7 +503,7 @@ async fn a_425_window_then_post_only_pauses_placement_and_it_resumes_without_a_r
     let events = system_event_types(dir.path()).await;
     assert!(events.iter().any(|(t, _)| t == "exec-window"), "{events:?}");
     // Placement resumed after the window (and the post-only minutes).
-    let from = post_only.unwrap_or(0);
+    let from = post_only.expect("fill-and-kill orders refused in the post-only minutes");
     assert!(
         intents[from..].iter().any(|i| i.state == "filled"),
         "nothing filled after the window: {intents:?}"

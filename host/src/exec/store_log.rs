@@ -85,7 +85,7 @@ impl IntentLog for StoreIntentLog {
     async fn append(&mut self, record: &IntentRecord) -> Result<(), IntentLogError> {
         let write = Write::Intent {
             strategy: record.strategy.clone(),
-            intent: to_write(record),
+            intent: Box::new(to_write(record)),
         };
         let err = |e: crate::store::StoreError| IntentLogError(e.to_string());
         self.store.write(write).await.map_err(err)?;

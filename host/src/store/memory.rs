@@ -111,7 +111,7 @@ impl StateStore for MemoryStore {
                     }
                     (None, None) => {}
                 }
-                inner.transitions.push((strategy, intent));
+                inner.transitions.push((strategy, *intent));
             }
             Write::ExecTrade { strategy, trade_id } => {
                 let seen = inner.exec_trades.entry(strategy).or_default();
