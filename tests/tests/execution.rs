@@ -509,3 +509,171 @@ async fn a_425_window_then_post_only_pauses_placement_and_it_resumes_without_a_r
         "nothing filled after the window: {intents:?}"
     );
 }
+
+/// `polybot-host run` live, as a child process the test controls.
+fn spawn_live(server: &SimHandle, dir: &Path, events: u64, config: &str) -> tokio::process::Child {
+    let path = dir.join("exec.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut command = host();
+    command
+        .args(["run", "--strategy"])
+        .arg(guest("momentum"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--venue", "polymarket", "--live"])
+        .args(["--clob-url", &server.base_url()])
+        .args(["--ws-url", &server.ws_url()])
+        .args(["--gamma-url", &server.gamma_url()])
+        .args(["--events", &events.to_string(), "--json", "--data-dir"])
+        .arg(dir.join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for token in TOKENS {
+        command.args(["--market", token]);
+    }
+    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("POLYMARKET_")) {
+        command.env_remove(name);
+    }
+    for (name, value) in live_env() {
+        command.env(name, value);
+    }
+    command.spawn().expect("start polybot-host")
+}
+
+/// The intents `orders --json` lists, once one satisfies `until` (bounded wait).
+async fn wait_for_intent(
+    dir: &Path,
+    what: &str,
+    until: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cli(dir, &["orders", "--json"]).await;
+        if out.status.success()
+            && let Ok(json) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        {
+            let rows = json["intents"].as_array().cloned().unwrap_or_default();
+            if rows.iter().any(&until) {
+                return rows;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no intent {what} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_between_intent_durable_and_ack_reconciles_on_restart() {
+    // The third order hangs before the server processes it.
+    let plan = FaultPlan {
+        seed: 1,
+        rules: vec![FaultRule {
+            endpoint: "POST /order".into(),
+            fault: Fault::Latency { ms: 60_000 },
+            count: Some(1),
+            probability: None,
+            skip: 2,
+        }],
+    };
+    let (server, feed) = server(plan).await;
+    let _feed = start_feed(feed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!("{STRATEGY}{FAST_EXEC}");
+    let mut child = spawn_live(&server, dir.path(), 1_000_000, &config);
+    let rows = wait_for_intent(dir.path(), "sent", |r| r["state"] == "sent").await;
+    let hung = rows
+        .iter()
+        .find(|r| r["state"] == "sent")
+        .and_then(|r| r["intent_id"].as_str())
+        .expect("the hanging intent")
+        .to_string();
+    child.start_kill().expect("kill -9");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the host dies")
+        .expect("wait");
+    assert!(!status.success());
+    server.clear_faults();
+
+    let last_seq = store(dir.path())
+        .await
+        .last_seq("momentum")
+        .await
+        .expect("last seq");
+    let report = report(&run_live(&server, dir.path(), last_seq + 300, &config).await);
+    assert_eq!(report["resumed_at_seq"], last_seq);
+    let store = store(dir.path()).await;
+    let intents = store.intents(Some("momentum")).await.expect("intents");
+    // Every intent, the killed one included, settled; the server's orders are the intents'.
+    assert_agreement(&server, &intents);
+    let moves = store.intent_transitions("momentum").await.expect("moves");
+    let settled: Vec<(&str, &str)> = moves
+        .iter()
+        .filter(|m| m.intent_id == hung && m.from.as_deref() == Some("sent"))
+        .map(|m| (m.to.as_str(), m.reason.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        settled,
+        vec![("rejected", "never reached the venue")],
+        "the restart looked it up: {moves:?}"
+    );
+    let journal = store.entries_after("momentum", 0).await.expect("journal");
+    let told = journal.iter().any(|e| {
+        matches!(&e.event.kind, EventKind::OrderUpdate(u)
+            if u.intent_id == hung && u.status == OrderStatus::Rejected)
+    });
+    assert!(
+        told,
+        "the strategy is told its order never reached the venue"
+    );
+    let events = system_event_types(dir.path()).await;
+    assert!(
+        events.iter().any(|(t, _)| t == "exec-reconciled"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_live_host_picks_up_a_halt_and_refuses_every_order_after_it() {
+    let (server, feed) = server(FaultPlan::default()).await;
+    let _feed = start_feed(feed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!("{STRATEGY}{FAST_EXEC}");
+    let child = spawn_live(&server, dir.path(), 2_500, &config);
+    wait_for_intent(dir.path(), "filled", |r| r["state"] == "filled").await;
+    let halt = cli(
+        dir.path(),
+        &["halt", "--strategy", "momentum", "--reason", "test"],
+    )
+    .await;
+    assert!(halt.status.success(), "{halt:?}");
+    let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the run ends")
+        .expect("output");
+    report(&output);
+
+    let intents = store(dir.path())
+        .await
+        .intents(Some("momentum"))
+        .await
+        .expect("intents");
+    assert_agreement(&server, &intents);
+    let halted = |i: &IntentRow| i.reason.as_deref() == Some("strategy halted by operator: test");
+    let first = intents
+        .iter()
+        .position(halted)
+        .expect("orders refused after the halt");
+    assert!(first > 0, "orders went out before the halt");
+    assert!(
+        intents[first..].iter().all(halted),
+        "nothing placed after the halt took effect"
+    );
+    let events = system_event_types(dir.path()).await;
+    assert!(events.iter().any(|(t, _)| t == "exec-halted"), "{events:?}");
+    assert!(events.iter().any(|(t, _)| t == "halt"), "{events:?}");
+}
