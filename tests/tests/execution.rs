@@ -677,3 +677,96 @@ async fn a_running_live_host_picks_up_a_halt_and_refuses_every_order_after_it() 
     assert!(events.iter().any(|(t, _)| t == "exec-halted"), "{events:?}");
     assert!(events.iter().any(|(t, _)| t == "halt"), "{events:?}");
 }
+
+/// `run` on the simulated market with `config`, for `events` at `speed`.
+fn sim_command(dir: &Path, config: &Path, events: &str, speed: &str) -> std::process::Command {
+    let mut command = polybot_tests::host_command!("info");
+    command
+        .args(["run", "--strategy"])
+        .arg(guest("momentum"))
+        .arg("--config")
+        .arg(config)
+        .args(["--speed", speed, "--events", events, "--json", "--data-dir"])
+        .arg(dir.join("data"));
+    command
+}
+
+/// Intents and their moves as a run left them, for comparing two runs.
+async fn intent_record(dir: &Path) -> (Vec<(String, String, u64, Option<String>)>, usize) {
+    let store = store(dir).await;
+    let intents = store
+        .intents(Some("momentum"))
+        .await
+        .expect("intents")
+        .into_iter()
+        .map(|i| (i.intent_id, i.state, (i.filled * 1e6) as u64, i.reason))
+        .collect();
+    let moves = store.intent_transitions("momentum").await.expect("moves");
+    (intents, moves.len())
+}
+
+#[test]
+fn a_killed_sim_run_with_risk_refusals_resumes_to_the_same_journal_and_intents() {
+    const EVENTS: &str = "4000";
+    let config_text = format!("{STRATEGY}[risk]\nmax_orders_per_minute = 2\n");
+    let reference = tempfile::tempdir().expect("temp dir");
+    let killed = tempfile::tempdir().expect("temp dir");
+    let config = reference.path().join("exec.toml");
+    std::fs::write(&config, &config_text).expect("write config");
+
+    let out = sim_command(reference.path(), &config, EVENTS, "max")
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .expect("reference run");
+    assert!(out.status.success(), "{out:?}");
+    for kill in 0..3u64 {
+        let mut host = polybot_tests::LoggingHost::start_running(
+            sim_command(killed.path(), &config, EVENTS, "150").stdout(std::process::Stdio::null()),
+        );
+        std::thread::sleep(Duration::from_millis(150 + 200 * kill));
+        let _ = host.child.kill(); // SIGKILL
+        host.child.wait().expect("wait");
+        host.drain_log();
+    }
+    let out = sim_command(killed.path(), &config, EVENTS, "max")
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .expect("final run");
+    assert!(out.status.success(), "{out:?}");
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let journal = |dir: std::path::PathBuf| async move {
+            store(&dir)
+                .await
+                .entries_after("momentum", 0)
+                .await
+                .expect("journal")
+        };
+        let a = journal(reference.path().to_path_buf()).await;
+        let b = journal(killed.path().to_path_buf()).await;
+        assert_eq!(a.len(), b.len());
+        if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+            panic!("journals differ at seq {}: {:?} vs {:?}", i + 1, b[i], a[i]);
+        }
+        let (ref_intents, ref_moves) = intent_record(reference.path()).await;
+        let (intents, moves) = intent_record(killed.path()).await;
+        assert_eq!(
+            intents, ref_intents,
+            "intents differ from an uninterrupted run"
+        );
+        assert_eq!(moves, ref_moves, "a replay recorded a move twice");
+        let refused = intents
+            .iter()
+            .filter(|i| {
+                i.3.as_deref()
+                    .is_some_and(|r| r.contains("max_orders_per_minute"))
+            })
+            .count();
+        let filled = intents.iter().filter(|i| i.1 == "filled").count();
+        assert!(
+            refused > 0 && filled > 0,
+            "refused {refused}, filled {filled}"
+        );
+    });
+}
