@@ -17,7 +17,7 @@ use crate::venue::ExecutionClient;
 
 /// Terminal intents kept in memory (a cancel of one is answered from there;
 /// an older one is answered as an unknown order).
-pub const KEPT_FINISHED: usize = 4096;
+pub const KEPT_FINISHED: usize = 1024;
 
 /// What a host state keeps of an executor; see the module docs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -166,5 +166,112 @@ impl Executor {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{OrderStatus, OrderType, PlaceOrder, Side};
+    use crate::exec::{ExecConfig, MemoryIntentLog, RiskConfig};
+    use crate::venue::simulated::{Pacing, SimVenue};
+
+    fn order() -> PlaceOrder {
+        PlaceOrder {
+            market: "sim-0".into(),
+            side: Side::Buy,
+            price: 0.5,
+            size: 1.0,
+            order_type: OrderType::Fak,
+        }
+    }
+
+    fn executor(risk: RiskConfig, log: &MemoryIntentLog) -> Executor {
+        Executor::new(
+            "s",
+            "sim",
+            ExecConfig::default(),
+            risk,
+            Box::new(log.clone()),
+        )
+        .without_rate_limits()
+    }
+
+    fn venue() -> SimVenue {
+        SimVenue::new(Default::default(), Default::default(), Pacing::Unpaced)
+    }
+
+    #[tokio::test]
+    async fn a_halt_refuses_with_the_reason_and_resume_lifts_it() {
+        let log = MemoryIntentLog::default();
+        let mut ex = executor(RiskConfig::default(), &log);
+        let mut v = venue();
+        let out = ex
+            .halt(&mut v, "strategy halted by operator", true, 0)
+            .await;
+        assert_eq!(out.expect("halt").notes[0].kind, NoteKind::Halted);
+        let out = ex.submit(&mut v, "1.0", order(), 1).await.expect("submit");
+        let u = out.updates().next().expect("an update");
+        assert_eq!(u.status, OrderStatus::Rejected);
+        assert_eq!(u.reason.as_deref(), Some("strategy halted by operator"));
+        assert_eq!(
+            log.path("1.0"),
+            [IntentState::Pending, IntentState::Rejected]
+        );
+        assert_eq!(out.notes[0].kind, NoteKind::Halted);
+
+        assert_eq!(ex.resume().notes.len(), 1);
+        ex.submit(&mut v, "2.0", order(), 2).await.expect("submit");
+        assert_eq!(log.path("2.0")[1], IntentState::Sent, "sent once resumed");
+    }
+
+    #[tokio::test]
+    async fn a_restored_snapshot_decides_as_the_executor_it_was_taken_from() {
+        let risk = RiskConfig {
+            max_orders_per_minute: Some(1),
+            ..RiskConfig::default()
+        };
+        let log = MemoryIntentLog::default();
+        let mut first = executor(risk.clone(), &log);
+        let mut v = venue();
+        first
+            .submit(&mut v, "1.0", order(), 0)
+            .await
+            .expect("submit");
+        let snapshot = first.snapshot();
+
+        let mut second = executor(risk, &log);
+        second.restore(snapshot.clone());
+        assert_eq!(second.snapshot(), snapshot);
+        let known = second
+            .submit(&mut v, "1.0", order(), 1)
+            .await
+            .expect("again");
+        assert!(
+            known.events.is_empty(),
+            "a known intent is not submitted twice"
+        );
+        let out = second
+            .submit(&mut v, "2.0", order(), 1_000)
+            .await
+            .expect("submit");
+        let reason = out.updates().next().and_then(|u| u.reason.clone());
+        assert!(
+            reason.is_some_and(|r| r.contains("max_orders_per_minute")),
+            "the minute's count came with the snapshot"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replay_refuses_again_what_was_refused() {
+        let log = MemoryIntentLog::default();
+        let mut ex = executor(RiskConfig::default(), &log);
+        ex.set_refusals([("1.0".to_string(), "risk: before".to_string())]);
+        let out = ex
+            .submit(&mut venue(), "1.0", order(), 0)
+            .await
+            .expect("submit");
+        let u = out.updates().next().expect("update");
+        assert_eq!(u.reason.as_deref(), Some("risk: before"));
     }
 }
