@@ -407,10 +407,22 @@ pub async fn run_with<V: Venue>(
             if !places.is_empty() || !cancels.is_empty() {
                 // Through the execution layer: every order ends in a known
                 // state the strategy is told of, at this event's time.
-                match execution
-                    .batch(venue, places, cancels, timestamp_ms, from_journal)
-                    .await
-                {
+                // A live venue's batch may wait (an open circuit, a window):
+                // a stop request ends the wait. What was sent is durable as
+                // `sent` and the next start reconciles it; a venue that
+                // replays history never waits and is never cut short.
+                let stoppable = !venue.replays_history();
+                let batch = execution.batch(venue, places, cancels, timestamp_ms, from_journal);
+                let result = tokio::select! {
+                    biased;
+                    result = batch => result,
+                    () = shutdown.requested(), if stoppable => {
+                        report.stop = StopReason::Shutdown;
+                        mid_tick = true;
+                        break 'run;
+                    }
+                };
+                match result {
                     Ok(events) => queue.extend(events.into_iter().map(|k| (timestamp_ms, k))),
                     Err(e) => {
                         report.fatal = Some(format!("cannot record an order intent: {e}"));

@@ -33,7 +33,7 @@ const STRATEGY: &str = "[strategy]\nlookback = 3\nthreshold = 0.01\ncooldown_ms 
 /// Short breaker, retry and window times, so a fault plan plays out in seconds.
 const FAST_EXEC: &str = "[exec]\nmax_wait_ms = 20000\n\
     [exec.retry]\ninitial_backoff_ms = 20\nmax_backoff_ms = 300\nmax_attempts = 30\nmax_elapsed_ms = 20000\n\
-    [exec.breaker]\nwindow_size = 6\nminimum_calls = 3\nopen_ms = 500\nhalf_open_calls = 1\n\
+    [exec.breaker]\nwindow_size = 6\nminimum_calls = 3\nopen_ms = 200\nhalf_open_calls = 1\n\
     [exec.windows]\ntoo_early_probe_ms = 200\nhalted_probe_ms = 200\npost_only_ms = 1000\n";
 
 fn wall_ms() -> u64 {
@@ -473,7 +473,7 @@ async fn server_errors_on_60_percent_of_posts_lose_and_duplicate_nothing() {
             skip: 0,
         }],
     };
-    let (intents, _, _dir, _server) = live_through(plan, 300).await;
+    let (intents, _, _dir, _server) = live_through(plan, 200).await;
     assert!(
         intents.iter().filter(|i| i.state == "filled").count() > 0,
         "orders still got through"
