@@ -117,8 +117,10 @@ pub fn halt(args: HaltArgs, halted: bool) -> Result<ExitCode, Failure> {
             reason: args.reason.clone(),
             at_ms: wall_clock_ms(),
         };
-        let message = if halted {
-            format!("placement halted by operator {}", args.reason)
+        let message = if halted && !args.reason.is_empty() {
+            format!("placement halted by operator: {}", args.reason)
+        } else if halted {
+            "placement halted by operator".to_string()
         } else {
             "placement resumed by operator".to_string()
         };
@@ -126,7 +128,7 @@ pub fn halt(args: HaltArgs, halted: bool) -> Result<ExitCode, Failure> {
             timestamp_ms: record.at_ms,
             event_type: if halted { "halt" } else { "resume" }.into(),
             component: format!("operator/{}", args.strategy),
-            message: message.trim().to_string(),
+            message,
             id: String::new(),
         };
         store
@@ -140,7 +142,8 @@ pub fn halt(args: HaltArgs, halted: bool) -> Result<ExitCode, Failure> {
         store.close().await.map_err(Failure::runtime)?;
         if halted {
             outln!(
-                "{}: placement halted; a running host cancels its resting orders within about a second",
+                "{}: placement halted; a running host refuses new orders within about a second \
+                 (and, on a live venue, cancels the resting ones)",
                 args.strategy
             );
         } else {
