@@ -1,9 +1,13 @@
 //! The run loop: venue ticks in, strategy actions out, fills back in.
 //!
-//! Each market tick's events go to the strategy's cell one by one. The actions
-//! it returns are executed on the venue, and the order updates and fills that
-//! come back are queued as further events at the same event time, so the
-//! strategy learns of its fills before the next market data. Timers the
+//! Each market tick's events go to the strategy's cell one by one. The orders
+//! and cancels it returns go through the execution layer (`runner::execution`,
+//! over [`crate::exec::Executor`]) to the venue, and the order updates, fills
+//! and venue statuses that come back are queued as further events at the same
+//! event time, so the strategy learns of its fills (and of every refusal,
+//! with its reason) before the next market data. Fills and order updates the
+//! venue reports by itself go through the execution layer too; what it tells
+//! operators becomes system events. Timers the
 //! strategy set fire when event time reaches them: live, the cell keeps the
 //! pending timers (they survive restarts of the strategy and are capped
 //! there); at each tick the loop takes the ones due and queues them ahead of
