@@ -14,6 +14,7 @@
 mod output;
 mod checkpoints;
 mod inspect;
+mod orders;
 mod progress;
 mod run;
 mod sim_server;
@@ -70,6 +71,15 @@ pub enum Command {
     /// from the simulated market, with fault injection, for the Polymarket
     /// connector to run against offline.
     SimServer(sim_server::SimServerArgs),
+    /// List order intents from the store: id, strategy, market, side, price,
+    /// size, filled, state, reason, last update.
+    Orders(orders::OrdersArgs),
+    /// Stop a strategy's placement: new orders are rejected ("strategy halted
+    /// by operator") and resting orders cancelled, without stopping the host.
+    /// Durable: a restart stays halted until `resume`.
+    Halt(orders::HaltArgs),
+    /// Lift a `halt`: the strategy's placement goes on.
+    Resume(orders::HaltArgs),
 }
 
 /// Where the host keeps its data; shared by every subcommand.
@@ -227,6 +237,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => args.store.url().map(str::to_string),
         Command::Status(args) => args.store.url().map(str::to_string),
         Command::Checkpoints(command) => command.store().url().map(str::to_string),
+        Command::Orders(args) => args.store.url().map(str::to_string),
+        Command::Halt(args) | Command::Resume(args) => args.store.url().map(str::to_string),
         Command::Inspect { .. } | Command::SimServer(_) => None,
     };
     let result = match cli.command {
@@ -235,6 +247,9 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::status(args),
         Command::Checkpoints(command) => checkpoints::checkpoints(command),
         Command::SimServer(args) => sim_server::run(args),
+        Command::Orders(args) => orders::orders(args),
+        Command::Halt(args) => orders::halt(args, true),
+        Command::Resume(args) => orders::halt(args, false),
     };
     let result = match (result, output::failure()) {
         (Ok(_), Some(e)) => Err(Failure::runtime(anyhow::anyhow!(

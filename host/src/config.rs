@@ -30,6 +30,12 @@
 //!
 //! [lease]               # a host's claim on the strategy
 //! ttl = "30s"
+//!
+//! [exec]                # the execution layer (see `exec::ExecConfig`)
+//! max_wait_ms = 300000
+//!
+//! [risk]                # risk limits, each optional
+//! max_order_size = 100.0
 //! ```
 //!
 //! Every section and key is optional; unknown keys are errors, so a typo is
@@ -56,6 +62,10 @@ pub struct HostConfig {
     pub sim: SimSection,
     pub paper: PaperSection,
     pub lease: LeaseSection,
+    /// `[exec]`: retries, circuit breakers, rate limits and venue windows.
+    pub exec: crate::exec::ExecConfig,
+    /// `[risk]`: the strategy's risk limits (each optional).
+    pub risk: crate::exec::RiskConfig,
 }
 
 /// `[lease]`: how long a host's claim on a strategy lasts without renewal
@@ -293,7 +303,18 @@ impl HostConfig {
             ));
         }
         duration_at_most("lease", "ttl", l.ttl, HOUR)?;
+
+        self.exec.validate().map_err(|e| sectioned(&e))?;
+        self.risk.validate().map_err(|e| sectioned(&e))?;
         Ok(())
+    }
+
+    /// What the run loop's execution layer is built from.
+    pub fn exec_setup(&self) -> crate::runner::ExecSetup {
+        crate::runner::ExecSetup {
+            exec: self.exec.clone(),
+            risk: self.risk.clone(),
+        }
     }
 
     /// The `[strategy]` table as the JSON text `init` receives.
@@ -391,6 +412,15 @@ fn number_in(section: &str, key: &str, value: f64, min: f64, max: f64) -> Result
     Ok(())
 }
 
+/// `exec.retry.max_attempts must be …` as `[exec.retry] max_attempts must be …`.
+fn sectioned(e: &str) -> String {
+    let (path, rest) = e.split_once(' ').unwrap_or((e, ""));
+    match path.rsplit_once('.') {
+        Some((section, key)) => format!("[{section}] {key} {rest}"),
+        None => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +480,13 @@ mod tests {
             ("[paper]\nfee_bps = -1.0\n", "[paper] fee_bps"),
             ("[paper]\nstarting_cash = nan\n", "[paper] starting_cash"),
             ("[lease]\nttl = \"0s\"\n", "[lease] ttl"),
+            ("[risk]\nmax_order_size = -5.0\n", "[risk] max_order_size"),
+            (
+                "[exec.retry]\nmax_attempts = 0\n",
+                "[exec.retry] max_attempts",
+            ),
+            ("[risk]\nmax_size = 5.0\n", "max_size"),
+            ("[exec.breaker]\nopen_for = 3\n", "open_for"),
         ] {
             let e = HostConfig::parse(text).unwrap_err();
             assert!(e.contains(needle), "{text}: {e}");

@@ -10,7 +10,8 @@
 //! and live Polymarket go through the same path.
 //!
 //! Never owns: the venue protocol, the journal or the store (intents are
-//! written through [`IntentLog`]; the store implements it), the run loop
+//! written through [`IntentLog`]; [`store_log`] implements it over the
+//! store), the run loop
 //! (which turns [`ExecOutput`] into journaled events and system events).
 
 pub mod breaker;
@@ -20,11 +21,12 @@ pub mod limits;
 pub mod output;
 pub mod retry;
 pub mod risk;
+pub mod store_log;
 
 use serde::{Deserialize, Serialize};
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, EndpointGroup};
-pub use executor::{ExecError, Executor};
+pub use executor::{ExecError, ExecSnapshot, Executor};
 pub use intent::{Intent, IntentLog, IntentLogError, IntentRecord, IntentState, MemoryIntentLog};
 pub use limits::LimitsConfig;
 pub use output::{ExecOutput, NoteKind, SystemNote};

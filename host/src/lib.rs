@@ -11,19 +11,20 @@
 //! - [`supervisor`]: one cell per strategy — fault containment, restart with
 //!   backoff in a sliding window, quarantine of poison events, exact recovery
 //!   by checkpoint + journal replay.
-//! - [`store`]: the journal, checkpoints and system events behind one trait.
+//! - [`store`]: the journal, checkpoints, order intents, halts and system
+//!   events behind one trait.
 //! - [`venue`]: market data and order execution; the simulated market and
 //!   paper execution.
 //! - [`exec`]: the execution layer between strategies and venues: intents,
-//!   retries, circuit breakers, rate limits, risk limits, reconciliation (a
-//!   library so far; the run loop still calls the venue directly).
+//!   retries, circuit breakers, rate limits, risk limits, reconciliation,
+//!   the operator's halt; every order of a run goes through it.
 //! - [`ledger`]: the one average-cost ledger (positions, cost, realised PnL,
 //!   fees, cash) that paper, live and the `trades` table book fills in.
 //! - [`lease`]: one host per strategy — a lock file plus a database lease row
 //!   with a fencing token.
 //! - [`redact`]: credentials kept out of every message that shows a URL.
-//! - [`runner`]: the event loop joining a cell to a venue, and resuming from
-//!   a saved host state.
+//! - [`runner`]: the event loop joining a cell to a venue through the
+//!   execution layer, and resuming from a saved host state.
 //! - [`config`]: the TOML config file.
 //! - [`cli`]: the `polybot-host` command line.
 

@@ -1,9 +1,13 @@
 //! The run loop: venue ticks in, strategy actions out, fills back in.
 //!
-//! Each market tick's events go to the strategy's cell one by one. The actions
-//! it returns are executed on the venue, and the order updates and fills that
-//! come back are queued as further events at the same event time, so the
-//! strategy learns of its fills before the next market data. Timers the
+//! Each market tick's events go to the strategy's cell one by one. The orders
+//! and cancels it returns go through the execution layer (`runner::execution`,
+//! over [`crate::exec::Executor`]) to the venue, and the order updates, fills
+//! and venue statuses that come back are queued as further events at the same
+//! event time, so the strategy learns of its fills (and of every refusal,
+//! with its reason) before the next market data. Fills and order updates the
+//! venue reports by itself go through the execution layer too; what it tells
+//! operators becomes system events. Timers the
 //! strategy set fire when event time reaches them: live, the cell keeps the
 //! pending timers (they survive restarts of the strategy and are capped
 //! there); at each tick the loop takes the ones due and queues them ahead of
@@ -33,6 +37,7 @@
 //! requested the loop finishes the event in hand (a cell in backoff or
 //! recovery stops at once), takes a final checkpoint and returns its report.
 
+mod execution;
 mod resume;
 
 use std::collections::VecDeque;
@@ -40,6 +45,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use self::execution::Execution;
+pub use self::execution::{ExecSetup, HALTED_REASON};
 pub use self::resume::{CatchUpReport, HOST_STATE_EVERY, VenueStart};
 use crate::contract::{Action, EventKind, Fill, PlaceOrder, Side};
 use crate::ledger::Ledger;
@@ -135,9 +142,7 @@ impl RunLimits {
     }
 }
 
-/// Runs `cell` against `venue` until a limit, the feed's end, a fatal strategy
-/// or `shutdown`. A [`VenueStart::Fresh`] venue is first caught up with the
-/// strategy's journal; see the module docs.
+/// [`run_with`] with the default `[exec]` and no `[risk]` limits.
 pub async fn run<V: Venue>(
     cell: &mut Cell,
     venue: &mut V,
@@ -146,9 +151,26 @@ pub async fn run<V: Venue>(
     counters: Arc<RunCounters>,
     shutdown: Shutdown,
 ) -> RunReport {
+    let setup = ExecSetup::default();
+    run_with(cell, venue, start, limits, counters, shutdown, &setup).await
+}
+
+/// Runs `cell` against `venue` until a limit, the feed's end, a fatal strategy
+/// or `shutdown`, its orders going through an executor built from `setup`. A
+/// [`VenueStart::Fresh`] venue is first caught up with the strategy's
+/// journal; see the module docs.
+pub async fn run_with<V: Venue>(
+    cell: &mut Cell,
+    venue: &mut V,
+    start: VenueStart,
+    limits: RunLimits,
+    counters: Arc<RunCounters>,
+    shutdown: Shutdown,
+    setup: &ExecSetup,
+) -> RunReport {
     cell.set_shutdown(shutdown.clone());
     let resumed_at_seq = cell.last_seq();
-    let (mut pending, restored) = resume::prepare(cell, venue, start).await;
+    let (mut pending, mut restored) = resume::prepare(cell, venue, start).await;
     let mut catching_up = pending.is_needed();
     // Seq of the newest host state this run knows of.
     let mut host_state_seq = if catching_up {
@@ -180,6 +202,20 @@ pub async fn run<V: Venue>(
         fatal: None,
         catch_up: None,
     };
+    let exec_state = restored.exec.take();
+    let (mut execution, mut carry) =
+        match Execution::start(cell, venue, setup, exec_state, catching_up).await {
+            Ok(started) => started,
+            Err(e) => {
+                report.fatal = Some(format!("cannot start the execution layer: {e}"));
+                report.stop = StopReason::Fatal;
+                cell.stop().await;
+                report.state = cell.state();
+                report.last_seq = cell.last_seq();
+                report.cell = cell.stats().clone();
+                return report;
+            }
+        };
 
     // The run stopped with part of a tick unhandled: no host state then (one
     // is valid only between ticks); a resume catches up through the journal.
@@ -203,7 +239,7 @@ pub async fn run<V: Venue>(
         }
         if !catching_up && cell.last_seq() >= host_state_seq + HOST_STATE_EVERY {
             host_state_seq = cell.last_seq();
-            save_host_state(cell, venue, &report, &ledger).await;
+            save_host_state(cell, venue, &report, &ledger, &execution).await;
         }
         if pending.is_done() && limits.max_events.is_some_and(|max| cell.last_seq() >= max) {
             report.stop = StopReason::EventLimit;
@@ -245,12 +281,30 @@ pub async fn run<V: Venue>(
         } else {
             let due = cell.take_due_timers(tick.timestamp_ms);
             queue.extend(due.into_iter().map(|(at, id)| (at, EventKind::Timer(id))));
+            match execution.poll_halt(venue, tick.timestamp_ms).await {
+                Ok(events) => carry.extend(events),
+                Err(e) => {
+                    report.fatal = Some(format!("cannot record an order intent: {e}"));
+                    report.stop = StopReason::Fatal;
+                    break;
+                }
+            }
         }
-        queue.extend(
-            tick.events
-                .into_iter()
-                .map(|kind| (tick.timestamp_ms, kind)),
-        );
+        // What the executor produced between ticks (a reconciliation, a
+        // halt) comes first, at this tick's time.
+        queue.extend(carry.drain(..).map(|kind| (tick.timestamp_ms, kind)));
+        // Fills and order updates the venue reported by itself move intents.
+        match execution
+            .venue_events(venue, tick.events, tick.timestamp_ms, catching_up)
+            .await
+        {
+            Ok(events) => queue.extend(events.into_iter().map(|kind| (tick.timestamp_ms, kind))),
+            Err(e) => {
+                report.fatal = Some(format!("cannot record an order intent: {e}"));
+                report.stop = StopReason::Fatal;
+                break;
+            }
+        }
 
         while let Some((timestamp_ms, kind)) = queue.pop_front() {
             if pending.is_done() {
@@ -321,6 +375,7 @@ pub async fn run<V: Venue>(
             if let Some(fill) = fill {
                 report.fills += 1;
                 let trade = book_trade(cell, &mut ledger, seq, &fill, timestamp_ms).await;
+                execution.on_pnl(timestamp_ms, trade.pnl);
                 record(
                     cell,
                     Write::Trade {
@@ -330,32 +385,55 @@ pub async fn run<V: Venue>(
                 )
                 .await;
             }
+            let (mut places, mut cancels) = (Vec::new(), Vec::new());
             for planned in actions {
-                let results = match &planned.action {
+                match planned.action {
                     Action::PlaceOrder(order) => {
                         report.orders += 1;
                         let record_write = Write::Order {
                             strategy: cell.name().to_string(),
-                            order: order_record(&planned.intent_id, seq, order),
+                            order: order_record(&planned.intent_id, seq, &order),
                         };
                         record(cell, record_write).await;
-                        venue.place_order(&planned.intent_id, order).await
+                        places.push((planned.intent_id, order));
                     }
                     Action::CancelOrder(id) => {
                         report.cancels += 1;
-                        venue.cancel_order(id).await
+                        cancels.push(id);
                     }
                     Action::SetTimer(timer) => {
                         // Live, the cell has taken the timer already.
                         if from_journal {
                             timers.insert((timer.at_ms.max(timestamp_ms), timer.id));
                         }
-                        Ok(Vec::new())
+                    }
+                }
+            }
+            if !places.is_empty() || !cancels.is_empty() {
+                // Through the execution layer: every order ends in a known
+                // state the strategy is told of, at this event's time.
+                // A live venue's batch may wait (an open circuit, a window):
+                // a stop request ends the wait. What was sent is durable as
+                // `sent` and the next start reconciles it; a venue that
+                // replays history never waits and is never cut short.
+                let stoppable = !venue.replays_history();
+                let batch = execution.batch(venue, places, cancels, timestamp_ms, from_journal);
+                let result = tokio::select! {
+                    biased;
+                    result = batch => result,
+                    () = shutdown.requested(), if stoppable => {
+                        report.stop = StopReason::Shutdown;
+                        mid_tick = true;
+                        break 'run;
                     }
                 };
-                match results {
+                match result {
                     Ok(events) => queue.extend(events.into_iter().map(|k| (timestamp_ms, k))),
-                    Err(e) => tracing::warn!(strategy = %cell.name(), "venue: {e}"),
+                    Err(e) => {
+                        report.fatal = Some(format!("cannot record an order intent: {e}"));
+                        report.stop = StopReason::Fatal;
+                        break 'run;
+                    }
                 }
             }
             // The counters feed a display redrawn a few times a second;
@@ -377,7 +455,7 @@ pub async fn run<V: Venue>(
         && !matches!(report.stop, StopReason::Fatal | StopReason::Diverged)
     {
         // Ended at a tick boundary: the next run resumes from exactly here.
-        save_host_state(cell, venue, &report, &ledger).await;
+        save_host_state(cell, venue, &report, &ledger, &execution).await;
     }
     if catching_up {
         report.catch_up = Some(pending.report());
@@ -396,8 +474,15 @@ pub async fn run<V: Venue>(
     report
 }
 
-async fn save_host_state<V: Venue>(cell: &Cell, venue: &V, report: &RunReport, ledger: &Ledger) {
+async fn save_host_state<V: Venue>(
+    cell: &Cell,
+    venue: &V,
+    report: &RunReport,
+    ledger: &Ledger,
+    execution: &Execution,
+) {
     let run = resume::RunState {
+        exec: Some(execution.snapshot()),
         timers: cell.pending_timer_set().clone(),
         ledger: ledger.clone(),
         orders: report.orders,

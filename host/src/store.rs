@@ -1,5 +1,6 @@
 //! Durable state: the journal of events, checkpoints, host states, orders,
-//! trades and system events, behind one [`StateStore`] trait.
+//! trades, order intents, operator halts and system events, behind one
+//! [`StateStore`] trait.
 //!
 //! Implementations: [`memory::MemoryStore`] (one process, for tests and
 //! benchmarks), [`sql::SqlStore`] over SQLite (the embedded default, a file in
@@ -165,6 +166,124 @@ pub struct TradeRecord {
     pub executed_at_ms: u64,
 }
 
+/// One move of an order intent, as the store keeps it (the execution layer's
+/// `IntentRecord`, with states by name). The first move (`step` 0) carries
+/// the order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IntentWrite {
+    pub intent_id: String,
+    pub step: u32,
+    pub from: Option<String>,
+    pub to: String,
+    pub filled: f64,
+    pub remaining: f64,
+    pub reason: Option<String>,
+    /// Event time of the move, ms since the Unix epoch.
+    pub at_ms: u64,
+    pub order: Option<PlaceOrder>,
+    pub venue_ref: Option<String>,
+}
+
+/// An order intent as it stands now, as `polybot-host orders` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct IntentRow {
+    pub strategy: String,
+    pub intent_id: String,
+    pub market: String,
+    pub side: String,
+    pub price: f64,
+    pub size: f64,
+    pub order_type: String,
+    pub state: String,
+    pub filled: f64,
+    pub reason: Option<String>,
+    pub venue_ref: Option<String>,
+    /// Moves recorded (the last one's step).
+    pub step: u32,
+    /// Event time it was created and last moved, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+impl IntentRow {
+    /// The order, rebuilt from its columns.
+    pub fn order(&self) -> Option<PlaceOrder> {
+        use crate::contract::OrderType;
+        Some(PlaceOrder {
+            market: self.market.clone(),
+            side: match self.side.as_str() {
+                "buy" => Side::Buy,
+                "sell" => Side::Sell,
+                _ => return None,
+            },
+            price: self.price,
+            size: self.size,
+            order_type: match self.order_type.trim_start_matches("ordertype::") {
+                "gtc" => OrderType::Gtc,
+                "fak" => OrderType::Fak,
+                "fok" => OrderType::Fok,
+                _ => return None,
+            },
+        })
+    }
+
+    /// The first row of an intent, from its first move.
+    pub fn first(strategy: &str, w: &IntentWrite, order: &PlaceOrder) -> IntentRow {
+        let o = OrderRecord::placed(w.intent_id.clone(), 0, order, w.at_ms);
+        IntentRow {
+            strategy: strategy.to_string(),
+            intent_id: w.intent_id.clone(),
+            market: o.market,
+            side: o.side,
+            price: o.price,
+            size: o.size,
+            order_type: order_type_name(order.order_type).to_string(),
+            state: w.to.clone(),
+            filled: w.filled,
+            reason: w.reason.clone(),
+            venue_ref: w.venue_ref.clone(),
+            step: w.step,
+            created_at_ms: w.at_ms,
+            updated_at_ms: w.at_ms,
+        }
+    }
+
+    /// Applies a later move (a move not newer than the row changes nothing).
+    pub fn apply(&mut self, w: &IntentWrite) {
+        if w.step <= self.step {
+            return;
+        }
+        self.step = w.step;
+        self.state = w.to.clone();
+        self.filled = w.filled;
+        self.reason = w.reason.clone();
+        if w.venue_ref.is_some() {
+            self.venue_ref = w.venue_ref.clone();
+        }
+        self.updated_at_ms = w.at_ms;
+    }
+}
+
+/// `gtc`, `fak` or `fok`.
+fn order_type_name(t: crate::contract::OrderType) -> &'static str {
+    use crate::contract::OrderType;
+    match t {
+        OrderType::Gtc => "gtc",
+        OrderType::Fak => "fak",
+        OrderType::Fok => "fok",
+    }
+}
+
+/// An operator's halt of a strategy's placement (`polybot-host halt`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HaltRecord {
+    pub strategy: String,
+    pub halted: bool,
+    pub reason: String,
+    /// Wall time it was set, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
 /// One strategy's standing, as `polybot-host status` shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StrategyStatus {
@@ -213,6 +332,18 @@ pub enum Write {
         strategy: String,
         state: HostState,
     },
+    /// One move of an order intent; written again (a replay) it changes nothing.
+    Intent {
+        strategy: String,
+        intent: Box<IntentWrite>,
+    },
+    /// A venue trade turned into a fill by reconciliation (deduplication key).
+    ExecTrade {
+        strategy: String,
+        trade_id: String,
+    },
+    /// An operator halted or resumed a strategy's placement.
+    Halt(HaltRecord),
 }
 
 /// What the host itself must remember about a strategy's run to resume it
@@ -370,6 +501,19 @@ pub trait StateStore: Send + Sync {
 
     /// Fills of `strategy`, in journal order.
     async fn trades(&self, strategy: &str) -> Result<Vec<TradeRecord>, StoreError>;
+
+    /// Order intents as they stand, of `strategy` or of every strategy, in
+    /// creation order.
+    async fn intents(&self, strategy: Option<&str>) -> Result<Vec<IntentRow>, StoreError>;
+
+    /// Every recorded move of `strategy`'s intents, by intent id, then step.
+    async fn intent_transitions(&self, strategy: &str) -> Result<Vec<IntentWrite>, StoreError>;
+
+    /// Venue trade ids reconciliation has turned into fills for `strategy`.
+    async fn exec_trades(&self, strategy: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The operator's halt of `strategy`, if one was ever set.
+    async fn halt(&self, strategy: &str) -> Result<Option<HaltRecord>, StoreError>;
 }
 
 /// Wall time now, in ms since the Unix epoch.

@@ -869,6 +869,31 @@ impl polybot_host::store::StateStore for FlakyStore {
     ) -> Result<Vec<polybot_host::store::TradeRecord>, StoreError> {
         self.inner.trades(strategy).await
     }
+
+    async fn intents(
+        &self,
+        strategy: Option<&str>,
+    ) -> Result<Vec<polybot_host::store::IntentRow>, StoreError> {
+        self.inner.intents(strategy).await
+    }
+
+    async fn intent_transitions(
+        &self,
+        strategy: &str,
+    ) -> Result<Vec<polybot_host::store::IntentWrite>, StoreError> {
+        self.inner.intent_transitions(strategy).await
+    }
+
+    async fn exec_trades(&self, strategy: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.exec_trades(strategy).await
+    }
+
+    async fn halt(
+        &self,
+        strategy: &str,
+    ) -> Result<Option<polybot_host::store::HaltRecord>, StoreError> {
+        self.inner.halt(strategy).await
+    }
 }
 
 #[tokio::test]

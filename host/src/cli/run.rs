@@ -42,7 +42,8 @@ pub struct RunArgs {
     pub name: Option<String>,
 
     /// Host config file (TOML): [strategy] parameters, [sandbox] limits,
-    /// [supervisor] restart policy, [checkpoint], [sim], [paper].
+    /// [supervisor] restart policy, [checkpoint], [sim], [paper], [lease],
+    /// [exec] execution layer, [risk] limits.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -294,7 +295,7 @@ async fn build_venue(
     }
 }
 
-fn check_name(name: &str) -> anyhow::Result<()> {
+pub(super) fn check_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -407,14 +408,15 @@ async fn run_async(
         }
         requested.request();
     });
+    let setup = config.exec_setup();
     let report = match &mut venue {
         ChosenVenue::Sim(v) => {
-            let start = VenueStart::Fresh;
-            runner::run(&mut cell, v.as_mut(), start, limits, counters, shutdown).await
+            let (start, v) = (VenueStart::Fresh, v.as_mut());
+            runner::run_with(&mut cell, v, start, limits, counters, shutdown, &setup).await
         }
         ChosenVenue::Polymarket(v) => {
-            let start = VenueStart::Fresh;
-            runner::run(&mut cell, v.as_mut(), start, limits, counters, shutdown).await
+            let (start, v) = (VenueStart::Fresh, v.as_mut());
+            runner::run_with(&mut cell, v, start, limits, counters, shutdown, &setup).await
         }
     };
     if let Some(progress) = progress {

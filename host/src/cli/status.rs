@@ -1,6 +1,7 @@
 //! `polybot-host status`: every strategy's standing, read from the store, so
 //! it works while the host is down: state, journal, checkpoints, trades, and
-//! which host holds its lease (see `lease`).
+//! which host holds its lease (see `lease`), and its order intents counted
+//! by state.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,6 +36,11 @@ pub fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
             .system_events(args.events)
             .await
             .map_err(Failure::runtime)?;
+        let intents = store.intents(None).await.map_err(Failure::runtime)?;
+        let counts: Vec<(String, Vec<(String, u64)>)> = strategies
+            .iter()
+            .map(|s| (s.name.clone(), super::orders::counts(&intents, &s.name)))
+            .collect();
         if args.json {
             let leases: Vec<_> = leases
                 .iter()
@@ -44,8 +50,19 @@ pub fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
                     v
                 })
                 .collect();
+            let intents: serde_json::Map<String, serde_json::Value> = counts
+                .iter()
+                .map(|(name, c)| {
+                    let by_state: serde_json::Map<String, serde_json::Value> = c
+                        .iter()
+                        .map(|(s, n)| (s.clone(), serde_json::Value::from(*n)))
+                        .collect();
+                    (name.clone(), serde_json::Value::Object(by_state))
+                })
+                .collect();
             let json = serde_json::json!({
                 "strategies": strategies,
+                "intents": intents,
                 "leases": leases,
                 "system_events": events,
             });
@@ -86,6 +103,13 @@ pub fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
                 s.trades,
                 s.pnl
             );
+        }
+        if counts.iter().any(|(_, c)| !c.is_empty()) {
+            outln!("\norder intents by state");
+            for (name, c) in counts.iter().filter(|(_, c)| !c.is_empty()) {
+                let line: Vec<String> = c.iter().map(|(s, n)| format!("{s} {n}")).collect();
+                outln!("  {:<20} {}", name, line.join(", "));
+            }
         }
         if !leases.is_empty() {
             outln!("\nleases");

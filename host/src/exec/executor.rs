@@ -22,7 +22,7 @@
 //! log behind [`IntentLog`]), the journal or the run loop (its caller turns
 //! the output into journaled events and system events).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -69,8 +69,15 @@ pub struct Executor {
     log: Box<dyn IntentLog>,
     /// Intents not yet terminal.
     intents: HashMap<String, Intent>,
-    /// Terminal intents (a cancel of one is answered from here).
+    /// Terminal intents (a cancel of one is answered from here), the newest
+    /// [`KEPT_FINISHED`]; `finished_order` is their order of finishing.
     finished: HashMap<String, Intent>,
+    finished_order: VecDeque<String>,
+    /// Placement refused by the operator, with the reason strategies get.
+    halted: Option<String>,
+    /// Intents a replay must refuse as they were refused before (by risk
+    /// limits or a halt), with the reason they got.
+    refusals: HashMap<String, String>,
     /// Shares reported to the strategy as fills, per intent.
     told: HashMap<String, f64>,
     /// Signed position per market, from fills.
@@ -120,6 +127,9 @@ impl Executor {
             log,
             intents: HashMap::new(),
             finished: HashMap::new(),
+            finished_order: VecDeque::new(),
+            halted: None,
+            refusals: HashMap::new(),
             told: HashMap::new(),
             positions: HashMap::new(),
             pnl_today: 0.0,
@@ -202,14 +212,20 @@ impl Executor {
         if self.intent(intent_id).is_some() {
             return Ok(out);
         }
-        let exposure = self.exposure(&order.market);
-        let verdict = self.risk.check(&order, &exposure, now_ms);
+        let (verdict, kind) = match (self.refusals.remove(intent_id), &self.halted) {
+            (Some(reason), _) => (Err(reason), NoteKind::Risk),
+            (None, Some(reason)) => (Err(reason.clone()), NoteKind::Halted),
+            (None, None) => {
+                let exposure = self.exposure(&order.market);
+                (self.risk.check(&order, &exposure, now_ms), NoteKind::Risk)
+            }
+        };
         let (intent, first) = Intent::new(&self.strategy, intent_id, order, now_ms);
         self.log.append(&first).await?;
         self.intents.insert(intent_id.to_string(), intent);
         if let Err(reason) = verdict {
             out.note(
-                NoteKind::Risk,
+                kind,
                 format!("strategy {}: intent {intent_id}: {reason}", self.strategy),
             );
             self.move_to(
@@ -495,7 +511,7 @@ impl Executor {
                 if to.is_terminal()
                     && let Some(done) = self.intents.remove(id)
                 {
-                    self.finished.insert(id.to_string(), done);
+                    self.finish(done);
                 }
             }
             Err(IllegalTransition { from, to, .. }) => {
@@ -593,5 +609,8 @@ fn rejection_reason(e: &VenueError) -> String {
 mod cancel;
 mod gates;
 mod reconcile;
+mod state;
+
+pub use state::{ExecSnapshot, KEPT_FINISHED};
 #[cfg(test)]
 mod tests;

@@ -58,6 +58,23 @@ impl IntentState {
         }
     }
 
+    /// The state named `text` (as [`IntentState::as_str`] writes it).
+    pub fn parse(text: &str) -> Option<IntentState> {
+        use IntentState::*;
+        [
+            Pending,
+            Sent,
+            Acknowledged,
+            PartiallyFilled,
+            Filled,
+            Cancelled,
+            Rejected,
+            Unknown,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
     /// Whether `self → to` is a legal move. Staying put is legal only for
     /// `partially-filled` (another partial fill) and `unknown`.
     pub fn can_become(self, to: IntentState) -> bool {
@@ -128,6 +145,10 @@ pub struct IntentRecord {
     /// before it is sent; what a restart looks the order up by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub venue_ref: Option<String>,
+    /// The move's number within its intent (0: the first record), so a
+    /// record written again (a replay) is recognised as the same one.
+    #[serde(default)]
+    pub step: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -147,7 +168,7 @@ pub struct Transition {
 }
 
 /// One order a strategy asked for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Intent {
     pub strategy: String,
     pub id: String,
@@ -159,6 +180,8 @@ pub struct Intent {
     pub created_ms: u64,
     /// The venue's reference to the order, once prepared.
     pub venue_ref: Option<String>,
+    /// Moves recorded so far (the last record's step).
+    pub steps: u32,
 }
 
 impl Intent {
@@ -172,6 +195,7 @@ impl Intent {
             reason: None,
             created_ms: now_ms,
             venue_ref: None,
+            steps: 0,
             order,
         };
         let record = IntentRecord {
@@ -185,6 +209,7 @@ impl Intent {
             at_ms: now_ms,
             order: Some(intent.order.clone()),
             venue_ref: None,
+            step: 0,
         };
         (intent, record)
     }
@@ -215,6 +240,7 @@ impl Intent {
         }
         let from = self.state;
         self.state = to;
+        self.steps += 1;
         self.filled = self.filled.max(filled);
         self.reason = reason.clone();
         let record = IntentRecord {
@@ -228,6 +254,7 @@ impl Intent {
             at_ms: now_ms,
             order: None,
             venue_ref: self.venue_ref.clone(),
+            step: self.steps,
         };
         let update = to.contract_status().map(|status| OrderUpdate {
             intent_id: self.id.clone(),
@@ -345,12 +372,14 @@ impl IntentLog for MemoryIntentLog {
                         reason: r.reason.clone(),
                         created_ms: r.at_ms,
                         venue_ref: r.venue_ref.clone(),
+                        steps: r.step,
                     },
                 );
             } else if let Some(i) = by_id.get_mut(r.intent_id.as_str()) {
                 i.state = r.to;
                 i.filled = r.filled_size;
                 i.reason = r.reason.clone();
+                i.steps = r.step;
                 if r.venue_ref.is_some() {
                     i.venue_ref = r.venue_ref.clone();
                 }

@@ -26,6 +26,8 @@ pub enum NoteKind {
     Reconciled,
     /// Venue information that contradicts what is recorded (ignored).
     Stale,
+    /// An operator halted or resumed the strategy's placement.
+    Halted,
 }
 
 impl NoteKind {
@@ -39,6 +41,7 @@ impl NoteKind {
             NoteKind::UnknownOrder => "exec-unknown-order",
             NoteKind::Reconciled => "exec-reconciled",
             NoteKind::Stale => "exec-stale",
+            NoteKind::Halted => "exec-halted",
         }
     }
 }

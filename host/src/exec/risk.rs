@@ -84,6 +84,16 @@ impl RiskGate {
         }
     }
 
+    /// Event times of the orders counted towards the per-minute limit.
+    pub fn recent(&self) -> Vec<u64> {
+        self.recent_ms.iter().copied().collect()
+    }
+
+    /// Restores what [`RiskGate::recent`] returned.
+    pub fn restore_recent(&mut self, recent: Vec<u64>) {
+        self.recent_ms = recent.into();
+    }
+
     /// Checks one new order; on success it counts towards the per-minute limit.
     ///
     /// # Errors

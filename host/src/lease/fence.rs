@@ -39,13 +39,16 @@ impl FencedStore {
 
     fn fenced(&self, write: &Write) -> Option<StoreError> {
         let strategy = match write {
-            Write::SystemEvent(_) => return None,
+            // An operator's halt is not the strategy's write.
+            Write::SystemEvent(_) | Write::Halt(_) => return None,
             Write::Journal { strategy, .. }
             | Write::Checkpoint { strategy, .. }
             | Write::Order { strategy, .. }
             | Write::Trade { strategy, .. }
             | Write::HostState { strategy, .. }
-            | Write::StrategyState { strategy, .. } => strategy,
+            | Write::StrategyState { strategy, .. }
+            | Write::Intent { strategy, .. }
+            | Write::ExecTrade { strategy, .. } => strategy,
         };
         if *strategy != self.strategy {
             return None;
@@ -117,6 +120,28 @@ impl StateStore for FencedStore {
 
     async fn trades(&self, strategy: &str) -> Result<Vec<TradeRecord>, StoreError> {
         self.inner.trades(strategy).await
+    }
+
+    async fn intents(
+        &self,
+        strategy: Option<&str>,
+    ) -> Result<Vec<crate::store::IntentRow>, StoreError> {
+        self.inner.intents(strategy).await
+    }
+
+    async fn intent_transitions(
+        &self,
+        strategy: &str,
+    ) -> Result<Vec<crate::store::IntentWrite>, StoreError> {
+        self.inner.intent_transitions(strategy).await
+    }
+
+    async fn exec_trades(&self, strategy: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.exec_trades(strategy).await
+    }
+
+    async fn halt(&self, strategy: &str) -> Result<Option<crate::store::HaltRecord>, StoreError> {
+        self.inner.halt(strategy).await
     }
 }
 

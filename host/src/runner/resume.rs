@@ -3,7 +3,8 @@
 //!
 //! The cell restores the *strategy* from its own checkpoints. This module
 //! restores what the host holds around it — the venue's market and paper
-//! account, pending timers, the fill ledger and the run's counters — from
+//! account, pending timers, the fill ledger, the executor's state and the
+//! run's counters — from
 //! the newest intact [`HostState`] at or before the journal's end, then hands
 //! the runner the journal entries after that state, read a page at a time
 //! ([`CatchUp`]), to drive the venue through. So a restart costs the events
@@ -42,7 +43,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Version of the encoding below; a host state of another is not used (the
 /// venue is then caught up from an older state or the journal's start).
 /// 2: the runner's ledger is the one [`Ledger`] (cash, fees, realised PnL).
-const FORMAT: u32 = 2;
+/// 3: the executor's state is kept too.
+const FORMAT: u32 = 3;
 
 /// Where the venue stands when a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +82,8 @@ pub(super) struct RunState {
     pub cancels: u64,
     pub fills: u64,
     pub first_event_ms: Option<u64>,
+    /// The executor's state and the event-time day of its `pnl_today`.
+    pub exec: Option<(crate::exec::ExecSnapshot, u64)>,
 }
 
 /// A host state's bytes, decoded.

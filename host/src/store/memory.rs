@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{
-    Checkpoint, HostState, JournalEntry, KEPT_CHECKPOINTS, KEPT_HOST_STATES, OrderRecord,
-    StateStore, StoreError, StrategyStatus, SystemEvent, TradeRecord, Write,
+    Checkpoint, HaltRecord, HostState, IntentRow, IntentWrite, JournalEntry, KEPT_CHECKPOINTS,
+    KEPT_HOST_STATES, OrderRecord, StateStore, StoreError, StrategyStatus, SystemEvent,
+    TradeRecord, Write,
 };
 
 #[derive(Default)]
@@ -20,6 +21,11 @@ struct Inner {
     /// Newest first.
     host_states: HashMap<String, Vec<HostState>>,
     system_events: Vec<SystemEvent>,
+    /// Intents in creation order, with every move kept.
+    intents: Vec<IntentRow>,
+    transitions: Vec<(String, IntentWrite)>,
+    exec_trades: HashMap<String, Vec<String>>,
+    halts: HashMap<String, HaltRecord>,
 }
 
 #[derive(Default)]
@@ -85,6 +91,36 @@ impl StateStore for MemoryStore {
                 kept.push(state);
                 kept.sort_by_key(|k| std::cmp::Reverse(k.seq));
                 kept.truncate(KEPT_HOST_STATES);
+            }
+            Write::Intent { strategy, intent } => {
+                let known = inner.transitions.iter().any(|(s, t)| {
+                    *s == strategy && t.intent_id == intent.intent_id && t.step == intent.step
+                });
+                if known {
+                    return Ok(());
+                }
+                let at = inner
+                    .intents
+                    .iter()
+                    .position(|r| r.strategy == strategy && r.intent_id == intent.intent_id);
+                match (at, &intent.order) {
+                    (Some(at), _) => inner.intents[at].apply(&intent),
+                    (None, Some(order)) => {
+                        let row = IntentRow::first(&strategy, &intent, order);
+                        inner.intents.push(row);
+                    }
+                    (None, None) => {}
+                }
+                inner.transitions.push((strategy, *intent));
+            }
+            Write::ExecTrade { strategy, trade_id } => {
+                let seen = inner.exec_trades.entry(strategy).or_default();
+                if !seen.contains(&trade_id) {
+                    seen.push(trade_id);
+                }
+            }
+            Write::Halt(h) => {
+                inner.halts.insert(h.strategy.clone(), h);
             }
         }
         Ok(())
@@ -197,5 +233,40 @@ impl StateStore for MemoryStore {
             .get(strategy)
             .cloned()
             .unwrap_or_default())
+    }
+
+    async fn intents(&self, strategy: Option<&str>) -> Result<Vec<IntentRow>, StoreError> {
+        Ok(self
+            .lock()?
+            .intents
+            .iter()
+            .filter(|r| strategy.is_none_or(|s| r.strategy == s))
+            .cloned()
+            .collect())
+    }
+
+    async fn intent_transitions(&self, strategy: &str) -> Result<Vec<IntentWrite>, StoreError> {
+        let mut moves: Vec<IntentWrite> = self
+            .lock()?
+            .transitions
+            .iter()
+            .filter(|(s, _)| s == strategy)
+            .map(|(_, t)| t.clone())
+            .collect();
+        moves.sort_by(|a, b| (&a.intent_id, a.step).cmp(&(&b.intent_id, b.step)));
+        Ok(moves)
+    }
+
+    async fn exec_trades(&self, strategy: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .lock()?
+            .exec_trades
+            .get(strategy)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn halt(&self, strategy: &str) -> Result<Option<HaltRecord>, StoreError> {
+        Ok(self.lock()?.halts.get(strategy).cloned())
     }
 }

@@ -570,6 +570,29 @@ impl StateStore for SqlStore {
         self.sync().await?;
         self.backend.trades(strategy).await
     }
+
+    async fn intents(&self, strategy: Option<&str>) -> Result<Vec<super::IntentRow>, StoreError> {
+        self.sync().await?;
+        self.backend.intents(strategy).await
+    }
+
+    async fn intent_transitions(
+        &self,
+        strategy: &str,
+    ) -> Result<Vec<super::IntentWrite>, StoreError> {
+        self.sync().await?;
+        self.backend.intent_transitions(strategy).await
+    }
+
+    async fn exec_trades(&self, strategy: &str) -> Result<Vec<String>, StoreError> {
+        self.sync().await?;
+        self.backend.exec_trades(strategy).await
+    }
+
+    async fn halt(&self, strategy: &str) -> Result<Option<super::HaltRecord>, StoreError> {
+        self.sync().await?;
+        self.backend.halt(strategy).await
+    }
 }
 
 #[cfg(test)]

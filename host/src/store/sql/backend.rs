@@ -13,8 +13,9 @@ use sqlx::{QueryBuilder, Row};
 
 use crate::lease::{Holder, LeaseRecord, LeaseRequest};
 use crate::store::{
-    Checkpoint, HostState, JournalEntry, KEPT_CHECKPOINTS, KEPT_HOST_STATES, OrderRecord,
-    StoreError, StrategyStatus, SystemEvent, TradeRecord, Write, codec,
+    Checkpoint, HaltRecord, HostState, IntentRow, IntentWrite, JournalEntry, KEPT_CHECKPOINTS,
+    KEPT_HOST_STATES, OrderRecord, StoreError, StrategyStatus, SystemEvent, TradeRecord, Write,
+    codec,
 };
 
 /// A database failure, classified: transient ones (connection lost, server
@@ -96,6 +97,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn status(&self) -> Result<Vec<StrategyStatus>, StoreError>;
     async fn orders(&self, strategy: &str) -> Result<Vec<OrderRecord>, StoreError>;
     async fn trades(&self, strategy: &str) -> Result<Vec<TradeRecord>, StoreError>;
+    /// Intents as they stand, of one strategy or all, in creation order.
+    async fn intents(&self, strategy: Option<&str>) -> Result<Vec<IntentRow>, StoreError>;
+    async fn intent_transitions(&self, strategy: &str) -> Result<Vec<IntentWrite>, StoreError>;
+    async fn exec_trades(&self, strategy: &str) -> Result<Vec<String>, StoreError>;
+    async fn halt(&self, strategy: &str) -> Result<Option<HaltRecord>, StoreError>;
     /// Takes `request.strategy`'s lease if it is free, expired, or (with
     /// `request.same_dir_is_dead`) held from this host and data directory:
     /// the new token, or `None` when someone else holds it.
@@ -249,8 +255,10 @@ macro_rules! sql_backend {
                         | Write::Order { strategy, .. }
                         | Write::Trade { strategy, .. }
                         | Write::StrategyState { strategy, .. }
-                        | Write::HostState { strategy, .. } => strategy,
-                        Write::SystemEvent(_) => continue,
+                        | Write::HostState { strategy, .. }
+                        | Write::Intent { strategy, .. }
+                        | Write::ExecTrade { strategy, .. } => strategy,
+                        Write::SystemEvent(_) | Write::Halt(_) => continue,
                     };
                     if ids.contains_key(name) {
                         continue;
@@ -398,6 +406,89 @@ macro_rules! sql_backend {
                             )
                             .bind(id)
                             .bind(KEPT_HOST_STATES as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::Intent { strategy, intent: w } => {
+                            let id = ids[strategy];
+                            if let Some(order) = &w.order {
+                                let r = IntentRow::first(strategy, w, order);
+                                sqlx::query(
+                                    "INSERT INTO intents (strategy_id, intent_id, market, side, price, size, \
+                                     order_type, state, filled, reason, venue_ref, step, created_at_ms, updated_at_ms) \
+                                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
+                                     ON CONFLICT (strategy_id, intent_id) DO NOTHING",
+                                )
+                                .bind(id)
+                                .bind(&r.intent_id)
+                                .bind(&r.market)
+                                .bind(&r.side)
+                                .bind(r.price)
+                                .bind(r.size)
+                                .bind(&r.order_type)
+                                .bind(&r.state)
+                                .bind(r.filled)
+                                .bind(&r.reason)
+                                .bind(&r.venue_ref)
+                                .bind(i64::from(r.step))
+                                .bind(r.created_at_ms as i64)
+                                .execute(&mut *tx)
+                                .await?;
+                            } else {
+                                sqlx::query(
+                                    "UPDATE intents SET state = $3, filled = $4, reason = $5, \
+                                     venue_ref = COALESCE($6, venue_ref), step = $7, updated_at_ms = $8 \
+                                     WHERE strategy_id = $1 AND intent_id = $2 AND step < $7",
+                                )
+                                .bind(id)
+                                .bind(&w.intent_id)
+                                .bind(&w.to)
+                                .bind(w.filled)
+                                .bind(&w.reason)
+                                .bind(&w.venue_ref)
+                                .bind(i64::from(w.step))
+                                .bind(w.at_ms as i64)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            sqlx::query(
+                                "INSERT INTO intent_transitions (strategy_id, intent_id, step, from_state, \
+                                 to_state, filled, remaining, reason, at_ms) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                                 ON CONFLICT (strategy_id, intent_id, step) DO NOTHING",
+                            )
+                            .bind(id)
+                            .bind(&w.intent_id)
+                            .bind(i64::from(w.step))
+                            .bind(&w.from)
+                            .bind(&w.to)
+                            .bind(w.filled)
+                            .bind(w.remaining)
+                            .bind(&w.reason)
+                            .bind(w.at_ms as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::ExecTrade { strategy, trade_id } => {
+                            sqlx::query(
+                                "INSERT INTO exec_trades (strategy_id, trade_id) VALUES ($1, $2) \
+                                 ON CONFLICT (strategy_id, trade_id) DO NOTHING",
+                            )
+                            .bind(ids[strategy])
+                            .bind(trade_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::Halt(h) => {
+                            sqlx::query(
+                                "INSERT INTO halts (strategy, halted, reason, at_ms) VALUES ($1, $2, $3, $4) \
+                                 ON CONFLICT (strategy) DO UPDATE SET halted = excluded.halted, \
+                                 reason = excluded.reason, at_ms = excluded.at_ms",
+                            )
+                            .bind(&h.strategy)
+                            .bind(h.halted)
+                            .bind(&h.reason)
+                            .bind(h.at_ms as i64)
                             .execute(&mut *tx)
                             .await?;
                         }
@@ -636,6 +727,89 @@ macro_rules! sql_backend {
                         executed_at_ms: row.get::<i64, _>(8) as u64,
                     })
                     .collect())
+            }
+
+            async fn intents(&self, strategy: Option<&str>) -> Result<Vec<IntentRow>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT s.name, i.intent_id, i.market, i.side, i.price, i.size, i.order_type, i.state, \
+                     i.filled, i.reason, i.venue_ref, i.step, i.created_at_ms, i.updated_at_ms \
+                     FROM intents i JOIN strategies s ON s.id = i.strategy_id \
+                     WHERE $1 IS NULL OR s.name = $1 ORDER BY i.id",
+                )
+                .bind(strategy)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_err("read intents"))?;
+                Ok(rows
+                    .iter()
+                    .map(|row| IntentRow {
+                        strategy: row.get(0),
+                        intent_id: row.get(1),
+                        market: row.get(2),
+                        side: row.get(3),
+                        price: row.get(4),
+                        size: row.get(5),
+                        order_type: row.get(6),
+                        state: row.get(7),
+                        filled: row.get(8),
+                        reason: row.get(9),
+                        venue_ref: row.get(10),
+                        step: row.get::<i64, _>(11) as u32,
+                        created_at_ms: row.get::<i64, _>(12) as u64,
+                        updated_at_ms: row.get::<i64, _>(13) as u64,
+                    })
+                    .collect())
+            }
+
+            async fn intent_transitions(&self, strategy: &str) -> Result<Vec<IntentWrite>, StoreError> {
+                let Some(id) = self.strategy_id(strategy).await? else { return Ok(Vec::new()) };
+                let rows = sqlx::query(
+                    "SELECT intent_id, step, from_state, to_state, filled, remaining, reason, at_ms \
+                     FROM intent_transitions WHERE strategy_id = $1 ORDER BY intent_id, step",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_err("read intent transitions"))?;
+                Ok(rows
+                    .iter()
+                    .map(|row| IntentWrite {
+                        intent_id: row.get(0),
+                        step: row.get::<i64, _>(1) as u32,
+                        from: row.get(2),
+                        to: row.get(3),
+                        filled: row.get(4),
+                        remaining: row.get(5),
+                        reason: row.get(6),
+                        at_ms: row.get::<i64, _>(7) as u64,
+                        order: None,
+                        venue_ref: None,
+                    })
+                    .collect())
+            }
+
+            async fn exec_trades(&self, strategy: &str) -> Result<Vec<String>, StoreError> {
+                let Some(id) = self.strategy_id(strategy).await? else { return Ok(Vec::new()) };
+                let rows = sqlx::query("SELECT trade_id FROM exec_trades WHERE strategy_id = $1")
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(read_err("read reconciled trades"))?;
+                Ok(rows.iter().map(|row| row.get(0)).collect())
+            }
+
+            async fn halt(&self, strategy: &str) -> Result<Option<HaltRecord>, StoreError> {
+                let row = sqlx::query("SELECT strategy, halted, reason, at_ms FROM halts WHERE strategy = $1")
+                    .bind(strategy)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(read_err("read halts"))?;
+                Ok(row.map(|row| HaltRecord {
+                    strategy: row.get(0),
+                    halted: row.get(1),
+                    reason: row.get(2),
+                    at_ms: row.get::<i64, _>(3) as u64,
+                }))
             }
 
             async fn acquire_lease(&self, r: &LeaseRequest) -> Result<Option<u64>, BackendError> {
