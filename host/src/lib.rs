@@ -17,6 +17,8 @@
 //! - [`exec`]: the execution layer between strategies and venues: intents,
 //!   retries, circuit breakers, rate limits, risk limits, reconciliation (a
 //!   library so far; the run loop still calls the venue directly).
+//! - [`fleet`]: many strategies in one host — one engine, one store, a task
+//!   per strategy, the registry, stuck detection, heartbeats, systemd.
 //! - [`lease`]: one host per strategy — a lock file plus a database lease row
 //!   with a fencing token.
 //! - [`redact`]: credentials kept out of every message that shows a URL.
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod exec;
+pub mod fleet;
 pub mod lease;
 pub mod redact;
 pub mod runner;
