@@ -352,6 +352,13 @@ impl Host {
             tracing::error!("strategies still stopping after {bound:?}; closing the store");
             self.tasks.abort_all();
         }
+        // Strategies removed by a reload that were still stopping leave the
+        // registry with the rest of their kind.
+        for slot in self.registry.slots() {
+            if !self.running.contains_key(&slot.name) {
+                self.registry.remove(&slot.name);
+            }
+        }
         self.store.close().await
     }
 }

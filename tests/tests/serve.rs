@@ -377,7 +377,7 @@ fn systemd_hears_ready_watchdog_and_stopping() {
             .stdout(Stdio::null()),
     );
     let mut heard = Vec::new();
-    let mut read_until = |needle: &str, heard: &mut Vec<String>| {
+    let read_until = |needle: &str, heard: &mut Vec<String>| {
         let mut buf = [0u8; 4096];
         loop {
             let n = socket
@@ -562,6 +562,10 @@ fn an_unreachable_redis_is_a_warning_and_the_host_goes_on() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Redis does not take heartbeats"),
+        "the gap is reported: {stderr}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["strategies"][0]["last_seq"], 300);
 }

@@ -192,6 +192,11 @@ impl Task {
             Ok(cell) => cell,
             Err(e) => return self.failed(e.to_string()).await,
         };
+        // A resumed strategy journals nothing until its next event.
+        self.slot
+            .progress
+            .last_seq
+            .fetch_max(cell.last_seq(), std::sync::atomic::Ordering::Relaxed);
         let slot = self.slot.clone();
         cell.on_state_change(Arc::new(move |state: CellState| {
             slot.set_state(state.into())
@@ -276,6 +281,10 @@ impl Task {
 
     /// Keeps what a finished run says about the strategy.
     fn note(&self, report: &RunReport) {
+        self.slot
+            .progress
+            .last_seq
+            .store(report.last_seq, std::sync::atomic::Ordering::Relaxed);
         self.slot
             .set_fault(report.fatal.clone().or(report.cell.last_fault.clone()));
         let state = if report.fatal.is_some() {
