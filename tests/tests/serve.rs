@@ -309,6 +309,10 @@ fn a_bad_fleet_file_is_one_line_and_exit_2_with_nothing_written() {
             ),
             "init refused",
         ),
+        (
+            format!("[redis]\nurl = \"not a url\"\n[[strategy]]\nname = \"a\"\nmodule = \"{m}\"\n"),
+            "[redis] url",
+        ),
     ] {
         let file = dir.path().join("fleet.toml");
         std::fs::write(&file, &text).unwrap();
@@ -663,4 +667,102 @@ fn sighup_adds_and_removes_strategies_and_refuses_a_bad_file() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["b", "c"], "{report}");
+}
+
+#[test]
+fn two_hosts_sharing_postgres_from_two_data_directories() {
+    let db = polybot_tests::TempDatabase::create("pb_serve");
+    let dir = tempfile::tempdir().unwrap();
+    let file = fleet_file(
+        dir.path(),
+        "[lease]\nttl = \"2s\"\n",
+        &[momentum("a", 5, 1), momentum("b", 8, 2)],
+        "speed = 20\n",
+    );
+    let with_store = |data: &str| {
+        let mut command = serve_command(&file, &dir.path().join(data));
+        command.args(["--store", &db.url()]);
+        command
+    };
+    let mut first = LoggingHost::spawn(with_store("one").stdout(Stdio::null()));
+    first.wait_for("fleet running");
+    let second = with_store("two").output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(
+        line.contains("already running") && line.contains(&format!("pid {}", first.child.id())),
+        "names the first host: {line}"
+    );
+
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    first.drain_log();
+    // The dead host's leases lapse within their TTL; no cleanup by hand. The
+    // new host's file ends each strategy at once (its journal is past one
+    // event), so taking over shows as a clean exit.
+    let takeover = fleet_file(
+        dir.path(),
+        "[lease]\nttl = \"2s\"\n",
+        &[momentum("a", 5, 1), momentum("b", 8, 2)],
+        "speed = 20\nevents = 1\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let output = serve_command(&takeover, &dir.path().join("two"))
+            .args(["--store", &db.url()])
+            .output()
+            .unwrap();
+        if output.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap();
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.code() == Some(2) && stderr.contains("already running"),
+            "{stderr}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no take-over within 20 s: {stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    for s in report["strategies"].as_array().unwrap() {
+        assert!(
+            s["last_seq"].as_u64() >= Some(1),
+            "resumed from the first host's journal: {s}"
+        );
+    }
+}
+
+#[test]
+fn a_fatal_strategy_stays_fatal_while_the_others_trade_unless_exit_on_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let fatal = faulty(
+        "doomed",
+        "fault = \"unreachable\", at_seq = [3, 4, 5, 6, 7, 8, 9, 10]",
+        "supervisor = { max_restarts = 1, quarantine_after = 100, backoff_initial = \"1ms\", backoff_max = \"2ms\" }\n",
+    );
+    let file = fleet_file(
+        dir.path(),
+        "",
+        &[fatal, momentum("a", 5, 1)],
+        "speed = \"max\"\nevents = 400\n",
+    );
+    // Without the flag: `doomed` ends fatal, `a` runs to its end, exit 0.
+    let report = serve_to_end(&file, &dir.path().join("kept"));
+    let by_name = states(&report);
+    assert_eq!(by_name["doomed"]["state"], "fatal", "{report}");
+    assert_eq!(by_name["a"]["last_seq"], 400, "{report}");
+    // With it: the host stops at the first fatal strategy, exit 1.
+    let output = serve_command(&file, &dir.path().join("exits"))
+        .arg("--exit-on-fatal")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: strategy doomed is fatal (--exit-on-fatal)"),
+        "{stderr}"
+    );
 }
