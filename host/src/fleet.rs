@@ -14,8 +14,9 @@
 //! `tracing` span named after it.
 //!
 //! Never owns the run loop (`runner`), the sandbox (`sandbox`) or the store
-//! (`store`); health checks, heartbeats and service-manager notifications are
-//! in [`health`] and read the registry only.
+//! (`store`). Stuck detection and service-manager notifications
+//! ([`health`]) and Redis heartbeats ([`heartbeat`]) read the registry and act
+//! only through its control handles.
 
 pub mod assemble;
 pub mod config;

@@ -20,10 +20,12 @@ use clap::Args;
 use tokio::sync::mpsc;
 
 use super::Failure;
-use super::run::{StopSignal, host_failure};
+use super::run::StopSignal;
 use crate::fleet::health::{self, Notifier};
 use crate::fleet::heartbeat::{self, HeartbeatConfig};
-use crate::fleet::{FleetConfig, Host, HostEvent, HostOptions, StrategyState, StrategyView};
+use crate::fleet::{
+    FleetConfig, Host, HostError, HostEvent, HostOptions, StrategyState, StrategyView,
+};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -94,7 +96,20 @@ async fn serve_async(
         .unwrap_or_else(crate::lease::host_name);
     let stuck_after = config.health.stuck_after;
     let redis_timing = (config.redis.every, config.redis.ttl);
-    let mut host = Host::start(config, options).await.map_err(host_failure)?;
+    let path = config.path.clone();
+    let mut host = Host::start(config, options).await.map_err(|e| {
+        // A strategy that cannot start is named with the file it is in.
+        let bad = e.is_bad_input();
+        let e = match e {
+            HostError::Strategy { .. } => anyhow::anyhow!("{}: {e}", path.display()),
+            other => anyhow::Error::new(other),
+        };
+        if bad {
+            Failure::bad_input(e)
+        } else {
+            Failure::runtime(e)
+        }
+    })?;
     let registry = host.registry();
     let notifier = Notifier::from_env();
     let health = tokio::spawn(health::watch(
