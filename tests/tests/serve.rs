@@ -762,3 +762,42 @@ fn a_fatal_strategy_stays_fatal_while_the_others_trade_unless_exit_on_fatal() {
         "{stderr}"
     );
 }
+
+#[test]
+fn watch_hot_swaps_a_changed_module_of_a_running_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("momentum.wasm");
+    let original = std::fs::read(guest("momentum")).unwrap();
+    std::fs::write(&module, &original).unwrap();
+    let text = format!(
+        "[[strategy]]\nname = \"a\"\nmodule = \"{0}\"\nspeed = 20\n\
+         [[strategy]]\nname = \"b\"\nmodule = \"{1}\"\nspeed = 20\n",
+        module.display(),
+        guest("momentum").display()
+    );
+    let file = dir.path().join("fleet.toml");
+    std::fs::write(&file, text).unwrap();
+    let mut host = LoggingHost::spawn(
+        serve_command(&file, &dir.path().join("data"))
+            .arg("--watch")
+            .stdout(Stdio::null()),
+    );
+    host.wait_for("fleet running");
+    // A new build of `a`'s module: the same code with a custom section added.
+    let mut changed = original.clone();
+    let name = b"polybot-test";
+    changed.extend_from_slice(&[0x00, (1 + name.len() + 2) as u8, name.len() as u8]);
+    changed.extend_from_slice(name);
+    changed.extend_from_slice(b"v2");
+    std::fs::write(&module, &changed).unwrap();
+    let reloaded = host.wait_for("reloaded");
+    assert!(reloaded.contains("swapped=[\"a\"]"), "{reloaded}");
+    let swapped = host.wait_for("hot swap:");
+    assert!(
+        swapped.contains("strategy{name=a}"),
+        "in a's span: {swapped}"
+    );
+    signal(&host.child, "TERM");
+    assert!(wait_exit(&mut host, Duration::from_secs(30)).success());
+    host.drain_log();
+}
