@@ -278,14 +278,31 @@ impl Host {
                 }
             }
         }
+        // Every new strategy's lease before anything changes: a strategy
+        // another host drives refuses the whole reload.
+        let mut starting = Vec::new();
+        let mut swapping = Vec::new();
+        for (entry, module) in checked {
+            if self.running.contains_key(&entry.name) {
+                swapping.push((entry, module));
+                continue;
+            }
+            match self.lease_one(&entry).await {
+                Ok(lease) => starting.push((entry, module, lease)),
+                Err(e) => {
+                    for (_, _, lease) in starting {
+                        lease.release().await;
+                    }
+                    return Err(HostError::of(&entry.name)(e));
+                }
+            }
+        }
         let removed: Vec<String> = self
             .running
             .keys()
             .filter(|name| !config.strategies.iter().any(|e| &e.name == *name))
             .cloned()
             .collect();
-        // Stop the removed ones first: a strategy renamed takes its new
-        // lease only after the old one is let go.
         for name in removed {
             if let Some(slot) = self.registry.get(&name) {
                 slot.send(Control::Stop);
@@ -293,22 +310,19 @@ impl Host {
             self.running.remove(&name);
             summary.stopped.push(name);
         }
-        for (entry, module) in checked {
+        for (entry, module) in swapping {
+            if let Some(slot) = self.registry.get(&entry.name) {
+                slot.send(Control::Swap(module.clone()));
+            }
             if let Some(running) = self.running.get_mut(&entry.name) {
-                if let Some(slot) = self.registry.get(&entry.name) {
-                    slot.send(Control::Swap(module.clone()));
-                }
                 running.digest = module.digest();
                 running.entry = entry.clone();
-                summary.swapped.push(entry.name.clone());
-            } else {
-                let lease = self
-                    .lease_one(&entry)
-                    .await
-                    .map_err(HostError::of(&entry.name))?;
-                summary.started.push(entry.name.clone());
-                self.spawn(entry, module, lease);
             }
+            summary.swapped.push(entry.name.clone());
+        }
+        for (entry, module, lease) in starting {
+            summary.started.push(entry.name.clone());
+            self.spawn(entry, module, lease);
         }
         self.config = config;
         Ok(summary)
