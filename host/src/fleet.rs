@@ -161,9 +161,10 @@ impl Host {
             &options.data_dir,
             Some(config.path.as_path()),
         )?;
+        let mut loaded = Loaded::default();
         let mut modules = Vec::with_capacity(config.strategies.len());
         for entry in &config.strategies {
-            let module = check_strategy(&sandbox, entry)
+            let module = check_strategy(&sandbox, entry, &mut loaded)
                 .await
                 .map_err(HostError::of(&entry.name))?;
             modules.push(module);
@@ -262,6 +263,7 @@ impl Host {
     pub async fn reload(&mut self, config: FleetConfig) -> Result<ReloadSummary, HostError> {
         let mut summary = ReloadSummary::default();
         let mut checked = Vec::new();
+        let mut loaded = Loaded::default();
         for entry in &config.strategies {
             let digest = file_digest(&entry.module);
             match self.running.get(&entry.name) {
@@ -271,7 +273,7 @@ impl Host {
                     summary.changed.push(entry.name.clone())
                 }
                 _ => {
-                    let module = check_strategy(&self.sandbox, entry)
+                    let module = check_strategy(&self.sandbox, entry, &mut loaded)
                         .await
                         .map_err(HostError::of(&entry.name))?;
                     checked.push((entry.clone(), module));
@@ -378,23 +380,38 @@ impl Host {
     }
 }
 
-/// Loads a strategy's module under its own limits and tries it (describe, init).
+/// Modules loaded so far, by file and limits: strategies sharing a module
+/// file and limits share its compiled code (compiled once).
+#[derive(Default)]
+struct Loaded(std::collections::HashMap<(PathBuf, String), StrategyModule>);
+
+/// Loads a strategy's module under its own limits (or reuses one loaded for
+/// another strategy) and tries it (describe, init).
 async fn check_strategy(
     sandbox: &Arc<Sandbox>,
     entry: &StrategyEntry,
+    loaded: &mut Loaded,
 ) -> Result<StrategyModule, HostError> {
-    let module = {
+    let key = (
+        entry.module.clone(),
+        serde_json::to_string(&entry.config.sandbox).unwrap_or_default(),
+    );
+    let module = if let Some(module) = loaded.0.get(&key) {
+        module.clone()
+    } else {
         let (sandbox, path, limits) = (
             sandbox.clone(),
             entry.module.clone(),
             entry.config.sandbox.clone(),
         );
-        tokio::task::spawn_blocking(move || sandbox.load_with(&path, limits))
+        let module = tokio::task::spawn_blocking(move || sandbox.load_with(&path, limits))
             .await
             .map_err(|e| HostError::Sandbox {
                 origin: entry.module.display().to_string(),
                 message: e.to_string(),
-            })??
+            })??;
+        loaded.0.insert(key, module.clone());
+        module
     };
     assemble::preflight(&module, &entry.name, &entry.config.strategy_json()).await?;
     Ok(module)
