@@ -17,6 +17,7 @@ mod inspect;
 mod orders;
 mod progress;
 mod run;
+mod serve;
 mod sim_server;
 mod status;
 
@@ -54,6 +55,10 @@ pub enum Command {
     /// Stops after --events or --duration, or on Ctrl-C, with a final
     /// checkpoint and a summary.
     Run(run::RunArgs),
+    /// Serve every strategy of a fleet file in one host: one engine, one
+    /// store, each strategy isolated in its own task; SIGHUP re-reads the
+    /// file, SIGTERM stops them all with a final checkpoint.
+    Serve(serve::ServeArgs),
     /// Print what a module imports and exports and whether it satisfies the
     /// polybot:strategy contract.
     Inspect {
@@ -235,6 +240,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format);
     let url = match &cli.command {
         Command::Run(args) => args.store.url().map(str::to_string),
+        Command::Serve(args) => args.store.url().map(str::to_string),
         Command::Status(args) => args.store.url().map(str::to_string),
         Command::Checkpoints(command) => command.store().url().map(str::to_string),
         Command::Orders(args) => args.store.url().map(str::to_string),
@@ -243,6 +249,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Inspect { path } => inspect::inspect(&path),
         Command::Status(args) => status::status(args),
         Command::Checkpoints(command) => checkpoints::checkpoints(command),

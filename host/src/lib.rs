@@ -20,6 +20,8 @@
 //!   the operator's halt; every order of a run goes through it.
 //! - [`ledger`]: the one average-cost ledger (positions, cost, realised PnL,
 //!   fees, cash) that paper, live and the `trades` table book fills in.
+//! - [`fleet`]: many strategies in one host — one engine, one store, a task
+//!   per strategy, the registry, stuck detection, heartbeats, systemd.
 //! - [`lease`]: one host per strategy — a lock file plus a database lease row
 //!   with a fencing token.
 //! - [`redact`]: credentials kept out of every message that shows a URL.
@@ -32,6 +34,7 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod exec;
+pub mod fleet;
 pub mod lease;
 pub mod ledger;
 pub mod redact;

@@ -207,7 +207,24 @@ impl Sandbox {
     /// # Errors
     /// A [`LoadError`] naming the file and what is wrong with it.
     pub fn load(&self, path: &Path) -> Result<StrategyModule, LoadError> {
-        module::load(self, path)
+        module::load(self, path, self.limits.clone())
+    }
+
+    /// As [`Sandbox::load`], with the module's instances running under
+    /// `limits` instead of the sandbox's own (one strategy's overrides). The
+    /// memory cap cannot exceed the sandbox's: the pool is sized by it, so
+    /// it is capped there.
+    ///
+    /// # Errors
+    /// A [`LoadError`] naming the file and what is wrong with it.
+    pub fn load_with(
+        &self,
+        path: &Path,
+        mut limits: SandboxLimits,
+    ) -> Result<StrategyModule, LoadError> {
+        limits.memory_bytes = limits.memory_bytes.min(self.limits.memory_bytes);
+        limits.max_instances = self.limits.max_instances;
+        module::load(self, path, limits)
     }
 }
 

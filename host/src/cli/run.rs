@@ -21,14 +21,15 @@ use clap::Args;
 use super::Failure;
 use super::progress::Progress;
 use crate::config::HostConfig;
-use crate::lease::{Holder, Lease, LeaseError, LockFile};
-use crate::runner::{self, RunCounters, RunLimits, RunReport, StopReason, VenueStart};
+pub use crate::fleet::venue::Speed;
+use crate::fleet::venue::VenueSpec;
+use crate::fleet::{HostError, assemble};
+use crate::runner::{RunCounters, RunLimits, RunReport, StopReason};
 use crate::sandbox::Sandbox;
 use crate::store::StateStore;
-use crate::supervisor::{Cell, CellSpec, CellState, Pace, Shutdown, StartError};
-use crate::venue::polymarket::{self, Execution, LiveConfig, PolymarketConfig, PolymarketVenue};
+use crate::supervisor::{Cell, CellSpec, CellState, Shutdown};
+use crate::venue::polymarket::{self, Execution, LiveConfig, PolymarketConfig};
 use crate::venue::sim::SimConfig;
-use crate::venue::simulated::{Pacing, SimVenue};
 use polybot_polymarket::auth::Credentials;
 
 #[derive(Debug, Args)]
@@ -137,12 +138,6 @@ pub enum VenueKind {
     Polymarket,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Speed {
-    Times(f64),
-    Max,
-}
-
 /// A duration flag: `90s`, `6h`, `7d`; zero is refused.
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
@@ -155,14 +150,15 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_speed(text: &str) -> Result<Speed, String> {
-    if text.eq_ignore_ascii_case("max") {
-        return Ok(Speed::Max);
-    }
-    match text.parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(Speed::Times(x)),
-        _ => Err(format!(
-            "`{text}` is not a speed: use a positive number or `max`"
-        )),
+    Speed::parse(text)
+}
+
+/// A fleet error as the command line's failure: bad input exits 2.
+pub(super) fn host_failure(e: HostError) -> Failure {
+    if e.is_bad_input() {
+        Failure::bad_input(e)
+    } else {
+        Failure::runtime(e)
     }
 }
 
@@ -228,23 +224,18 @@ fn check_venue_args(args: &RunArgs) -> anyhow::Result<Option<Credentials>> {
     }
 }
 
-/// The venue a run trades on.
-enum ChosenVenue {
-    Sim(Box<SimVenue>),
-    Polymarket(Box<PolymarketVenue>),
-}
-
-/// Builds the venue; for Polymarket this connects, so an unreachable or
-/// misnamed endpoint is bad input reported before anything is written.
-async fn build_venue(
+/// What the run trades on, from the flags and the config; for
+/// `--venue polymarket` building it connects, so an unreachable or misnamed
+/// endpoint is bad input reported before anything is written.
+fn venue_spec(
     args: &RunArgs,
     config: &HostConfig,
     name: &str,
     credentials: Option<Credentials>,
-) -> Result<ChosenVenue, Failure> {
+) -> VenueSpec {
     match args.venue {
-        VenueKind::Sim => {
-            let sim = SimConfig {
+        VenueKind::Sim => VenueSpec::Sim {
+            sim: SimConfig {
                 seed: config.sim.seed.unwrap_or(args.seed),
                 markets: if !args.markets.is_empty() {
                     args.markets.clone()
@@ -260,17 +251,10 @@ async fn build_venue(
                 trade_probability: config.sim.trade_probability,
                 depth: config.sim.depth,
                 ..SimConfig::default()
-            };
-            let pacing = match args.speed {
-                Speed::Max => Pacing::Unpaced,
-                Speed::Times(x) => Pacing::Realtime(x),
-            };
-            Ok(ChosenVenue::Sim(Box::new(SimVenue::new(
-                sim,
-                (&config.paper).into(),
-                pacing,
-            ))))
-        }
+            },
+            paper: (&config.paper).into(),
+            speed: args.speed,
+        },
         VenueKind::Polymarket => {
             let execution = match credentials {
                 Some(credentials) => Execution::Live(LiveConfig {
@@ -279,32 +263,20 @@ async fn build_venue(
                 }),
                 None => Execution::Paper((&config.paper).into()),
             };
-            let cfg = PolymarketConfig {
+            VenueSpec::Polymarket(Box::new(PolymarketConfig {
                 clob_url: args.polymarket.clob_url.clone(),
                 ws_url: args.polymarket.ws_url.clone(),
                 gamma_url: args.polymarket.gamma_url.clone(),
                 tokens: args.markets.clone(),
                 stall_timeout: args.polymarket.stall_timeout,
                 execution,
-            };
-            let venue = PolymarketVenue::connect(cfg)
-                .await
-                .map_err(Failure::bad_input)?;
-            Ok(ChosenVenue::Polymarket(Box::new(venue)))
+            }))
         }
     }
 }
 
 pub(super) fn check_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !ok {
-        anyhow::bail!("strategy name `{name}` must be 1–64 letters, digits, `-` or `_`");
-    }
-    Ok(())
+    crate::fleet::config::check_name(name).map_err(anyhow::Error::msg)
 }
 
 async fn run_async(
@@ -314,24 +286,27 @@ async fn run_async(
     credentials: Option<Credentials>,
 ) -> Result<ExitCode, Failure> {
     let data_dir = args.store.data_dir.clone();
-    let sandbox = Arc::new(
-        Sandbox::new(config.sandbox.clone(), Some(data_dir.join("cache"))).map_err(|e| {
-            // The limits come from `[sandbox]`: name where they were set.
-            let origin = match &args.config {
-                Some(path) => format!("{}: [sandbox]", path.display()),
-                None => "sandbox".into(),
-            };
-            Failure::bad_input(anyhow::anyhow!("{origin}: cannot set up the limits: {e:#}"))
-        })?,
-    );
+    let sandbox = assemble::sandbox(config.sandbox.clone(), &data_dir, args.config.as_deref())
+        .map_err(host_failure)?;
     let module = sandbox.load(&args.strategy).map_err(Failure::bad_input)?;
-    preflight(&module, &name, &config.strategy_json()).await?;
-    let mut venue = build_venue(&args, &config, &name, credentials).await?;
+    assemble::preflight(&module, &name, &config.strategy_json())
+        .await
+        .map_err(host_failure)?;
+    let venue_spec = venue_spec(&args, &config, &name, credentials);
+    let mut venue = venue_spec.build().await.map_err(Failure::bad_input)?;
     // The module and its configuration are good. Claim the strategy before
     // the store writes anything for it.
     let ttl = config.lease.ttl;
-    let (mut lease, reach, location) = take_lease(&args.store, &name, ttl).await?;
-    let opened = args.store.open_on(reach, location).await?;
+    let location = args.store.location()?;
+    let leased = assemble::take_leases(&data_dir, &location, std::slice::from_ref(&name), ttl)
+        .await
+        .map_err(host_failure)?;
+    let mut lease = leased
+        .leases
+        .into_iter()
+        .next()
+        .expect("one lease per name");
+    let opened = args.store.open_on(leased.reach, location).await?;
     let shared: Arc<dyn StateStore> = opened.store.clone();
     lease.keep_renewed(ttl, shared.clone());
     // What the strategy writes stops the moment its lease is lost.
@@ -348,10 +323,7 @@ async fn run_async(
         Err(e) => {
             // Not started: let the next host have the strategy at once.
             lease.release().await;
-            return Err(match e {
-                StartError::Store { .. } => Failure::runtime(e),
-                _ => Failure::bad_input(e),
-            });
+            return Err(host_failure(e.into()));
         }
     };
     // Started: only now does anything get written.
@@ -389,11 +361,7 @@ async fn run_async(
         max_event_time: args.duration,
     };
     let started = Instant::now();
-    cell.set_pace(match (&venue, args.speed) {
-        (ChosenVenue::Sim(_), Speed::Max) => Pace::Unpaced,
-        (ChosenVenue::Sim(_), Speed::Times(x)) => Pace::Speed(x),
-        (ChosenVenue::Polymarket(_), _) => Pace::Speed(1.0),
-    });
+    cell.set_pace(venue_spec.pace());
     let lease_lost = lease.lost();
     let shutdown = Shutdown::new();
     let requested = shutdown.clone();
@@ -409,16 +377,8 @@ async fn run_async(
         requested.request();
     });
     let setup = config.exec_setup();
-    let report = match &mut venue {
-        ChosenVenue::Sim(v) => {
-            let (start, v) = (VenueStart::Fresh, v.as_mut());
-            runner::run_with(&mut cell, v, start, limits, counters, shutdown, &setup).await
-        }
-        ChosenVenue::Polymarket(v) => {
-            let (start, v) = (VenueStart::Fresh, v.as_mut());
-            runner::run_with(&mut cell, v, start, limits, counters, shutdown, &setup).await
-        }
-    };
+    let report =
+        assemble::drive(&mut cell, &mut venue, limits, counters, shutdown, None, &setup).await;
     if let Some(progress) = progress {
         progress.finish();
     }
@@ -451,7 +411,7 @@ async fn run_async(
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM — what a terminal or a service manager sends to stop.
-struct StopSignal {
+pub(super) struct StopSignal {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -460,7 +420,7 @@ struct StopSignal {
 
 impl StopSignal {
     /// Installs the handlers now (not on first poll).
-    fn listen() -> std::io::Result<Self> {
+    pub(super) fn listen() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -474,7 +434,7 @@ impl StopSignal {
     }
 
     /// Waits for either signal; returns its name.
-    async fn recv(&mut self) -> &'static str {
+    pub(super) async fn recv(&mut self) -> &'static str {
         #[cfg(unix)]
         {
             tokio::select! {
@@ -523,87 +483,6 @@ async fn watch_module(
             }
             Err(e) => tracing::warn!("loading the changed strategy file failed: {e}"),
         }
-    }
-}
-
-/// Takes the strategy's lease: the lock file first when the data directory
-/// exists (a second host on it is refused before touching the database), then
-/// the database row. Returns the lease with the connected database.
-async fn take_lease(
-    store: &super::StoreArgs,
-    name: &str,
-    ttl: Duration,
-) -> Result<
-    (
-        Lease,
-        crate::store::sql::Reach,
-        crate::store::sql::StoreLocation,
-    ),
-    Failure,
-> {
-    use crate::store::sql::Reach;
-    let data_dir = &store.data_dir;
-    let holder = Holder::this_process(data_dir);
-    let lock = if data_dir.is_dir() {
-        Some(LockFile::acquire(data_dir, name, &holder).map_err(lease_failure)?)
-    } else {
-        None
-    };
-    let (reach, location) = store.connect().await?;
-    let lease = match (&reach, lock) {
-        // The database is away but this directory reached it before (so it
-        // exists and its lock file is ours): drive the strategy on the lock
-        // file; the row is taken once the database answers.
-        (Reach::Offline { backend, .. }, Some(lock)) => {
-            Lease::provisional(backend.clone(), name, holder, ttl, lock)
-        }
-        // Cannot happen (an offline reach needs a data directory that
-        // reached the database before), but never drive a strategy unleased.
-        (Reach::Offline { .. }, None) => {
-            return Err(Failure::bad_input(anyhow::anyhow!(
-                "{}: the database does not answer and the data directory holds no local state",
-                location.describe()
-            )));
-        }
-        (Reach::Online(backend), lock) => {
-            Lease::acquire(backend.clone(), name, data_dir, holder, ttl, lock)
-                .await
-                .map_err(lease_failure)?
-        }
-    };
-    Ok((lease, reach, location))
-}
-
-/// A strategy held elsewhere, or a lease that cannot be taken, is bad input.
-fn lease_failure(e: LeaseError) -> Failure {
-    Failure::bad_input(e)
-}
-
-/// Instantiates the strategy once and hands it its configuration, so a module
-/// that cannot start, or refuses its configuration, is reported before
-/// anything is written.
-async fn preflight(
-    module: &crate::sandbox::StrategyModule,
-    name: &str,
-    config_json: &str,
-) -> Result<(), Failure> {
-    let path = module.path().display().to_string();
-    let mut instance = module.instantiate(name).await.map_err(|source| {
-        Failure::bad_input(StartError::Instantiate {
-            path: path.clone(),
-            source,
-        })
-    })?;
-    instance.describe().await.map_err(|source| {
-        Failure::bad_input(anyhow::anyhow!("{path}: describe failed: {source}"))
-    })?;
-    match instance.init(config_json).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(message)) => Err(Failure::bad_input(StartError::InitRefused {
-            path,
-            message,
-        })),
-        Err(source) => Err(Failure::bad_input(StartError::Instantiate { path, source })),
     }
 }
 

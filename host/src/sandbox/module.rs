@@ -57,7 +57,11 @@ struct ModuleInner {
     from_cache: bool,
 }
 
-pub(super) fn load(sandbox: &Sandbox, path: &Path) -> Result<StrategyModule, LoadError> {
+pub(super) fn load(
+    sandbox: &Sandbox,
+    path: &Path,
+    limits: super::SandboxLimits,
+) -> Result<StrategyModule, LoadError> {
     let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
@@ -108,7 +112,7 @@ pub(super) fn load(sandbox: &Sandbox, path: &Path) -> Result<StrategyModule, Loa
             digest,
             component,
             pre,
-            limits: sandbox.limits.clone(),
+            limits,
             cache_file,
             from_cache,
         }),

@@ -1,0 +1,265 @@
+//! The registry of running strategies: what each is doing, read by `serve`'s
+//! summaries, the stuck detector, the heartbeats (and the HTTP API later),
+//! and a control handle to stop or restart each.
+//!
+//! Owns the views and the handles only; a strategy's own task does the
+//! stopping and restarting it is asked for.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::mpsc;
+
+use super::watched::Progress;
+use crate::runner::RunCounters;
+use crate::store::wall_clock_ms;
+use crate::supervisor::CellState;
+
+/// What a strategy's task can be asked to do.
+pub enum Control {
+    /// Finish the event in hand, checkpoint, let go of the lease, end.
+    Stop,
+    /// Start again from the store (journal and checkpoints), giving the
+    /// reason. The event in hand is given `grace` to finish; past it the
+    /// cell is dropped mid-event, as a crash would (the journal has
+    /// everything handled, so the restart is exact all the same).
+    Restart {
+        reason: String,
+        grace: std::time::Duration,
+    },
+    /// Hot-swap the module (checked already).
+    Swap(crate::sandbox::StrategyModule),
+}
+
+/// Where a strategy stands, as users see it: the cell's states, and
+/// `restarting` while the host brings a whole strategy up again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyState {
+    Starting,
+    Running,
+    Backoff,
+    Recovering,
+    Restarting,
+    Fatal,
+    Stopped,
+}
+
+impl From<CellState> for StrategyState {
+    fn from(state: CellState) -> Self {
+        match state {
+            CellState::Starting => StrategyState::Starting,
+            CellState::Running => StrategyState::Running,
+            CellState::Backoff => StrategyState::Backoff,
+            CellState::Recovering => StrategyState::Recovering,
+            CellState::Fatal => StrategyState::Fatal,
+            CellState::Stopped => StrategyState::Stopped,
+        }
+    }
+}
+
+impl std::fmt::Display for StrategyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        f.write_str(&text)
+    }
+}
+
+/// One strategy's entry: shared by its task (which writes it) and every reader.
+pub struct Slot {
+    pub name: String,
+    state: Mutex<StrategyState>,
+    pub progress: Arc<Progress>,
+    /// Counters of the current attempt (the run loop publishes into them).
+    counters: Mutex<Arc<RunCounters>>,
+    /// Cell restarts in attempts before the current one, plus host restarts.
+    restarts_before: AtomicU64,
+    /// Restarts by the stuck detector.
+    pub stuck_restarts: AtomicU64,
+    last_fault: Mutex<Option<String>>,
+    module_digest: Mutex<String>,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl Slot {
+    pub(super) fn new(
+        name: &str,
+        module_digest: String,
+    ) -> (Arc<Slot>, mpsc::UnboundedReceiver<Control>) {
+        let (control, receiver) = mpsc::unbounded_channel();
+        let slot = Slot {
+            name: name.to_string(),
+            state: Mutex::new(StrategyState::Starting),
+            progress: Arc::new(Progress::default()),
+            counters: Mutex::new(Arc::new(RunCounters::default())),
+            restarts_before: AtomicU64::new(0),
+            stuck_restarts: AtomicU64::new(0),
+            last_fault: Mutex::new(None),
+            module_digest: Mutex::new(module_digest),
+            control,
+        };
+        (Arc::new(slot), receiver)
+    }
+
+    pub fn state(&self) -> StrategyState {
+        *lock(&self.state)
+    }
+
+    pub(super) fn set_state(&self, state: StrategyState) {
+        *lock(&self.state) = state;
+    }
+
+    pub(super) fn set_fault(&self, fault: Option<String>) {
+        if fault.is_some() {
+            *lock(&self.last_fault) = fault;
+        }
+    }
+
+    pub(super) fn set_digest(&self, digest: String) {
+        *lock(&self.module_digest) = digest;
+    }
+
+    /// Fresh counters for a new attempt; the restarts of the one before are kept.
+    pub(super) fn new_attempt(&self, host_restart: bool) -> Arc<RunCounters> {
+        let mut counters = lock(&self.counters);
+        let before = counters.restarts.load(Ordering::Relaxed) + u64::from(host_restart);
+        self.restarts_before.fetch_add(before, Ordering::Relaxed);
+        let fresh = Arc::new(RunCounters::default());
+        *counters = fresh.clone();
+        fresh
+    }
+
+    /// Asks the strategy's task to do something; false when it has ended.
+    pub fn send(&self, control: Control) -> bool {
+        self.control.send(control).is_ok()
+    }
+
+    /// The strategy as it stands now.
+    pub fn view(&self) -> StrategyView {
+        let now = wall_clock_ms();
+        let p = &self.progress;
+        let counters = lock(&self.counters).clone();
+        let last_handled = p.last_handled_wall_ms.load(Ordering::Relaxed);
+        let checkpoint_at = p.last_checkpoint_wall_ms.load(Ordering::Relaxed);
+        StrategyView {
+            name: self.name.clone(),
+            state: self.state(),
+            last_seq: p.last_seq.load(Ordering::Relaxed),
+            last_event_ms: Some(p.last_event_ms.load(Ordering::Relaxed)).filter(|&t| t > 0),
+            last_handled_age_ms: (last_handled > 0).then(|| now.saturating_sub(last_handled)),
+            last_checkpoint_seq: p.last_checkpoint_seq.load(Ordering::Relaxed),
+            checkpoint_age_ms: (checkpoint_at > 0).then(|| now.saturating_sub(checkpoint_at)),
+            queue_depth: if p.in_hand.load(Ordering::Relaxed) {
+                p.queue_depth.load(Ordering::Relaxed)
+            } else {
+                0
+            },
+            waiting_ms: p.waiting_ms(now),
+            restarts: self.restarts_before.load(Ordering::Relaxed)
+                + counters.restarts.load(Ordering::Relaxed),
+            stuck_restarts: self.stuck_restarts.load(Ordering::Relaxed),
+            orders: counters.orders.load(Ordering::Relaxed),
+            fills: counters.fills.load(Ordering::Relaxed),
+            pnl: counters.pnl(),
+            last_fault: lock(&self.last_fault).clone(),
+            module_digest: lock(&self.module_digest).clone(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A strategy as the registry shows it (serializable for heartbeats and APIs).
+/// Orders, fills and PnL are refreshed by the run loop every few dozen events.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StrategyView {
+    pub name: String,
+    pub state: StrategyState,
+    /// Seq of the newest event journaled.
+    pub last_seq: u64,
+    /// Event time of that event (ms since the Unix epoch).
+    pub last_event_ms: Option<u64>,
+    /// Wall time since an event was last handled.
+    pub last_handled_age_ms: Option<u64>,
+    pub last_checkpoint_seq: u64,
+    pub checkpoint_age_ms: Option<u64>,
+    /// Events of the tick in hand (waiting or being handled).
+    pub queue_depth: u64,
+    /// How long events have waited with none handled (`None`: none wait).
+    pub waiting_ms: Option<u64>,
+    /// Restarts: the supervisor's (traps, deadlines) and the host's (stuck, on request).
+    pub restarts: u64,
+    pub stuck_restarts: u64,
+    pub orders: u64,
+    pub fills: u64,
+    pub pnl: f64,
+    pub last_fault: Option<String>,
+    pub module_digest: String,
+}
+
+/// Every strategy of a host, by name.
+#[derive(Default)]
+pub struct Registry {
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry::default())
+    }
+
+    pub(super) fn insert(&self, slot: Arc<Slot>) {
+        self.slots
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(slot.name.clone(), slot);
+    }
+
+    pub(super) fn remove(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name)
+    }
+
+    /// The strategy named `name`, to read or to control.
+    pub fn get(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Every strategy, by name.
+    pub fn slots(&self) -> Vec<Arc<Slot>> {
+        self.slots
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Every strategy as it stands now, by name.
+    pub fn snapshot(&self) -> Vec<StrategyView> {
+        self.slots().iter().map(|s| s.view()).collect()
+    }
+
+    /// One line for a service manager: how many strategies in each state.
+    pub fn summary(&self) -> String {
+        let views = self.snapshot();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for v in &views {
+            *counts.entry(v.state.to_string()).or_default() += 1;
+        }
+        let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        format!("{} strategies: {}", views.len(), parts.join(", "))
+    }
+}

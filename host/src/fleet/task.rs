@@ -1,0 +1,334 @@
+//! One strategy's task in a fleet: start its cell from the store, drive it
+//! against its own venue, and act on its control handle — stop (finish the
+//! event in hand, checkpoint), restart (from the journal, as after a crash),
+//! hot-swap its module. The task holds the strategy's lease until it ends.
+//!
+//! Never owns the run loop (`runner`) or the cell's supervision; a restart
+//! here is the host's, on top of the supervisor's own restarts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
+use super::HostEvent;
+use super::assemble::drive;
+use super::config::StrategyEntry;
+use super::registry::{Control, Slot, StrategyState};
+use super::watched::ProgressStore;
+use crate::lease::Lease;
+use crate::runner::RunReport;
+use crate::sandbox::StrategyModule;
+use crate::store::{StateStore, SystemEvent, Write, wall_clock_ms};
+use crate::supervisor::{Cell, CellSpec, CellState, Shutdown};
+
+/// Everything a strategy's task owns.
+pub(super) struct Task {
+    pub entry: StrategyEntry,
+    pub module: StrategyModule,
+    /// The shared store, fenced by the lease.
+    pub store: Arc<dyn StateStore>,
+    /// The shared store unfenced, for the host's own system events.
+    pub system: Arc<dyn StateStore>,
+    pub lease: Lease,
+    pub slot: Arc<Slot>,
+    pub control: mpsc::UnboundedReceiver<Control>,
+    pub events: mpsc::UnboundedSender<HostEvent>,
+    pub shutdown_timeout: Duration,
+}
+
+/// A strategy task's future, which may move between worker threads.
+///
+/// The future is not `Send` by inference only because the run loop holds a
+/// `&Cell` across awaits, and a `Cell` is not `Sync` (its wasmtime store
+/// holds WASI stream and clock objects that are `Send` but not `Sync`).
+struct OwnsItsCell<F>(std::pin::Pin<Box<F>>);
+
+// SAFETY: the task's future creates its `Cell` itself and owns it (and
+// everything the cell owns) for as long as any reference to it lives; no
+// reference to the cell, or to anything not `Sync` inside it, is ever handed
+// outside the future. Every value the future owns is `Send` (a wasmtime
+// store with `Send` data is `Send`). Moving the whole future to another
+// thread between polls therefore moves the referents with their references,
+// and nothing is ever reached from two threads at once.
+unsafe impl<F> Send for OwnsItsCell<F> {}
+
+impl<F: std::future::Future> std::future::Future for OwnsItsCell<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+/// How one attempt (a cell, from start to end) ended.
+enum Attempt {
+    /// The run ended by itself: a limit, the feed's end, a fatal strategy,
+    /// a lost lease.
+    Ended { fatal: bool },
+    /// The host asked for a restart.
+    Restart(String),
+    /// The host asked it to stop.
+    Stopped,
+}
+
+/// Records a system event about the strategy; a store that refuses it is
+/// logged (the store itself reports its outages as system events).
+pub(super) async fn system_event(store: &dyn StateStore, name: &str, kind: &str, message: String) {
+    let event = SystemEvent {
+        timestamp_ms: wall_clock_ms(),
+        event_type: kind.to_string(),
+        component: format!("fleet/{name}"),
+        message,
+        id: String::new(),
+    };
+    if let Err(e) = store.write(Write::SystemEvent(event)).await {
+        tracing::warn!(strategy = name, "cannot record a system event: {e}");
+    }
+}
+
+impl Task {
+    /// Runs the strategy until it is stopped, in a span named after it; a
+    /// future for the multi-threaded runtime.
+    pub(super) fn run(self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let span = tracing::info_span!("strategy", name = %self.entry.name);
+        OwnsItsCell(Box::pin(self.run_inner().instrument(span)))
+    }
+
+    async fn run_inner(mut self) {
+        let mut first = true;
+        loop {
+            let counters = self.slot.new_attempt(!first);
+            first = false;
+            self.slot.progress.reset_in_hand();
+            match self.attempt(counters).await {
+                Attempt::Restart(reason) => {
+                    tracing::warn!("restarting the strategy: {reason}");
+                    self.slot.set_state(StrategyState::Restarting);
+                    system_event(
+                        self.system.as_ref(),
+                        &self.entry.name,
+                        "strategy-restart",
+                        reason,
+                    )
+                    .await;
+                    // Whatever the stopped cell buffered is durable before
+                    // the next one reads the journal.
+                    if let Err(e) = self.store.sync().await {
+                        tracing::warn!("store sync before the restart: {e}");
+                    }
+                }
+                Attempt::Stopped => break,
+                Attempt::Ended { fatal } => {
+                    let _ = self.events.send(HostEvent::Ended {
+                        name: self.entry.name.clone(),
+                        fatal,
+                    });
+                    // Stays in the registry (and keeps its lease) until the
+                    // host stops it or asks for a restart.
+                    match self.wait_after_end().await {
+                        Some(reason) => {
+                            self.slot.set_state(StrategyState::Restarting);
+                            system_event(
+                                self.system.as_ref(),
+                                &self.entry.name,
+                                "strategy-restart",
+                                reason,
+                            )
+                            .await;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.store.sync().await {
+            tracing::warn!("store sync at stop: {e}");
+        }
+        if self.lease.is_lost().is_none() {
+            self.lease.release().await;
+        }
+        let _ = self.events.send(HostEvent::Stopped {
+            name: self.entry.name.clone(),
+        });
+    }
+
+    /// After the run ended by itself: the reason of a restart request, or
+    /// `None` once asked to stop.
+    async fn wait_after_end(&mut self) -> Option<String> {
+        loop {
+            match self.control.recv().await {
+                Some(Control::Restart { reason, .. }) => return Some(reason),
+                Some(Control::Swap(module)) => self.module = module,
+                Some(Control::Stop) | None => return None,
+            }
+        }
+    }
+
+    async fn attempt(&mut self, counters: Arc<crate::runner::RunCounters>) -> Attempt {
+        let name = self.entry.name.clone();
+        self.slot.set_state(StrategyState::Starting);
+        let venue_spec = self.entry.venue();
+        let mut venue = match venue_spec.build().await {
+            Ok(venue) => venue,
+            Err(e) => return self.failed(format!("venue: {e}")).await,
+        };
+        let store: Arc<dyn StateStore> = Arc::new(ProgressStore::new(
+            self.store.clone(),
+            self.slot.progress.clone(),
+        ));
+        let spec = CellSpec {
+            name: name.clone(),
+            module: self.module.clone(),
+            config_json: self.entry.config.strategy_json(),
+            restart: self.entry.config.supervisor.clone(),
+            checkpoint: self.entry.config.checkpoint.clone(),
+        };
+        let mut cell = match Cell::start(spec, store).await {
+            Ok(cell) => cell,
+            Err(e) => return self.failed(e.to_string()).await,
+        };
+        // A resumed strategy journals nothing until its next event.
+        self.slot
+            .progress
+            .last_seq
+            .fetch_max(cell.last_seq(), std::sync::atomic::Ordering::Relaxed);
+        let slot = self.slot.clone();
+        cell.on_state_change(Arc::new(move |state: CellState| {
+            slot.set_state(state.into())
+        }));
+        self.slot.set_state(cell.state().into());
+        self.slot.set_digest(self.module.digest());
+        let (swaps, swap_receiver) = mpsc::unbounded_channel();
+        cell.take_swaps_from(swap_receiver);
+        cell.set_pace(venue_spec.pace());
+        let info = cell.info().clone();
+        tracing::info!(
+            strategy = %name,
+            module = %self.module.path().display(),
+            version = %info.version,
+            "strategy running"
+        );
+        let _ = self.events.send(HostEvent::Running { name: name.clone() });
+
+        let shutdown = Shutdown::new();
+        let progress = self.slot.progress.clone();
+        let setup = self.entry.config.exec_setup();
+        let run = drive(
+            &mut cell,
+            &mut venue,
+            self.entry.limits,
+            counters,
+            shutdown.clone(),
+            Some(&progress),
+            &setup,
+        );
+        tokio::pin!(run);
+        let lost = self.lease.lost();
+        tokio::pin!(lost);
+        loop {
+            tokio::select! {
+                report = &mut run => return self.finished(&report).await,
+                loss = &mut lost => {
+                    tracing::error!("{loss}: finishing the event in hand, then stopping");
+                    shutdown.request();
+                    let ended = tokio::time::timeout(self.shutdown_timeout, &mut run).await;
+                    if let Ok(report) = &ended {
+                        self.finished(report).await;
+                    }
+                    self.slot.set_fault(Some(loss.to_string()));
+                    self.slot.set_state(StrategyState::Stopped);
+                    return Attempt::Ended { fatal: false };
+                }
+                control = self.control.recv() => match control {
+                    Some(Control::Swap(module)) => {
+                        self.module = module.clone();
+                        let _ = swaps.send(module);
+                    }
+                    Some(Control::Restart { reason, grace }) => {
+                        shutdown.request();
+                        if let Ok(report) = tokio::time::timeout(grace, &mut run).await {
+                            self.note(&report);
+                        }
+                        return Attempt::Restart(reason);
+                    }
+                    Some(Control::Stop) | None => {
+                        shutdown.request();
+                        match tokio::time::timeout(self.shutdown_timeout, &mut run).await {
+                            Ok(report) => {
+                                self.note(&report);
+                                self.slot.set_state(StrategyState::Stopped);
+                            }
+                            Err(_) => {
+                                let message = format!(
+                                    "did not finish its event within {}; stopped without a final checkpoint (it resumes from the journal)",
+                                    humantime::format_duration(self.shutdown_timeout)
+                                );
+                                tracing::error!("{message}");
+                                system_event(self.system.as_ref(), &name, "stop-timeout", message)
+                                    .await;
+                                self.slot.set_state(StrategyState::Stopped);
+                            }
+                        }
+                        return Attempt::Stopped;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps what a finished run says about the strategy.
+    fn note(&self, report: &RunReport) {
+        self.slot
+            .progress
+            .last_seq
+            .store(report.last_seq, std::sync::atomic::Ordering::Relaxed);
+        self.slot
+            .set_fault(report.fatal.clone().or(report.cell.last_fault.clone()));
+        let state = if report.fatal.is_some() {
+            StrategyState::Fatal
+        } else {
+            report.state.into()
+        };
+        self.slot.set_state(state);
+    }
+
+    async fn finished(&self, report: &RunReport) -> Attempt {
+        self.note(report);
+        let fatal = self.slot.state() == StrategyState::Fatal;
+        tracing::info!(
+            stop = ?report.stop,
+            last_seq = report.last_seq,
+            state = %self.slot.state(),
+            "strategy ended"
+        );
+        if let Some(fatal) = &report.fatal {
+            system_event(
+                self.system.as_ref(),
+                &self.entry.name,
+                "strategy-fatal",
+                fatal.clone(),
+            )
+            .await;
+        }
+        Attempt::Ended { fatal }
+    }
+
+    async fn failed(&self, message: String) -> Attempt {
+        tracing::error!("cannot start: {message}");
+        self.slot.set_fault(Some(message.clone()));
+        self.slot.set_state(StrategyState::Fatal);
+        system_event(
+            self.system.as_ref(),
+            &self.entry.name,
+            "strategy-fatal",
+            message,
+        )
+        .await;
+        Attempt::Ended { fatal: true }
+    }
+}
