@@ -14,8 +14,8 @@
 //! - **fills**: every fill event of the journal has exactly one `trades`
 //!   row, and every row has its fill event (a reversal is a fill with a
 //!   negative size, recorded as its own row);
-//! - **money**: net shares per market and the change in cash summed from
-//!   `trades` equal the venue's, when the venue states them;
+//! - **money**: net shares per market, the change in cash and the realised
+//!   PnL summed from `trades` equal the venue's, when the venue states them;
 //! - **restarts**: at least as many `starting` system events as the harness
 //!   started the host.
 //!
@@ -105,6 +105,9 @@ pub struct VenueRecord {
     pub positions: Option<BTreeMap<String, f64>>,
     /// Change of cash over the run at the venue, when known.
     pub cash_change: Option<f64>,
+    /// Realised PnL of the venue's account (paper), when known: the sum of
+    /// `trades.pnl` must equal it, since both are booked by the one ledger.
+    pub realized_pnl: Option<f64>,
 }
 
 /// Counts for one aspect of the history, set-checker style.
@@ -556,6 +559,14 @@ fn check_venue(
                 ));
             }
         }
+    }
+    let pnl: f64 = trades.iter().map(|t| t.pnl).sum();
+    if let Some(theirs) = venue.realized_pnl
+        && (pnl - theirs).abs() > 1e-4
+    {
+        v.problems.push(format!(
+            "{strategy}: realised PnL: trades say {pnl:.6}, the venue {theirs:.6}"
+        ));
     }
     if let Some(theirs) = venue.cash_change
         && (cash - theirs).abs() > 1e-4

@@ -95,6 +95,7 @@ fn clean() -> (History, Expect) {
             fill_count: Some(0),
             positions: Some(BTreeMap::from([("m".to_string(), 0.0)])),
             cash_change: Some(0.0),
+            realized_pnl: Some(0.0),
             ..VenueRecord::default()
         },
     );
@@ -138,6 +139,14 @@ fn a_duplicated_trade_is_counted_and_breaks_the_money() {
         "{v}"
     );
     assert!(v.problems.iter().any(|p| p.contains("cash change")), "{v}");
+}
+
+#[test]
+fn realised_pnl_that_differs_from_the_venues_is_named() {
+    let (mut h, e) = clean();
+    h.trades.get_mut("s").unwrap()[0].pnl = -0.01;
+    let v = check(&h, &e);
+    assert!(v.problems.iter().any(|p| p.contains("realised PnL")), "{v}");
 }
 
 #[test]
