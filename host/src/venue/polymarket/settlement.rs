@@ -82,7 +82,23 @@ impl Settlement {
     }
 
     /// Takes in the venue's trades; returns the reversals of newly failed ones.
-    pub(super) fn follow(&mut self, orders: &Tracked, trades: Vec<VenueTrade>) -> Vec<EventKind> {
+    ///
+    /// A trade counts against its order's matched size, and one that would
+    /// exceed it (its fill not reported yet) waits for a later round.
+    /// Confirmed trades are taken first, so an order adopted from an earlier
+    /// run with its fills net of reversals (matched = filled − reversed) has
+    /// its confirmed trades settled and its already reversed ones left alone.
+    pub(super) fn follow(
+        &mut self,
+        orders: &Tracked,
+        mut trades: Vec<VenueTrade>,
+    ) -> Vec<EventKind> {
+        let failed_last = |t: &VenueTrade| {
+            t.status
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("FAILED"))
+        };
+        trades.sort_by_key(failed_last);
         let mut events = Vec::new();
         for t in trades {
             let status = t.status.as_deref().unwrap_or_default().to_ascii_uppercase();
@@ -137,5 +153,88 @@ impl Settlement {
             ));
         }
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracked(matched: f64) -> Tracked {
+        let orders = Tracked::default();
+        orders.lock().insert(
+            "1.0".into(),
+            LiveOrder {
+                hash: "0xabc".into(),
+                signed: None,
+                market: "m".into(),
+                side: Side::Buy,
+                price: 0.5,
+                size: 10.0,
+                matched,
+                resting: false,
+                refused: None,
+            },
+        );
+        orders
+    }
+
+    fn trade(id: &str, status: &str) -> VenueTrade {
+        VenueTrade {
+            id: id.into(),
+            intent_id: "1.0".into(),
+            market: "m".into(),
+            side: Side::Buy,
+            price: 0.5,
+            size: 5.0,
+            status: Some(status.into()),
+            time_ms: None,
+        }
+    }
+
+    fn reversed(events: &[EventKind]) -> Vec<f64> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                EventKind::Fill(f) => Some(f.size),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_trade_is_reversed_once_and_a_confirmed_one_never() {
+        let orders = tracked(10.0);
+        let mut s = Settlement::default();
+        assert!(s.pending(&orders.lock()));
+        let trades = vec![trade("t2", "FAILED"), trade("t1", "CONFIRMED")];
+        let events = s.follow(&orders, trades.clone());
+        assert_eq!(reversed(&events), vec![-5.0]);
+        assert!(!s.pending(&orders.lock()));
+        assert!(s.follow(&orders, trades).is_empty(), "reported once");
+    }
+
+    #[test]
+    fn a_trade_whose_fill_is_not_reported_yet_waits() {
+        let orders = tracked(0.0);
+        let mut s = Settlement::default();
+        assert!(s.follow(&orders, vec![trade("t1", "FAILED")]).is_empty());
+        orders.lock().get_mut("1.0").unwrap().matched = 5.0;
+        let events = s.follow(&orders, vec![trade("t1", "FAILED")]);
+        assert_eq!(reversed(&events), vec![-5.0]);
+    }
+
+    #[test]
+    fn an_order_adopted_net_of_an_earlier_reversal_is_not_reversed_again() {
+        // Filled 10 in two trades, one failed and reversed by the earlier
+        // run: adopted with 5 filled.
+        let orders = tracked(5.0);
+        let mut s = Settlement::default();
+        let events = s.follow(
+            &orders,
+            vec![trade("t2", "FAILED"), trade("t1", "CONFIRMED")],
+        );
+        assert!(events.is_empty(), "{events:?}");
+        assert!(!s.pending(&orders.lock()));
     }
 }
