@@ -273,6 +273,7 @@ fn history_is_clean(db: StoreLocation, data: &Path, last: &serde_json::Value, st
         fill_count: report["portfolio"]["fills"].as_u64(),
         // The paper account starts with 10,000 unless configured.
         cash_change: report["portfolio"]["cash"].as_f64().map(|c| c - 10_000.0),
+        realized_pnl: report["portfolio"]["realized_pnl"].as_f64(),
         ..VenueRecord::default()
     };
     let verdict = check_and_print(

@@ -47,7 +47,7 @@
 //! [`Credentials::from_env`] or [`Credentials::from_file`] and are never logged
 //! nor shown to strategies).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ use polybot_polymarket::order::{
 };
 use polybot_polymarket::rest::{ClobClient, ClobConfig, ClobError, RejectCode, TransportKind};
 use polybot_polymarket::types::{
-    OpenOrder, OrderBook, OrderStatus as WireStatus, PostOrderResponse, Side as WireSide, Trade,
+    OpenOrder, OrderBook, OrderStatus as WireStatus, PostOrderResponse, Side as WireSide,
 };
 use polybot_polymarket::ws::{MarketStream, MarketStreamConfig, StreamMessage};
 use tokio::sync::mpsc;
@@ -71,6 +71,9 @@ use crate::contract::{
 };
 use crate::contract::{order_rejected as rejected, order_update as update};
 use crate::ledger::Ledger;
+
+mod settlement;
+use settlement::{Settlement, our_trades};
 
 /// The venue's name in events, logs and errors.
 pub const VENUE: &str = "polymarket";
@@ -1074,133 +1077,6 @@ impl Live {
             // Sent, but the request never reached the venue.
             None => Ok(None),
         }
-    }
-}
-
-/// The legs of `all` that are orders of ours (as taker, or as one of the
-/// makers) matched at or after `since_ms`, each with an id unique per leg:
-/// the trade's id for the taker, `<trade>/<order hash>` for a maker.
-fn our_trades(orders: &Tracked, all: Vec<Trade>, since_ms: u64) -> Vec<VenueTrade> {
-    let ours: HashMap<String, (String, Side)> = orders
-        .lock()
-        .iter()
-        .map(|(id, o)| (o.hash.clone(), (id.clone(), o.side)))
-        .collect();
-    let mut out = Vec::new();
-    for t in all {
-        // The venue states match times in seconds.
-        let time_ms = t.match_time.map(|s| s.saturating_mul(1000));
-        if time_ms.is_some_and(|ms| ms + 1000 <= since_ms) {
-            continue;
-        }
-        if let Some((intent_id, _)) = t.taker_order_id.as_ref().and_then(|h| ours.get(h)) {
-            out.push(VenueTrade {
-                id: t.id.clone(),
-                intent_id: intent_id.clone(),
-                market: t.asset_id.clone(),
-                side: side_from_wire(t.side),
-                price: t.price,
-                size: t.size,
-                status: t.status.clone(),
-                time_ms,
-            });
-        }
-        for m in &t.maker_orders {
-            if let Some((intent_id, side)) = ours.get(&m.order_id) {
-                out.push(VenueTrade {
-                    id: format!("{}/{}", t.id, m.order_id),
-                    intent_id: intent_id.clone(),
-                    market: t.asset_id.clone(),
-                    side: *side,
-                    price: m.price.unwrap_or(t.price),
-                    size: m.matched_amount.unwrap_or(t.size),
-                    status: t.status.clone(),
-                    time_ms,
-                });
-            }
-        }
-    }
-    out
-}
-
-/// Settlement of the trades of this process's orders. A fill is provisional
-/// until its trade is final: `CONFIRMED` settles it, `FAILED` reverses it —
-/// a fill of the same side, market and price with the size negated (see
-/// `wit/strategy.wit`), then an order update saying why.
-#[derive(Debug, Default)]
-struct Settlement {
-    /// Trade legs (ids as [`our_trades`] gives them) that reached a final status.
-    done: HashSet<String>,
-    /// Per intent: matched size whose trades are final.
-    settled: HashMap<String, f64>,
-    /// Per intent: matched size whose trades failed.
-    reversed: HashMap<String, f64>,
-}
-
-impl Settlement {
-    /// Whether some matched size of `orders` still waits for its trade to be final.
-    fn pending(&self, orders: &HashMap<String, LiveOrder>) -> bool {
-        orders
-            .iter()
-            .any(|(id, o)| o.matched > self.settled.get(id).copied().unwrap_or(0.0) + EPS)
-    }
-
-    /// Takes in the venue's trades; returns the reversals of newly failed ones.
-    fn follow(&mut self, orders: &Tracked, trades: Vec<VenueTrade>) -> Vec<EventKind> {
-        let mut events = Vec::new();
-        for t in trades {
-            let status = t.status.as_deref().unwrap_or_default().to_ascii_uppercase();
-            let failed = status == "FAILED";
-            if !(failed || status == "CONFIRMED") || self.done.contains(&t.id) {
-                continue;
-            }
-            let settled = self.settled.get(&t.intent_id).copied().unwrap_or(0.0);
-            let matched = orders.lock().get(&t.intent_id).map_or(0.0, |o| o.matched);
-            if settled + t.size > matched + EPS {
-                // Its fill has not been reported yet: settle it once it has.
-                continue;
-            }
-            self.done.insert(t.id.clone());
-            *self.settled.entry(t.intent_id.clone()).or_default() += t.size;
-            if !failed {
-                continue;
-            }
-            let reversed = self.reversed.entry(t.intent_id.clone()).or_default();
-            *reversed += t.size;
-            events.push(EventKind::Fill(Fill {
-                intent_id: t.intent_id.clone(),
-                market: t.market.clone(),
-                side: t.side,
-                price: t.price,
-                size: -t.size,
-                fee: 0.0,
-            }));
-            let order = orders.lock().get(&t.intent_id).cloned();
-            let (status, filled, remaining) = match order {
-                Some(o) => {
-                    let filled = clean((o.matched - *reversed).max(0.0));
-                    let status = match (o.resting, filled > 0.0) {
-                        (true, true) => OrderStatus::PartiallyFilled,
-                        (true, false) => OrderStatus::Open,
-                        (false, _) => OrderStatus::Cancelled,
-                    };
-                    (status, filled, clean(o.size - o.matched))
-                }
-                None => (OrderStatus::Cancelled, 0.0, 0.0),
-            };
-            events.push(update(
-                &t.intent_id,
-                &t.market,
-                status,
-                filled,
-                remaining,
-                Some(format!(
-                    "{TRADE_FAILED}: trade {} of {} at {} reversed",
-                    t.id, t.size, t.price
-                )),
-            ));
-        }
-        events
     }
 }
 
