@@ -233,7 +233,7 @@ fn ten_strategies_trade_side_by_side_and_resume_exactly_after_sigkill() {
     );
 
     // The same fleet, paced, killed twice mid-run, then run to the end.
-    let paced = format!("events = {events}\nspeed = 40\n");
+    let paced = format!("events = {events}\nspeed = 20\n");
     let file = fleet_file(killed_dir.path(), FLEET_HEAD, &strategies, &paced);
     for kill in 0..2 {
         let mut host =
