@@ -233,7 +233,7 @@ fn ten_strategies_trade_side_by_side_and_resume_exactly_after_sigkill() {
     );
 
     // The same fleet, paced, killed twice mid-run, then run to the end.
-    let paced = format!("events = {events}\nspeed = 40\n");
+    let paced = format!("events = {events}\nspeed = 20\n");
     let file = fleet_file(killed_dir.path(), FLEET_HEAD, &strategies, &paced);
     for kill in 0..2 {
         let mut host =
@@ -663,6 +663,24 @@ fn sighup_adds_and_removes_strategies_and_refuses_a_bad_file() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["b", "c"], "{report}");
+    // Every strategy stopped with a final checkpoint: `a` when the reload
+    // removed it, `b` and `c` on SIGTERM.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = SqlStore::open(StoreLocation::Sqlite(data.join("polybot.db")), &data)
+            .await
+            .unwrap();
+        for name in ["a", "b", "c"] {
+            let last = store.last_seq(name).await.unwrap();
+            let newest = store.checkpoints(name).await.unwrap()[0].seq;
+            assert!(last > 0 || name == "c", "{name} ran");
+            assert_eq!(
+                newest, last,
+                "{name}'s final checkpoint is at its last event"
+            );
+        }
+        store.close().await.unwrap();
+    });
 }
 
 #[test]

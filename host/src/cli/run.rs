@@ -154,7 +154,7 @@ fn parse_speed(text: &str) -> Result<Speed, String> {
 }
 
 /// A fleet error as the command line's failure: bad input exits 2.
-pub(super) fn host_failure(e: HostError) -> Failure {
+fn host_failure(e: HostError) -> Failure {
     if e.is_bad_input() {
         Failure::bad_input(e)
     } else {

@@ -3,7 +3,9 @@
 //! A strategy is **stuck** when events wait (a tick is in the run loop's
 //! hands) and none has been handled for `[health] stuck_after`, while its
 //! cell says it runs (a cell in backoff or recovering is waiting on purpose).
-//! A stuck strategy is restarted through its control handle — dropped
+//! The host's event loop lagging by more than the limit (a health check
+//! running that late) is an `event-loop-lag` system event and fails the
+//! health check too. A stuck strategy is restarted through its control handle — dropped
 //! mid-event, as a crash would, and resumed exactly from its journal — and a
 //! `strategy-stuck` system event says why.
 //!
@@ -99,10 +101,29 @@ pub async fn watch(
     let mut restarted: HashMap<String, Instant> = HashMap::new();
     let mut last_status = String::new();
     let stuck_ms = u64::try_from(stuck_after.as_millis()).unwrap_or(u64::MAX);
+    let mut lagging = false;
     loop {
-        every.tick().await;
+        let scheduled = every.tick().await;
         let now = wall_clock_ms();
         let mut healthy = true;
+        // The runtime itself lagging: this check ran late by more than the
+        // stuck limit, so every strategy's events waited as long.
+        let lag = scheduled.elapsed();
+        if lag > stuck_after {
+            healthy = false;
+            if !lagging {
+                let message = format!(
+                    "the host's event loop lags: a health check ran {} late (limit {})",
+                    humantime::format_duration(Duration::from_millis(lag.as_millis() as u64)),
+                    humantime::format_duration(stuck_after)
+                );
+                tracing::warn!("{message}");
+                record(store.as_ref(), "event-loop-lag", message).await;
+            }
+            lagging = true;
+        } else {
+            lagging = false;
+        }
         for slot in registry.slots() {
             if slot.state() != StrategyState::Running {
                 continue;

@@ -263,3 +263,58 @@ impl Registry {
         format!("{} strategies: {}", views.len(), parts.join(", "))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_count_restarts_across_attempts_and_the_summary_counts_states() {
+        let registry = Registry::new();
+        let (a, _control_a) = Slot::new("a", "d".into());
+        let (b, _control_b) = Slot::new("b", "d".into());
+        registry.insert(a.clone());
+        registry.insert(b.clone());
+        let counters = a.new_attempt(false);
+        counters.restarts.store(2, Ordering::Relaxed);
+        a.set_state(StrategyState::Running);
+        // A host restart: the cell's two, plus the host's own.
+        let counters = a.new_attempt(true);
+        counters.restarts.store(1, Ordering::Relaxed);
+        assert_eq!(a.view().restarts, 4);
+        b.set_state(StrategyState::Fatal);
+        b.set_fault(Some("trap".into()));
+        b.set_fault(None);
+        assert_eq!(
+            b.view().last_fault.as_deref(),
+            Some("trap"),
+            "a fault is kept"
+        );
+        assert_eq!(registry.summary(), "2 strategies: 1 fatal, 1 running");
+        assert_eq!(
+            registry
+                .snapshot()
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn events_wait_from_the_tick_or_the_last_event_handled() {
+        let p = Progress::default();
+        assert_eq!(p.waiting_ms(10_000), None, "nothing in hand");
+        p.in_hand_since_ms.store(1_000, Ordering::Relaxed);
+        p.in_hand.store(true, Ordering::Relaxed);
+        assert_eq!(p.waiting_ms(4_000), Some(3_000));
+        p.last_handled_wall_ms.store(3_500, Ordering::Relaxed);
+        assert_eq!(
+            p.waiting_ms(4_000),
+            Some(500),
+            "an event handled is progress"
+        );
+        p.reset_in_hand();
+        assert_eq!(p.waiting_ms(4_000), None);
+    }
+}
