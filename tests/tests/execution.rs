@@ -770,3 +770,57 @@ fn a_killed_sim_run_with_risk_refusals_resumes_to_the_same_journal_and_intents()
         );
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_and_halts_live_in_postgres_too() {
+    let db = polybot_tests::TempDatabase::create("pb_exec");
+    let url = db.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let halt = cli(
+        dir.path(),
+        &["halt", "--strategy", "momentum", "--store", &url],
+    )
+    .await;
+    assert!(halt.status.success(), "{halt:?}");
+    let config = dir.path().join("exec.toml");
+    std::fs::write(&config, STRATEGY).expect("write config");
+    let mut command = host();
+    command
+        .args(["run", "--strategy"])
+        .arg(guest("momentum"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--speed", "max", "--events", "800", "--json"])
+        .args(["--store", &url, "--data-dir"])
+        .arg(dir.path().join("data"));
+    let report = report(&output(command).await);
+    let orders = report["orders"].as_u64().expect("orders");
+    assert!(orders > 0, "{report}");
+
+    let listed = cli(
+        dir.path(),
+        &[
+            "orders",
+            "--strategy",
+            "momentum",
+            "--json",
+            "--store",
+            &url,
+        ],
+    )
+    .await;
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let rows = listed["intents"].as_array().expect("intents");
+    assert_eq!(rows.len() as u64, orders);
+    assert!(
+        rows.iter()
+            .all(|r| r["state"] == "rejected" && r["reason"] == "strategy halted by operator")
+    );
+    let all = cli(dir.path(), &["orders", "--json", "--store", &url]).await;
+    let all: serde_json::Value = serde_json::from_slice(&all.stdout).expect("JSON");
+    assert_eq!(
+        all["intents"], listed["intents"],
+        "one strategy in the store"
+    );
+}
