@@ -824,3 +824,31 @@ async fn intents_and_halts_live_in_postgres_too() {
         "one strategy in the store"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_loss_limit_stops_placement_for_the_day() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!("{STRATEGY}[risk]\nmax_daily_loss = 0.5\n");
+    let report = report(&run_sim(dir.path(), 3000, &config).await);
+    let intents = store(dir.path())
+        .await
+        .intents(Some("momentum"))
+        .await
+        .expect("intents");
+    let stopped = |i: &IntentRow| {
+        i.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("max_daily_loss"))
+    };
+    let first = intents
+        .iter()
+        .position(stopped)
+        .unwrap_or_else(|| panic!("the loss limit was never reached: {report}"));
+    assert!(intents[..first].iter().any(|i| i.state == "filled"));
+    assert!(
+        intents[first..].iter().all(stopped),
+        "every order after the limit is refused"
+    );
+    let realized = report["portfolio"]["realized_pnl"].as_f64().expect("pnl");
+    assert!(realized <= -0.5, "{report}");
+}
