@@ -78,6 +78,8 @@ pub struct Executor {
     /// Intents a replay must refuse as they were refused before (by risk
     /// limits or a halt), with the reason they got.
     refusals: HashMap<String, String>,
+    /// Cancels of intents this executor does not hold go to the venue.
+    forward_unknown_cancels: bool,
     /// Shares reported to the strategy as fills, per intent.
     told: HashMap<String, f64>,
     /// Signed position per market, from fills.
@@ -130,6 +132,7 @@ impl Executor {
             finished_order: VecDeque::new(),
             halted: None,
             refusals: HashMap::new(),
+            forward_unknown_cancels: false,
             told: HashMap::new(),
             positions: HashMap::new(),
             pnl_today: 0.0,

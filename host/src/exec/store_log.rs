@@ -48,6 +48,19 @@ impl StoreIntentLog {
     }
 }
 
+impl StoreIntentLog {
+    /// A log that reads no trade ids (a venue that is never reconciled);
+    /// `sent` records are not synced (orders never leave the host).
+    pub fn without_trades(store: Arc<dyn StateStore>, strategy: &str) -> Self {
+        StoreIntentLog {
+            store,
+            strategy: strategy.to_string(),
+            sync_on_send: false,
+            trades: HashSet::new(),
+        }
+    }
+}
+
 /// The store's form of a record.
 pub fn to_write(r: &IntentRecord) -> IntentWrite {
     IntentWrite {

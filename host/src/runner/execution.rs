@@ -67,7 +67,13 @@ impl Execution {
         let replays = venue.replays_history();
         let store = cell.store().clone();
         let name = cell.name().to_string();
-        let log = StoreIntentLog::open(store.clone(), &name, !replays).await?;
+        // A replaying venue is never reconciled: no trade ids to read (and
+        // a store in an outage could not answer).
+        let log = if replays {
+            StoreIntentLog::without_trades(store.clone(), &name)
+        } else {
+            StoreIntentLog::open(store.clone(), &name, true).await?
+        };
         let mut exec = Executor::new(
             &name,
             venue.name(),
@@ -77,7 +83,7 @@ impl Execution {
         );
         let (mut pnl_today, mut day) = (0.0, 0);
         if replays {
-            exec = exec.without_rate_limits();
+            exec = exec.without_rate_limits().forwarding_unknown_cancels();
             if let Some((snapshot, saved_day)) = restored {
                 pnl_today = snapshot.pnl_today;
                 day = saved_day;
@@ -86,14 +92,28 @@ impl Execution {
             if catching_up {
                 // Orders refused before they were sent (risk, halt) are
                 // refused again, with the reason they got: the journal holds it.
-                let rows = store
-                    .intents(Some(&name))
-                    .await
-                    .map_err(|e| crate::exec::IntentLogError(e.to_string()))?;
-                exec.set_refusals(rows.into_iter().filter_map(|r| {
-                    (r.step == 1 && r.state == "rejected")
-                        .then(|| (r.intent_id, r.reason.unwrap_or_default()))
-                }));
+                match store.intents(Some(&name)).await {
+                    Ok(rows) => exec.set_refusals(rows.into_iter().filter_map(|r| {
+                        (r.step == 1 && r.state == "rejected")
+                            .then(|| (r.intent_id, r.reason.unwrap_or_default()))
+                    })),
+                    // The database is away (the run resumes from local
+                    // files): orders are decided afresh; if one was refused
+                    // before, the catch-up reports the divergence.
+                    Err(e) => {
+                        let event = SystemEvent {
+                            timestamp_ms: wall_clock_ms(),
+                            event_type: "exec-refusals-unread".into(),
+                            component: format!("exec/{name}"),
+                            message: format!(
+                                "cannot read earlier refusals ({e}); orders replayed are decided afresh"
+                            ),
+                            id: String::new(),
+                        };
+                        tracing::warn!(strategy = %name, "{}", event.message);
+                        let _ = store.write(Write::SystemEvent(event)).await;
+                    }
+                }
             }
         }
         let mut me = Execution {

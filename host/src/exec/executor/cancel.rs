@@ -28,6 +28,22 @@ impl Executor {
         now_ms: u64,
     ) -> Result<ExecOutput, ExecError> {
         let mut out = ExecOutput::default();
+        if self.state_of(intent_id).is_none() && self.forward_unknown_cancels {
+            // A venue whose own record is exact (paper) answers for orders
+            // this executor does not hold (an earlier run's, or forgotten).
+            match client.cancel(intent_id).await {
+                Ok(events) => self.apply_events(events, now_ms, &mut out).await?,
+                Err(e) => out.events.push(crate::contract::order_update(
+                    intent_id,
+                    "",
+                    OrderStatus::Rejected,
+                    0.0,
+                    0.0,
+                    Some(e.to_string()),
+                )),
+            }
+            return Ok(out);
+        }
         let Some(state) = self.state_of(intent_id) else {
             // The contract's answer to a cancel of a name it never gave.
             out.events.push(crate::contract::order_update(

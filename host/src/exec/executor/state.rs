@@ -43,6 +43,14 @@ impl Executor {
         self
     }
 
+    /// A venue whose own record of orders is exact (paper execution): a
+    /// cancel of an intent this executor does not hold (placed before it
+    /// was built, or forgotten) is the venue's to answer.
+    pub fn forwarding_unknown_cancels(mut self) -> Self {
+        self.forward_unknown_cancels = true;
+        self
+    }
+
     /// The executor's state; see [`ExecSnapshot`].
     pub fn snapshot(&self) -> ExecSnapshot {
         let mut open: Vec<Intent> = self.intents.values().cloned().collect();
