@@ -80,6 +80,7 @@ pub async fn start_cell(
     }
 }
 
+pub mod http;
 pub mod proxy;
 
 /// A fresh, uniquely named database on the machine's PostgreSQL server
