@@ -22,10 +22,12 @@ use polybot_tests::http::{Reply, request, start};
 use polybot_tests::{LoggingHost, guest};
 use serde_json::Value;
 
-/// Writes a fleet file with the given `[[strategy]]` bodies (name, module, rest).
+/// Writes a fleet file with the given `[[strategy]]` bodies (name, module,
+/// rest). The call deadline is long: these tests count restarts, and on a
+/// loaded machine the default 100 ms can fault a healthy strategy.
 fn fleet_file(dir: &Path, strategies: &[(&str, &str, &str)]) -> PathBuf {
     let mut text = String::from(
-        "[supervisor]\nbackoff_initial = \"1ms\"\nbackoff_max = \"5ms\"\nquarantine_after = 2\n[checkpoint]\nevery_events = 50\n",
+        "[sandbox]\ncall_deadline = \"10s\"\n[supervisor]\nbackoff_initial = \"1ms\"\nbackoff_max = \"5ms\"\nquarantine_after = 2\n[checkpoint]\nevery_events = 50\n",
     );
     for (name, module, rest) in strategies {
         text.push_str(&format!(
@@ -209,10 +211,28 @@ fn every_route_answers_and_pause_resume_restart_halt_work_with_the_token() {
         view(&addr, &token, "trap")["restarts"].as_u64() >= Some(1)
     });
     let trap_events = get(&addr, "/api/strategies/trap/events", &token).json();
+    let trap_events = trap_events["events"].as_array().unwrap();
     assert!(
-        !trap_events["events"].as_array().unwrap().is_empty(),
-        "{trap_events}"
+        trap_events.iter().any(|e| e["event_type"] == "fault"),
+        "{trap_events:?}"
     );
+    let times: Vec<u64> = trap_events
+        .iter()
+        .map(|e| e["timestamp_ms"].as_u64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    assert!(
+        trap_events
+            .iter()
+            .all(|e| e["component"].as_str().unwrap().ends_with("/trap")),
+        "only the strategy's own events"
+    );
+    let one = get(&addr, "/api/strategies/trap/events?limit=1", &token).json();
+    assert_eq!(one["events"].as_array().unwrap().len(), 1);
+    assert_eq!(one["events"][0], trap_events[0]);
 
     // Malformed requests: 4xx JSON, never a panic.
     get(&addr, "/api/strategies/a/trades?limit=abc", &token).assert_error(400);

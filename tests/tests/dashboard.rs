@@ -167,7 +167,8 @@ impl Page {
 }
 
 fn fleet(dir: &Path, names: &[&str]) -> PathBuf {
-    let mut text = String::from("[checkpoint]\nevery_events = 50\n");
+    let mut text =
+        String::from("[sandbox]\ncall_deadline = \"10s\"\n[checkpoint]\nevery_events = 50\n");
     for (i, name) in names.iter().enumerate() {
         text.push_str(&format!(
             "\n[[strategy]]\nname = \"{name}\"\nmodule = \"{}\"\nspeed = 40\nseed = {}\nconfig = {{ lookback = {} }}\n",

@@ -194,7 +194,8 @@ async fn trades(
     Ok(Json(json!({ "strategy": name, "trades": trades })).into_response())
 }
 
-/// The strategy's system events (those whose component names it), newest first.
+/// The strategy's system events (those whose component names it), newest
+/// first, among the host's newest [`MAX_LIMIT`] system events.
 async fn events(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -203,11 +204,13 @@ async fn events(
     let n = limit(query)?;
     known(&state, &name)?;
     let suffix = format!("/{name}");
+    // The store gives the newest events oldest first.
     let events: Vec<_> = state
         .store
         .system_events(MAX_LIMIT)
         .await?
         .into_iter()
+        .rev()
         .filter(|e| e.component.ends_with(&suffix))
         .take(n)
         .collect();
