@@ -13,6 +13,7 @@
 #[macro_use]
 mod output;
 mod checkpoints;
+mod control;
 mod inspect;
 mod progress;
 mod run;
@@ -75,6 +76,9 @@ pub enum Command {
     /// from the simulated market, with fault injection, for the Polymarket
     /// connector to run against offline.
     SimServer(sim_server::SimServerArgs),
+    /// Ask a running `serve` over its HTTP API: pause, resume or restart a
+    /// strategy, halt every strategy, list them.
+    Control(control::ControlArgs),
 }
 
 /// Where the host keeps its data; shared by every subcommand.
@@ -233,7 +237,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => args.store.url().map(str::to_string),
         Command::Status(args) => args.store.url().map(str::to_string),
         Command::Checkpoints(command) => command.store().url().map(str::to_string),
-        Command::Inspect { .. } | Command::SimServer(_) => None,
+        Command::Inspect { .. } | Command::SimServer(_) | Command::Control(_) => None,
     };
     let result = match cli.command {
         Command::Run(args) => run::run(args),
@@ -242,6 +246,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::status(args),
         Command::Checkpoints(command) => checkpoints::checkpoints(command),
         Command::SimServer(args) => sim_server::run(args),
+        Command::Control(args) => control::control(args),
     };
     let result = match (result, output::failure()) {
         (Ok(_), Some(e)) => Err(Failure::runtime(anyhow::anyhow!(

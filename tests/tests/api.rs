@@ -501,3 +501,78 @@ fn a_non_loopback_address_without_a_token_is_refused_and_accepted_with_one() {
     );
     stop(host);
 }
+
+#[test]
+fn the_control_command_is_a_client_of_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = fleet_file(dir.path(), &[("a", "momentum", ""), ("b", "momentum", "")]);
+    let (host, addr) = start(&mut serve(&file, &data));
+    let token = std::fs::read_to_string(data.join("api-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let control = |args: &[&str]| {
+        let mut command = polybot_tests::host_command!("warn");
+        command.arg("control").args(args).args([
+            "--http",
+            &addr,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        command.output().unwrap()
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).to_string();
+
+    let list = control(&["list"]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let out = text(&list.stdout);
+    assert!(out.contains("a ") && out.contains("b "), "{out}");
+    let json = control(&["list", "--json"]);
+    let value: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["strategies"].as_array().unwrap().len(), 2);
+
+    let pause = control(&["pause", "--strategy", "a"]);
+    assert!(pause.status.success(), "{}", text(&pause.stderr));
+    assert!(text(&pause.stdout).contains("pause requested for a"));
+    eventually(BOUND, "a paused", || {
+        view(&addr, &token, "a")["state"] == "paused"
+    });
+    let resume = control(&["resume", "--strategy", "a"]);
+    assert!(resume.status.success(), "{}", text(&resume.stderr));
+    eventually(BOUND, "a running", || {
+        view(&addr, &token, "a")["state"] == "running"
+    });
+
+    // An unknown strategy is bad input: one line, exit 2.
+    let unknown = control(&["pause", "--strategy", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let err = text(&unknown.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("nope") && err.contains("not found"), "{err}");
+
+    // A wrong token: exit 2, and the token is not printed.
+    let mut command = polybot_tests::host_command!("warn");
+    let wrong = command
+        .args(["control", "list", "--http", &addr])
+        .env("POLYBOT_API_TOKEN", "a-wrong-token-0123456789")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    let err = text(&wrong.stderr);
+    assert!(
+        err.contains("401") && !err.contains("a-wrong-token"),
+        "{err}"
+    );
+
+    // No host there: exit 1.
+    let mut command = polybot_tests::host_command!("warn");
+    let gone = command
+        .args(["control", "list", "--http", "127.0.0.1:9"])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(1), "{}", text(&gone.stderr));
+    assert!(text(&gone.stderr).contains("cannot reach the API"));
+    stop(host);
+}

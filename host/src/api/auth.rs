@@ -115,6 +115,11 @@ impl Token {
         }
     }
 
+    /// The secret, to send (clients only; never log it).
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
     /// Whether `given` is this token, in time independent of where they differ.
     pub fn matches(&self, given: &str) -> bool {
         bool::from(self.secret.as_bytes().ct_eq(given.as_bytes()))
