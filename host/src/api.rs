@@ -13,7 +13,7 @@
 //! | method | path | |
 //! |---|---|---|
 //! | GET | `/healthz` | the process answers |
-//! | GET | `/readyz` | every strategy settled; 503 with reasons when not |
+//! | GET | `/readyz` | every strategy settled and none waiting past `stuck_after`; 503 with reasons when not |
 //! | GET | `/metrics` | Prometheus text ([`crate::metrics`]) |
 //! | GET | `/` | the dashboard |
 //! | GET | `/api/strategies`, `/api/strategies/{name}` | the registry's views |
@@ -74,6 +74,9 @@ pub struct ApiState {
     pub token: Arc<Token>,
     /// When the server started (for `polybot_uptime_seconds`).
     pub started: std::time::Instant,
+    /// `[health] stuck_after`: a running strategy with events waiting this
+    /// long is not ready.
+    pub stuck_after: std::time::Duration,
 }
 
 /// Why the server cannot start.

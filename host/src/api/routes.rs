@@ -67,19 +67,26 @@ async fn healthz() -> Json<Value> {
 }
 
 /// Ready when every strategy runs or was stopped on purpose (paused,
-/// stopped, fatal) and none waits on events without handling them.
+/// stopped, fatal) and no running one has had events waiting for
+/// `[health] stuck_after` with none handled.
 async fn readyz(State(state): State<ApiState>) -> Response {
     let views = state.registry.snapshot();
     let mut reasons = Vec::new();
     if views.is_empty() {
         reasons.push("no strategies".to_string());
     }
+    let stuck_ms = u64::try_from(state.stuck_after.as_millis()).unwrap_or(u64::MAX);
     for v in &views {
         match v.state {
-            StrategyState::Running
-            | StrategyState::Paused
-            | StrategyState::Stopped
-            | StrategyState::Fatal => {}
+            StrategyState::Running => {
+                if let Some(waiting) = v.waiting_ms.filter(|&w| w >= stuck_ms) {
+                    reasons.push(format!(
+                        "{}: events waiting for {waiting} ms with none handled",
+                        v.name
+                    ));
+                }
+            }
+            StrategyState::Paused | StrategyState::Stopped | StrategyState::Fatal => {}
             other => reasons.push(format!("{}: {other}", v.name)),
         }
     }

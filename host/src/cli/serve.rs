@@ -134,6 +134,7 @@ async fn serve_async(
                 store_outage: host.store_outage(),
                 token: std::sync::Arc::new(token),
                 started: Instant::now(),
+                stuck_after,
             };
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("HTTP API listening on http://{addr}");
