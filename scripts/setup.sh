@@ -28,3 +28,14 @@ if $tests && ! cargo component --version >/dev/null 2>&1; then
     echo "setup: installing cargo-component 0.21.1 (takes a few minutes once)"
     cargo install --locked cargo-component --version 0.21.1
 fi
+
+# The dashboard's browser test drives headless Chromium; it skips with a note
+# when none is installed.
+if $tests && ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "setup: installing chromium (for the dashboard's browser test)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+    else
+        echo "setup: no chromium; install it (apt-get install chromium) to run the dashboard's browser test"
+    fi
+fi

@@ -13,6 +13,7 @@
 #[macro_use]
 mod output;
 mod checkpoints;
+mod control;
 mod inspect;
 mod orders;
 mod progress;
@@ -85,6 +86,9 @@ pub enum Command {
     Halt(orders::HaltArgs),
     /// Lift a `halt`: the strategy's placement goes on.
     Resume(orders::HaltArgs),
+    /// Ask a running `serve` over its HTTP API: pause, resume or restart a
+    /// strategy, halt every strategy, list them.
+    Control(control::ControlArgs),
 }
 
 /// Where the host keeps its data; shared by every subcommand.
@@ -245,7 +249,7 @@ pub fn main() -> ExitCode {
         Command::Checkpoints(command) => command.store().url().map(str::to_string),
         Command::Orders(args) => args.store.url().map(str::to_string),
         Command::Halt(args) | Command::Resume(args) => args.store.url().map(str::to_string),
-        Command::Inspect { .. } | Command::SimServer(_) => None,
+        Command::Inspect { .. } | Command::SimServer(_) | Command::Control(_) => None,
     };
     let result = match cli.command {
         Command::Run(args) => run::run(args),
@@ -257,6 +261,7 @@ pub fn main() -> ExitCode {
         Command::Orders(args) => orders::orders(args),
         Command::Halt(args) => orders::halt(args, true),
         Command::Resume(args) => orders::halt(args, false),
+        Command::Control(args) => control::control(args),
     };
     let result = match (result, output::failure()) {
         (Ok(_), Some(e)) => Err(Failure::runtime(anyhow::anyhow!(

@@ -242,6 +242,11 @@ impl Host {
         self.store.clone()
     }
 
+    /// Whether the store is in an outage (writes go to the local backlog).
+    pub fn store_outage(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.store.outage()
+    }
+
     /// The fleet file in force.
     pub fn config(&self) -> &FleetConfig {
         &self.config

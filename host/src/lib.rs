@@ -22,6 +22,8 @@
 //!   fees, cash) that paper, live and the `trades` table book fills in.
 //! - [`fleet`]: many strategies in one host — one engine, one store, a task
 //!   per strategy, the registry, stuck detection, heartbeats, systemd.
+//! - [`api`]: the control plane over HTTP — the API, its token, the
+//!   dashboard; [`metrics`]: the Prometheus text it serves.
 //! - [`lease`]: one host per strategy — a lock file plus a database lease row
 //!   with a fencing token.
 //! - [`redact`]: credentials kept out of every message that shows a URL.
@@ -30,6 +32,7 @@
 //! - [`config`]: the TOML config file.
 //! - [`cli`]: the `polybot-host` command line.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod contract;
@@ -37,6 +40,7 @@ pub mod exec;
 pub mod fleet;
 pub mod lease;
 pub mod ledger;
+pub mod metrics;
 pub mod redact;
 pub mod runner;
 pub mod sandbox;

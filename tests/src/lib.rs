@@ -25,7 +25,13 @@ pub fn guest(name: &str) -> PathBuf {
 macro_rules! host_command {
     ($log:expr) => {{
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_polybot-host-e2e"));
-        command.env("POLYBOT_LOG", $log).env_remove("DATABASE_URL");
+        // A host's HTTP API on a free port, so hosts of parallel tests do
+        // not compete for the default one.
+        command
+            .env("POLYBOT_LOG", $log)
+            .env_remove("DATABASE_URL")
+            .env_remove("POLYBOT_API_TOKEN")
+            .env("POLYBOT_HTTP", "127.0.0.1:0");
         command
     }};
 }
@@ -75,6 +81,7 @@ pub async fn start_cell(
 }
 
 pub mod checker;
+pub mod http;
 pub mod proxy;
 
 /// A fresh, uniquely named database on the machine's PostgreSQL server

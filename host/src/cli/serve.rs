@@ -53,6 +53,16 @@ pub struct ServeArgs {
     /// Print the final report as JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Serve the HTTP API, metrics and dashboard here (overrides `[http]
+    /// addr`) [default: 127.0.0.1:8686]; port 0 picks a free port (the log
+    /// says which).
+    #[arg(long, value_name = "ADDR", env = "POLYBOT_HTTP")]
+    pub http: Option<String>,
+
+    /// Do not serve the HTTP API.
+    #[arg(long)]
+    pub no_http: bool,
 }
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
@@ -96,6 +106,20 @@ async fn serve_async(
         .unwrap_or_else(crate::lease::host_name);
     let stuck_after = config.health.stuck_after;
     let redis_timing = (config.redis.every, config.redis.ttl);
+    // The address is checked and bound before anything starts.
+    let http_env_token = crate::api::Token::from_env().map_err(Failure::bad_input)?;
+    let listener = if args.no_http || !config.http.enabled {
+        None
+    } else {
+        let addr = args.http.as_deref().unwrap_or(&config.http.addr);
+        let addr = crate::api::parse_addr(addr).map_err(Failure::bad_input)?;
+        Some(
+            crate::api::bind(addr, http_env_token.is_some())
+                .await
+                .map_err(Failure::bad_input)?,
+        )
+    };
+    let data_dir = args.store.data_dir.clone();
     let path = config.path.clone();
     let mut host = Host::start(config, options).await.map_err(|e| {
         // A strategy that cannot start is named with the file it is in.
@@ -111,6 +135,29 @@ async fn serve_async(
         }
     })?;
     let registry = host.registry();
+    let api = match listener {
+        Some(listener) => {
+            let token = match http_env_token {
+                Some(token) => token,
+                None => {
+                    crate::api::Token::load_or_generate(&data_dir).map_err(Failure::bad_input)?
+                }
+            };
+            let state = crate::api::ApiState {
+                registry: registry.clone(),
+                store: host.store(),
+                store_outage: host.store_outage(),
+                token: std::sync::Arc::new(token),
+                started: Instant::now(),
+                stuck_after,
+            };
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!("HTTP API listening on http://{addr}");
+            }
+            Some(tokio::spawn(crate::api::serve(listener, state)))
+        }
+        None => None,
+    };
     let notifier = Notifier::from_env();
     let health = tokio::spawn(health::watch(
         registry.clone(),
@@ -183,6 +230,9 @@ async fn serve_async(
     };
     notifier.stopping();
     health.abort();
+    if let Some(api) = api {
+        api.abort();
+    }
     if let Some(beats) = beats {
         beats.abort();
     }

@@ -163,6 +163,8 @@ pub struct FleetConfig {
     pub host: HostSection,
     pub health: HealthSection,
     pub redis: RedisSection,
+    /// `[http]`: the control plane's address (see `api`).
+    pub http: crate::api::HttpSection,
     /// The host-wide sections.
     pub defaults: HostConfig,
     pub strategies: Vec<StrategyEntry>,
@@ -205,6 +207,7 @@ impl FleetConfig {
         let host: HostSection = section(&mut table, "host")?;
         let health: HealthSection = section(&mut table, "health")?;
         let redis: RedisSection = section(&mut table, "redis")?;
+        let http: crate::api::HttpSection = section(&mut table, "http")?;
         if health.stuck_after.is_zero() {
             return Err("[health] stuck_after must be longer than zero".into());
         }
@@ -249,6 +252,7 @@ impl FleetConfig {
             host,
             health,
             redis,
+            http,
             defaults,
             strategies: entries,
         })

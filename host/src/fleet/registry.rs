@@ -30,6 +30,11 @@ pub enum Control {
     },
     /// Hot-swap the module (checked already).
     Swap(crate::sandbox::StrategyModule),
+    /// Finish the event in hand, checkpoint, and wait (keeping the lease)
+    /// for `Resume`, `Restart` or `Stop`.
+    Pause,
+    /// Start a paused strategy again from the store; nothing otherwise.
+    Resume,
 }
 
 /// Where a strategy stands, as users see it: the cell's states, and
@@ -42,6 +47,8 @@ pub enum StrategyState {
     Backoff,
     Recovering,
     Restarting,
+    /// Paused on request: checkpointed, holding its lease, handling nothing.
+    Paused,
     Fatal,
     Stopped,
 }
@@ -162,6 +169,7 @@ impl Slot {
             restarts: self.restarts_before.load(Ordering::Relaxed)
                 + counters.restarts.load(Ordering::Relaxed),
             stuck_restarts: self.stuck_restarts.load(Ordering::Relaxed),
+            quarantined: counters.quarantined.load(Ordering::Relaxed),
             orders: counters.orders.load(Ordering::Relaxed),
             fills: counters.fills.load(Ordering::Relaxed),
             pnl: counters.pnl(),
@@ -196,6 +204,8 @@ pub struct StrategyView {
     /// Restarts: the supervisor's (traps, deadlines) and the host's (stuck, on request).
     pub restarts: u64,
     pub stuck_restarts: u64,
+    /// Events quarantined by the current attempt.
+    pub quarantined: u64,
     pub orders: u64,
     pub fills: u64,
     pub pnl: f64,

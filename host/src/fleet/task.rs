@@ -74,6 +74,8 @@ enum Attempt {
     Restart(String),
     /// The host asked it to stop.
     Stopped,
+    /// The host asked it to pause: it checkpointed and waits.
+    Paused,
 }
 
 /// Records a system event about the strategy; a store that refuses it is
@@ -100,10 +102,11 @@ impl Task {
     }
 
     async fn run_inner(mut self) {
-        let mut first = true;
+        // A restart counts; the first start and a resume do not.
+        let mut counted = false;
         loop {
-            let counters = self.slot.new_attempt(!first);
-            first = false;
+            let counters = self.slot.new_attempt(counted);
+            counted = true;
             self.slot.progress.reset_in_hand();
             match self.attempt(counters).await {
                 Attempt::Restart(reason) => {
@@ -123,6 +126,33 @@ impl Task {
                     }
                 }
                 Attempt::Stopped => break,
+                Attempt::Paused => {
+                    self.slot.progress.reset_in_hand();
+                    self.slot.set_state(StrategyState::Paused);
+                    system_event(
+                        self.system.as_ref(),
+                        &self.entry.name,
+                        "strategy-paused",
+                        "paused on request".into(),
+                    )
+                    .await;
+                    if let Err(e) = self.store.sync().await {
+                        tracing::warn!("store sync at pause: {e}");
+                    }
+                    match self.wait_paused().await {
+                        Some((reason, restart)) => {
+                            counted = restart;
+                            let kind = if restart {
+                                "strategy-restart"
+                            } else {
+                                "strategy-resumed"
+                            };
+                            system_event(self.system.as_ref(), &self.entry.name, kind, reason)
+                                .await;
+                        }
+                        None => break,
+                    }
+                }
                 Attempt::Ended { fatal } => {
                     let _ = self.events.send(HostEvent::Ended {
                         name: self.entry.name.clone(),
@@ -164,6 +194,21 @@ impl Task {
             match self.control.recv().await {
                 Some(Control::Restart { reason, .. }) => return Some(reason),
                 Some(Control::Swap(module)) => self.module = module,
+                Some(Control::Pause | Control::Resume) => {}
+                Some(Control::Stop) | None => return None,
+            }
+        }
+    }
+
+    /// While paused: the reason to start again and whether it is a restart
+    /// (rather than a resume), or `None` once asked to stop.
+    async fn wait_paused(&mut self) -> Option<(String, bool)> {
+        loop {
+            match self.control.recv().await {
+                Some(Control::Resume) => return Some(("resumed on request".into(), false)),
+                Some(Control::Restart { reason, .. }) => return Some((reason, true)),
+                Some(Control::Swap(module)) => self.module = module,
+                Some(Control::Pause) => {}
                 Some(Control::Stop) | None => return None,
             }
         }
@@ -255,6 +300,18 @@ impl Task {
                             self.note(&report);
                         }
                         return Attempt::Restart(reason);
+                    }
+                    Some(Control::Resume) => {}
+                    Some(Control::Pause) => {
+                        shutdown.request();
+                        match tokio::time::timeout(self.shutdown_timeout, &mut run).await {
+                            Ok(report) => self.note(&report),
+                            Err(_) => tracing::error!(
+                                "did not finish its event within {}; paused without a final checkpoint (it resumes from the journal)",
+                                humantime::format_duration(self.shutdown_timeout)
+                            ),
+                        }
+                        return Attempt::Paused;
                     }
                     Some(Control::Stop) | None => {
                         shutdown.request();

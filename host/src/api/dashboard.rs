@@ -1,0 +1,10 @@
+//! The web dashboard: one static page and its script, embedded in the
+//! binary (no build step, no CDN). The page asks for the API token once,
+//! keeps it in the tab's `sessionStorage`, polls `/api/strategies` every
+//! second, draws each strategy's PnL on a `<canvas>` by hand, and sends
+//! pause/resume requests.
+//!
+//! Owns the page only; every figure comes from the API.
+
+pub(super) const HTML: &str = include_str!("dashboard/index.html");
+pub(super) const SCRIPT: &str = include_str!("dashboard/dashboard.js");
