@@ -16,6 +16,7 @@
 
 pub mod breaker;
 pub mod executor;
+pub mod halt;
 pub mod intent;
 pub mod limits;
 pub mod output;

@@ -327,17 +327,25 @@ fn every_route_answers_and_pause_resume_restart_halt_work_with_the_token() {
         "{events}"
     );
 
-    // Halt pauses every strategy.
+    // Halt stops placement of every strategy, durably; the strategies keep running.
     let reply = post(&addr, "/api/halt", &token, "{\"reason\": \"test halt\"}");
     assert_eq!(reply.status, 202, "{}", reply.body);
-    assert_eq!(reply.json()["paused"].as_array().unwrap().len(), 3);
-    eventually(BOUND, "every strategy paused", || {
-        get(&addr, "/api/strategies", &token).json()["strategies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["state"] == "paused")
+    assert_eq!(reply.json()["halted"].as_array().unwrap().len(), 3);
+    for name in ["a", "b", "trap"] {
+        assert!(has_event(&addr, &token, name, "halt"), "{name} halted");
+    }
+    let moving = view(&addr, &token, "a")["last_seq"].as_u64().unwrap();
+    eventually(BOUND, "a halted strategy keeps handling events", || {
+        view(&addr, &token, "a")["last_seq"].as_u64().unwrap() > moving + 5
     });
+    // Resume lifts the halt of one strategy.
+    let reply = post(&addr, "/api/strategies/a/resume", &token, "");
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert!(has_event(&addr, &token, "a", "resume"));
+    assert!(
+        !has_event(&addr, &token, "b", "resume"),
+        "only a was resumed"
+    );
     stop(host);
 }
 

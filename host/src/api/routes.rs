@@ -2,8 +2,8 @@
 //! control requests through the strategies' handles.
 //!
 //! Owns the request and response shapes; never changes a strategy other
-//! than through [`Control`], never writes to the store except the system
-//! event recording an operator's halt.
+//! than through [`Control`] or the durable halt ([`crate::exec::halt`]),
+//! never writes to the store otherwise.
 
 use std::time::Duration;
 
@@ -276,9 +276,25 @@ async fn control(
 ) -> Answer {
     let body = control_body(body)?;
     let slot = known(&state, &name)?;
+    let reason = body.reason.clone().unwrap_or_default();
     let request = match action.as_str() {
         "pause" => Control::Pause,
-        "resume" => Control::Resume,
+        "resume" => {
+            // Resume lifts a halt too: the strategy places orders again.
+            if crate::exec::halt::is_halted(state.store.as_ref(), &name).await? {
+                crate::exec::halt::set(state.store.as_ref(), &name, false, &reason, "api").await?;
+            }
+            Control::Resume
+        }
+        "halt" => {
+            crate::exec::halt::set(state.store.as_ref(), &name, true, &reason, "api").await?;
+            tracing::warn!(strategy = %name, "halt requested over the API");
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "strategy": name, "requested": "halt", "state": slot.state() })),
+            )
+                .into_response());
+        }
         "restart" => Control::Restart {
             reason: body
                 .reason
@@ -288,7 +304,7 @@ async fn control(
         },
         other => {
             return Err(HttpError::not_found(format!(
-                "action `{other}` (pause, resume or restart)"
+                "action `{other}` (pause, resume, halt or restart)"
             )));
         }
     };
@@ -307,26 +323,24 @@ async fn control(
         .into_response())
 }
 
-/// Pauses every strategy (each finishes its event and checkpoints) and
-/// records who asked in a `halt` system event.
+/// Halts placement of every strategy, durably (a restart stays halted):
+/// new orders are refused and resting ones cancelled while the strategies
+/// keep running; `resume` lifts it strategy by strategy.
 async fn halt(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>) -> Answer {
     let body = control_body(body)?;
-    let mut paused = Vec::new();
+    let reason = body.reason.unwrap_or_else(|| "no reason given".into());
+    let mut halted = Vec::new();
     for slot in state.registry.slots() {
-        if slot.send(Control::Pause) {
-            paused.push(slot.name.clone());
-        }
+        crate::exec::halt::set(state.store.as_ref(), &slot.name, true, &reason, "api").await?;
+        halted.push(slot.name.clone());
     }
-    let why = body.reason.unwrap_or_else(|| "no reason given".into());
-    let message = format!(
-        "halt requested over the API ({why}): pausing {} strategies",
-        paused.len()
+    tracing::warn!(
+        "halt requested over the API ({reason}): {} strategies",
+        halted.len()
     );
-    tracing::warn!("{message}");
-    crate::fleet::health::record(state.store.as_ref(), "halt", message).await;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "requested": "halt", "paused": paused })),
+        Json(json!({ "requested": "halt", "halted": halted })),
     )
         .into_response())
 }

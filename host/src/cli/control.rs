@@ -158,8 +158,10 @@ pub fn control(args: ControlArgs) -> Result<ExitCode, Failure> {
                 }
             }
             Action::Halt { .. } => {
-                let paused = value["paused"].as_array().map_or(0, Vec::len);
-                outln!("halt requested: pausing {paused} strategies");
+                let halted = value["halted"].as_array().map_or(0, Vec::len);
+                outln!(
+                    "placement halted for {halted} strategies (they keep running; `resume` lifts it)"
+                );
             }
             Action::Pause { strategy }
             | Action::Resume { strategy }

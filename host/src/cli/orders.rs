@@ -13,7 +13,7 @@ use clap::Args;
 
 use super::{Failure, StoreArgs, block_on};
 use crate::exec::IntentState;
-use crate::store::{HaltRecord, IntentRow, StateStore, Write, wall_clock_ms};
+use crate::store::{IntentRow, StateStore};
 
 #[derive(Debug, Args)]
 pub struct OrdersArgs {
@@ -111,34 +111,15 @@ pub fn halt(args: HaltArgs, halted: bool) -> Result<ExitCode, Failure> {
     block_on(async {
         let opened = args.store.open().await?;
         let store = opened.store;
-        let record = HaltRecord {
-            strategy: args.strategy.clone(),
+        crate::exec::halt::set(
+            store.as_ref(),
+            &args.strategy,
             halted,
-            reason: args.reason.clone(),
-            at_ms: wall_clock_ms(),
-        };
-        let message = if halted && !args.reason.is_empty() {
-            format!("placement halted by operator: {}", args.reason)
-        } else if halted {
-            "placement halted by operator".to_string()
-        } else {
-            "placement resumed by operator".to_string()
-        };
-        let event = crate::store::SystemEvent {
-            timestamp_ms: record.at_ms,
-            event_type: if halted { "halt" } else { "resume" }.into(),
-            component: format!("operator/{}", args.strategy),
-            message,
-            id: String::new(),
-        };
-        store
-            .write(Write::Halt(record))
-            .await
-            .map_err(Failure::runtime)?;
-        store
-            .write(Write::SystemEvent(event))
-            .await
-            .map_err(Failure::runtime)?;
+            &args.reason,
+            "operator",
+        )
+        .await
+        .map_err(Failure::runtime)?;
         store.close().await.map_err(Failure::runtime)?;
         if halted {
             outln!(
