@@ -31,7 +31,10 @@ const FAULTY: &str = "faulty-daily";
 fn days() -> u64 {
     std::env::var("POLYBOT_SOAK_DAYS")
         .ok()
-        .map(|d| d.parse().expect("POLYBOT_SOAK_DAYS is a whole number of days"))
+        .map(|d| {
+            d.parse()
+                .expect("POLYBOT_SOAK_DAYS is a whole number of days")
+        })
         .unwrap_or(1)
         .max(1)
 }
@@ -170,7 +173,7 @@ fn days_of_event_time_with_a_daily_trap_keep_memory_flat_and_the_history_clean()
         let store = SqlStore::open(StoreLocation::Sqlite(data.join("polybot.db")), &data)
             .await
             .expect("open the store");
-        let history = History::read(&store, &strategies)
+        let history = History::read_with_intents(&store, &strategies)
             .await
             .expect("read the history");
         let status = store.status().await.expect("status");
@@ -223,7 +226,10 @@ fn days_of_event_time_with_a_daily_trap_keep_memory_flat_and_the_history_clean()
     verdict.assert_clean();
     let bar = (100 * days).div_ceil(7) as usize;
     for (name, n) in &trades {
-        assert!(*n > bar, "{name} made {n} trades in {days} days (bar: > {bar})");
+        assert!(
+            *n > bar,
+            "{name} made {n} trades in {days} days (bar: > {bar})"
+        );
     }
     assert!(
         faulty_restarts >= days,

@@ -20,7 +20,7 @@ use polybot_host::supervisor::{Cell, CellSpec, CheckpointPolicy, Shutdown};
 use polybot_host::venue::paper::PaperConfig;
 use polybot_host::venue::sim::SimConfig;
 use polybot_host::venue::simulated::{Pacing, SimVenue};
-use polybot_tests::checker::{Expect, History, IntentRecord, Tally, VenueRecord, check};
+use polybot_tests::checker::{Expect, History, Tally, VenueRecord, check};
 use polybot_tests::sim::{
     ExchangeLog, FaultyStore, FaultyVenue, Injected, Rng, StoreFaults, VenueFaults, repeated,
 };
@@ -113,7 +113,11 @@ fn known_findings(
     }
     for (id, f) in &filled {
         let b = booked.get(id).copied().unwrap_or(0.0);
-        let seq: u64 = id.split('.').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let seq: u64 = id
+            .split('.')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         if b > f + 1e-9 {
             found.insert("B-fill-booked-twice");
         } else if b + 1e-9 < *f && ends.iter().any(|&e| e >= seq && e - seq <= 4) {
@@ -225,9 +229,15 @@ async fn simulate(module: &StrategyModule, seed: u64, mix: Mix) -> Outcome {
         drop(cell);
         ends.insert(store.last_seq(STRATEGY).await.unwrap_or(0));
         runs.push(match &report {
-            None => format!("run {starts}: crashed at seq {}", store.last_seq(STRATEGY).await.unwrap_or(0)),
+            None => format!(
+                "run {starts}: crashed at seq {}",
+                store.last_seq(STRATEGY).await.unwrap_or(0)
+            ),
             Some(Err(_)) => format!("run {starts}: hung"),
-            Some(Ok(r)) => format!("run {starts}: {:?} at seq {} ({:?})", r.stop, r.last_seq, r.fatal),
+            Some(Ok(r)) => format!(
+                "run {starts}: {:?} at seq {} ({:?})",
+                r.stop, r.last_seq, r.fatal
+            ),
         });
         match report {
             None => crashes -= 1,
@@ -250,37 +260,25 @@ async fn simulate(module: &StrategyModule, seed: u64, mix: Mix) -> Outcome {
     }
 
     store.heal();
-    let mut history = History::read(store.as_ref(), &[STRATEGY])
+    let mut history = History::read_with_intents(store.as_ref(), &[STRATEGY])
         .await
         .expect("read the history back");
     let moves = store
         .intent_transitions(STRATEGY)
         .await
         .expect("intent moves");
-    let mut intents: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for m in &moves {
-        intents
-            .entry(m.intent_id.clone())
-            .or_default()
-            .push(m.to.clone());
-    }
-    history.intents = Some(
-        [(
-            STRATEGY.to_string(),
-            intents
-                .into_iter()
-                .map(|(intent_id, states)| IntentRecord { intent_id, states })
-                .collect(),
-        )]
-        .into(),
-    );
     let paper = venue.paper();
     let summary = paper.summary();
     let record = VenueRecord {
         orders: None,
         order_count: None,
         fill_count: Some(summary.fills),
-        positions: Some(markets.iter().map(|m| (m.clone(), paper.position(m))).collect()),
+        positions: Some(
+            markets
+                .iter()
+                .map(|m| (m.clone(), paper.position(m)))
+                .collect(),
+        ),
         cash_change: Some(summary.cash - STARTING_CASH),
     };
     let mut verdict = check(
@@ -299,9 +297,9 @@ async fn simulate(module: &StrategyModule, seed: u64, mix: Mix) -> Outcome {
     let unknown: Vec<&String> = received.difference(&sent).collect();
     let twice = repeated(&exchange.received);
     for id in &unknown {
-        verdict
-            .problems
-            .push(format!("the venue received {id}, which the host never recorded"));
+        verdict.problems.push(format!(
+            "the venue received {id}, which the host never recorded"
+        ));
     }
     for id in &twice {
         verdict
@@ -368,10 +366,7 @@ fn run_seed(module: &StrategyModule, seed: u64, mix: Mix) -> Outcome {
 /// missing from the orders and intents tables, B and D only the money checks
 /// (fill count, positions, cash). Journal gaps, duplicates and orders the
 /// host never recorded are never explained away.
-fn unexplained(
-    v: &polybot_tests::checker::Verdict,
-    known: &BTreeSet<&'static str>,
-) -> Vec<String> {
+fn unexplained(v: &polybot_tests::checker::Verdict, known: &BTreeSet<&'static str>) -> Vec<String> {
     let a = known.contains("A-failed-commit-loses-intent");
     let money = known.contains("B-fill-booked-twice") || known.contains("D-stop-drops-last-fills");
     let mut left: Vec<String> = v
@@ -523,7 +518,12 @@ fn every_seed_passes_the_history_checker() {
         failed.join("\n\n")
     );
     // The faults must actually have happened.
-    for kind in ["crash", "venue-lost-response", "store-slow-commit", "venue-429"] {
+    for kind in [
+        "crash",
+        "venue-lost-response",
+        "store-slow-commit",
+        "venue-429",
+    ] {
         assert!(
             totals.get(kind).copied().unwrap_or(0) > 0,
             "no {kind} was injected over {count} seeds"
