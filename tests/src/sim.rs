@@ -23,6 +23,11 @@
 //! - crashes: the run future dropped at a seeded venue call, before or after
 //!   the venue acted on it.
 //!
+//! Limit of the model: the memory store makes a write durable at once, so a
+//! crash never loses writes that were not yet committed, and a failed commit
+//! only reports failure. Skipping a commit before an order is therefore not
+//! visible here (the SIGKILL suites on SQLite and PostgreSQL cover that).
+//!
 //! Owns only the harness; never changes what the host does. Every seed is
 //! judged by [`crate::checker`].
 
