@@ -420,7 +420,13 @@ fn judge(module: &StrategyModule, seed: u64, mix: Mix, twice: bool) -> (Vec<Stri
 
 #[test]
 fn every_seed_passes_the_history_checker() {
-    let sandbox = polybot_tests::sandbox(SandboxLimits::default());
+    // The call deadline runs on the wall clock, the one input the paused
+    // clock does not govern: generous here, so a loaded machine cannot
+    // change a seed's outcome (the sandbox suites test the deadline).
+    let sandbox = polybot_tests::sandbox(SandboxLimits {
+        call_deadline: Duration::from_secs(30),
+        ..SandboxLimits::default()
+    });
     let module = polybot_tests::load(&sandbox, "momentum");
     let only = std::env::var("POLYBOT_SIM_SEED")
         .ok()
