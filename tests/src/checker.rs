@@ -79,6 +79,37 @@ impl History {
     }
 }
 
+impl History {
+    /// [`History::read`], plus each intent's recorded states from the
+    /// store's intent moves, so every intent is checked for exactly one
+    /// terminal state.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub async fn read_with_intents(
+        store: &dyn StateStore,
+        strategies: &[&str],
+    ) -> Result<History, StoreError> {
+        let mut history = History::read(store, strategies).await?;
+        let mut all = BTreeMap::new();
+        for &s in strategies {
+            let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for m in store.intent_transitions(s).await? {
+                by_id.entry(m.intent_id).or_default().push(m.to);
+            }
+            all.insert(
+                s.to_string(),
+                by_id
+                    .into_iter()
+                    .map(|(intent_id, states)| IntentRecord { intent_id, states })
+                    .collect(),
+            );
+        }
+        history.intents = Some(all);
+        Ok(history)
+    }
+}
+
 /// An order as the venue recorded it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VenueOrder {

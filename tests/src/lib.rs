@@ -83,6 +83,7 @@ pub async fn start_cell(
 pub mod checker;
 pub mod http;
 pub mod proxy;
+pub mod sim;
 
 /// A fresh, uniquely named database on the machine's PostgreSQL server
 /// (127.0.0.1:5432, user `postgres`), dropped when the guard is dropped.
