@@ -280,6 +280,10 @@ async fn simulate(module: &StrategyModule, seed: u64, mix: Mix) -> Outcome {
                 .collect(),
         ),
         cash_change: Some(summary.cash - STARTING_CASH),
+        // Not compared here yet: after a crash against a venue that is not
+        // replayed, the run's ledger restarts without the fills before it,
+        // so `trades.pnl` differs from the venue's (positions and cash agree).
+        realized_pnl: None,
     };
     let mut verdict = check(
         &history,
