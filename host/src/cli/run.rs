@@ -377,8 +377,10 @@ async fn run_async(
         requested.request();
     });
     let setup = config.exec_setup();
-    let report =
-        assemble::drive(&mut cell, &mut venue, limits, counters, shutdown, None, &setup).await;
+    let report = assemble::drive(
+        &mut cell, &mut venue, limits, counters, shutdown, None, &setup,
+    )
+    .await;
     if let Some(progress) = progress {
         progress.finish();
     }

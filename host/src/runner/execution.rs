@@ -84,7 +84,7 @@ impl Execution {
         let (mut pnl_today, mut day) = (0.0, 0);
         if replays {
             exec = exec.without_rate_limits().forwarding_unknown_cancels();
-            if let Some((snapshot, saved_day)) = restored {
+            if let Some((snapshot, saved_day)) = restored.clone() {
                 pnl_today = snapshot.pnl_today;
                 day = saved_day;
                 exec.restore(snapshot);
@@ -115,6 +115,14 @@ impl Execution {
                     }
                 }
             }
+        }
+        if !replays && let Some((snapshot, saved_day)) = restored {
+            // Live: intents come from the log and are reconciled below; the
+            // risk gate's exposure and day's PnL come from the ledger the
+            // runner rebuilt from its host state and the journal.
+            pnl_today = snapshot.pnl_today;
+            day = saved_day;
+            exec.restore_exposure(snapshot.positions, snapshot.pnl_today);
         }
         let mut me = Execution {
             exec,

@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::contract::{Action, EventKind, Side};
 use crate::ledger::Ledger;
-use crate::store::{HostState, JournalEntry, StateStore, StoreError, SystemEvent, Write};
+use crate::store::{HostState, JournalEntry, Outcome, StateStore, StoreError, SystemEvent, Write};
 use crate::supervisor::Cell;
 use crate::venue::Venue;
 
@@ -219,7 +220,7 @@ pub(super) async fn prepare<V: Venue>(
             venue = venue.name(),
             "the venue keeps its own state; continuing live after seq {end}"
         );
-        return (CatchUp::nothing(), RunState::default());
+        return (CatchUp::nothing(), rebuild_live(cell, end).await);
     }
     let started = Instant::now();
     let (from, run) = match restore_newest(cell, venue, end).await {
@@ -248,6 +249,105 @@ pub(super) async fn prepare<V: Venue>(
         logged: Instant::now(),
     };
     (catch_up, run)
+}
+
+/// The host's own state for a venue that keeps its own (live): it is never
+/// driven through the journal, but the runner's state around it is rebuilt —
+/// the newest usable host state (its venue part unused), then the journal
+/// after it folded in ([`RunState::take_in`]). A journal that cannot be read
+/// is a system event; the run then continues from what was rebuilt so far.
+async fn rebuild_live(cell: &Cell, end: u64) -> RunState {
+    let (mut fetched, mut run) = match newest_run_state(cell, end).await {
+        Some((seq, run)) => (seq, run),
+        None => (0, RunState::default()),
+    };
+    let from = fetched;
+    while fetched < end {
+        let page = match cell.store().journal_page(cell.name(), fetched, PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                system_event(
+                    cell,
+                    "host-state-rejected",
+                    format!(
+                        "cannot read the journal after seq {fetched} ({e}); timers, ledger and \
+                         counters continue from seq {fetched}"
+                    ),
+                )
+                .await;
+                break;
+            }
+        };
+        let Some(last) = page.last().map(|e| e.event.seq) else {
+            break;
+        };
+        for entry in page.iter().take_while(|e| e.event.seq <= end) {
+            run.take_in(entry);
+        }
+        fetched = last.max(fetched + 1);
+    }
+    tracing::info!(
+        strategy = %cell.name(),
+        from_seq = from,
+        to_seq = end,
+        timers = run.timers.len(),
+        fills = run.fills,
+        "rebuilt the host's timers, ledger and counters from the journal"
+    );
+    run
+}
+
+impl RunState {
+    /// Folds in one journal entry the way the run loop took it in: its fill
+    /// booked in the ledger (positions and the day's PnL of the risk gate
+    /// follow), its orders and cancels counted, its timers set or fired.
+    pub(super) fn take_in(&mut self, entry: &JournalEntry) {
+        let at = entry.event.timestamp_ms;
+        self.first_event_ms.get_or_insert(at);
+        let actions: &[Action] = match &entry.outcome {
+            Outcome::Handled(actions) => actions,
+            Outcome::Quarantined { .. } => &[],
+        };
+        crate::supervisor::record_timers(&mut self.timers, &entry.event, actions);
+        for action in actions {
+            match action {
+                Action::PlaceOrder(_) => self.orders += 1,
+                Action::CancelOrder(_) => self.cancels += 1,
+                Action::SetTimer(_) => {}
+            }
+        }
+        if let EventKind::Fill(fill) = &entry.event.kind {
+            self.fills += 1;
+            let booked = self.ledger.apply(fill);
+            let (exec, day) = self.exec.get_or_insert_with(Default::default);
+            let signed = match fill.side {
+                Side::Buy => fill.size,
+                Side::Sell => -fill.size,
+            };
+            match exec.positions.iter_mut().find(|(m, _)| *m == fill.market) {
+                Some((_, p)) => *p += signed,
+                None => exec.positions.push((fill.market.clone(), signed)),
+            }
+            let today = at / 86_400_000;
+            if today != *day {
+                *day = today;
+                exec.pnl_today = 0.0;
+            }
+            exec.pnl_today += booked.realized_pnl;
+        }
+    }
+}
+
+/// The runner's state from the newest host state at or before `end` that is
+/// intact and decodes (a live run's venue keeps its own state: its part is
+/// not used), with its seq.
+async fn newest_run_state(cell: &Cell, end: u64) -> Option<(u64, RunState)> {
+    let states = cell.store().host_states(cell.name()).await.ok()?;
+    states
+        .into_iter()
+        .filter(|s| s.seq <= end)
+        .find_map(|s| decode(&s).ok())
+        .map(|saved| (saved.seq, saved.run))
 }
 
 /// Restores the newest host state at or before `end` that is intact, decodes
@@ -323,8 +423,12 @@ fn decode(state: &HostState) -> Result<Saved, String> {
 /// boundary, with the venue and `run` having taken in every event up to
 /// `cell.last_seq()`. Returns whether one was written.
 pub(super) async fn save<V: Venue>(cell: &Cell, venue: &V, run: RunState) -> bool {
-    let Some(venue_bytes) = venue.save_state() else {
-        return false;
+    // A venue that keeps its own state saves none: the runner's part is
+    // still kept, for `rebuild_live`.
+    let venue_bytes = match venue.save_state() {
+        Some(bytes) => bytes,
+        None if !venue.replays_history() => Vec::new(),
+        None => return false,
     };
     let seq = cell.last_seq();
     let saved = Saved {

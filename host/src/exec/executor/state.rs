@@ -97,6 +97,13 @@ impl Executor {
         self.risk.restore_recent(s.recent_orders_ms);
     }
 
+    /// The risk gate's exposure after a live restart: signed positions per
+    /// market and the day's PnL, rebuilt by the caller from its ledger.
+    pub fn restore_exposure(&mut self, positions: Vec<(String, f64)>, pnl_today: f64) {
+        self.positions = positions.into_iter().collect();
+        self.pnl_today = pnl_today;
+    }
+
     /// Intents a replay must refuse again, each with the reason it got.
     pub fn set_refusals(&mut self, refusals: impl IntoIterator<Item = (String, String)>) {
         self.refusals = refusals.into_iter().collect();
@@ -110,6 +117,8 @@ impl Executor {
             if let Some(old) = self.finished_order.pop_front() {
                 self.finished.remove(&old);
                 self.told.remove(&old);
+                self.reversed.remove(&old);
+                self.reversal_pending.remove(&old);
             }
         }
     }
