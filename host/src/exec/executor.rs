@@ -89,6 +89,9 @@ pub struct Executor {
     /// order update has not come yet: that update reaches the strategy even
     /// when it moves the intent nowhere.
     reversal_pending: std::collections::HashSet<String>,
+    /// Terminal intents whose fills the strategy was not all told (see
+    /// [`Executor::load_untold`]); the next reconciliation settles them.
+    untold: Vec<String>,
     /// Signed position per market, from fills.
     positions: HashMap<String, f64>,
     pnl_today: f64,
@@ -143,6 +146,7 @@ impl Executor {
             told: HashMap::new(),
             reversed: HashMap::new(),
             reversal_pending: std::collections::HashSet::new(),
+            untold: Vec::new(),
             positions: HashMap::new(),
             pnl_today: 0.0,
             risk: RiskGate::new(risk),
@@ -164,8 +168,38 @@ impl Executor {
         let open = self.log.open_intents(&self.strategy).await?;
         let n = open.len();
         for i in open {
-            self.told.insert(i.id.clone(), i.filled);
+            // The journal may hold fills the intent's last move does not.
+            let told = self.told.entry(i.id.clone()).or_default();
+            *told = told.max(i.filled);
             self.intents.insert(i.id.clone(), i);
+        }
+        if n > 0 {
+            self.hold = true;
+        }
+        Ok(n)
+    }
+
+    /// After a live restart: terminal intents created at or after event
+    /// time `since_ms` whose recorded fills exceed what the journal told the
+    /// strategy (the host stopped between recording the move and journaling
+    /// the fill). [`Executor::reconcile`] then tells the rest, from the
+    /// venue's trades. Returns how many.
+    ///
+    /// # Errors
+    /// The log could not be read.
+    pub async fn load_untold(&mut self, since_ms: u64) -> Result<usize, ExecError> {
+        let settled = self
+            .log
+            .filled_intents_since(&self.strategy, since_ms)
+            .await?;
+        let mut n = 0;
+        for i in settled {
+            let told = self.told.get(&i.id).copied().unwrap_or(0.0);
+            if i.filled > told + EPS && self.intent(&i.id).is_none() {
+                self.untold.push(i.id.clone());
+                self.finish(i);
+                n += 1;
+            }
         }
         if n > 0 {
             self.hold = true;

@@ -62,6 +62,7 @@ impl Execution {
         venue: &mut V,
         setup: &ExecSetup,
         restored: Option<(ExecSnapshot, u64)>,
+        untold_since_ms: Option<u64>,
         catching_up: bool,
     ) -> Result<(Self, Vec<EventKind>), ExecError> {
         let replays = venue.replays_history();
@@ -122,7 +123,7 @@ impl Execution {
             // runner rebuilt from its host state and the journal.
             pnl_today = snapshot.pnl_today;
             day = saved_day;
-            exec.restore_exposure(snapshot.positions, snapshot.pnl_today);
+            exec.restore_exposure(snapshot.positions, snapshot.pnl_today, snapshot.told);
         }
         let mut me = Execution {
             exec,
@@ -136,6 +137,12 @@ impl Execution {
         let mut events = Vec::new();
         if !replays {
             let open = me.exec.load().await?;
+            if let Some(since) = untold_since_ms {
+                let untold = me.exec.load_untold(since).await?;
+                if untold > 0 {
+                    tracing::info!(strategy = %me.strategy, untold, "intents with fills the journal lacks");
+                }
+            }
             let now = wall_clock_ms();
             let since = me
                 .exec

@@ -85,6 +85,11 @@ pub(super) struct RunState {
     pub first_event_ms: Option<u64>,
     /// The executor's state and the event-time day of its `pnl_today`.
     pub exec: Option<(crate::exec::ExecSnapshot, u64)>,
+    /// Live restart: event time of the first journal entry folded in after
+    /// the host state (intents created since have their fills counted in
+    /// `exec`'s `told`). Never saved.
+    #[serde(skip)]
+    pub rebuilt_from_ms: Option<u64>,
 }
 
 /// A host state's bytes, decoded.
@@ -282,6 +287,7 @@ async fn rebuild_live(cell: &Cell, end: u64) -> RunState {
             break;
         };
         for entry in page.iter().take_while(|e| e.event.seq <= end) {
+            run.rebuilt_from_ms.get_or_insert(entry.event.timestamp_ms);
             run.take_in(entry);
         }
         fetched = last.max(fetched + 1);
@@ -300,7 +306,7 @@ async fn rebuild_live(cell: &Cell, end: u64) -> RunState {
 impl RunState {
     /// Folds in one journal entry the way the run loop took it in: its fill
     /// booked in the ledger (positions and the day's PnL of the risk gate
-    /// follow), its orders and cancels counted, its timers set or fired.
+    /// follow, and the shares told per intent), its orders and cancels counted, its timers set or fired.
     pub(super) fn take_in(&mut self, entry: &JournalEntry) {
         let at = entry.event.timestamp_ms;
         self.first_event_ms.get_or_insert(at);
@@ -327,6 +333,12 @@ impl RunState {
             match exec.positions.iter_mut().find(|(m, _)| *m == fill.market) {
                 Some((_, p)) => *p += signed,
                 None => exec.positions.push((fill.market.clone(), signed)),
+            }
+            // Told to the strategy: reconciliation must not fill it again,
+            // whatever the intent's last recorded move says.
+            match exec.told.iter_mut().find(|(id, _)| *id == fill.intent_id) {
+                Some((_, n)) => *n += fill.size,
+                None => exec.told.push((fill.intent_id.clone(), fill.size)),
             }
             let today = at / 86_400_000;
             if today != *day {

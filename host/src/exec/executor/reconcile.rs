@@ -81,8 +81,9 @@ impl Executor {
             .collect();
         open.sort();
         let mut complete = true;
+        let untold = std::mem::take(&mut self.untold);
         // Orders an earlier run sent: the venue learns their references again.
-        for id in &open {
+        for id in open.iter().chain(&untold) {
             if let Some(i) = self.intents.get(id)
                 && let Some(r) = &i.venue_ref
             {
@@ -184,6 +185,15 @@ impl Executor {
                         after.map_or("?", IntentState::as_str)
                     ),
                 );
+            }
+        }
+        // Settled intents whose fills were not all told: from their trades,
+        // else at the order's price.
+        for id in &untold {
+            let ts = trades.remove(id).unwrap_or_default();
+            if let Some(filled) = self.intent(id).map(|i| i.filled) {
+                let net = self.net_of_failed(id, filled, &failed);
+                self.fills_up_to(id, net, &ts, &mut out);
             }
         }
         // Trades of intents that were already settled: fills not yet told.

@@ -97,11 +97,20 @@ impl Executor {
         self.risk.restore_recent(s.recent_orders_ms);
     }
 
-    /// The risk gate's exposure after a live restart: signed positions per
-    /// market and the day's PnL, rebuilt by the caller from its ledger.
-    pub fn restore_exposure(&mut self, positions: Vec<(String, f64)>, pnl_today: f64) {
+    /// What a live restart rebuilds from the journal before [`Executor::load`]:
+    /// the risk gate's signed positions per market and the day's PnL, and the
+    /// shares each intent's fills told the strategy (so reconciliation fills
+    /// none of them again, even when the intent's last recorded move predates
+    /// a journaled fill).
+    pub fn restore_exposure(
+        &mut self,
+        positions: Vec<(String, f64)>,
+        pnl_today: f64,
+        told: Vec<(String, f64)>,
+    ) {
         self.positions = positions.into_iter().collect();
         self.pnl_today = pnl_today;
+        self.told = told.into_iter().collect();
     }
 
     /// Intents a replay must refuse again, each with the reason it got.
