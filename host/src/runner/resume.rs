@@ -501,6 +501,76 @@ pub(super) async fn system_event(cell: &Cell, event_type: &str, message: String)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::{Event, Fill, SetTimer};
+
+    fn entry(seq: u64, timestamp_ms: u64, kind: EventKind, actions: Vec<Action>) -> JournalEntry {
+        JournalEntry {
+            event: Event {
+                seq,
+                timestamp_ms,
+                kind,
+            },
+            outcome: Outcome::Handled(actions),
+        }
+    }
+
+    fn fill(intent: &str, side: Side, price: f64, size: f64) -> EventKind {
+        EventKind::Fill(Fill {
+            intent_id: intent.into(),
+            market: "m".into(),
+            side,
+            price,
+            size,
+            fee: 0.0,
+        })
+    }
+
+    /// What a live restart rebuilds from the journal: timers set and fired,
+    /// the ledger with its realised PnL, the risk gate's position and day's
+    /// PnL, the shares told per intent, and the counters.
+    #[test]
+    fn the_journal_folds_into_timers_ledger_exposure_and_counters() {
+        let day = 86_400_000;
+        let set = |id, at_ms| Action::SetTimer(SetTimer { id, at_ms });
+        let mut run = RunState::default();
+        for e in [
+            entry(
+                1,
+                day + 1,
+                EventKind::Timer(0),
+                vec![set(1, day + 50), set(2, day + 10)],
+            ),
+            entry(2, day + 10, EventKind::Timer(2), vec![]),
+            entry(3, day + 20, fill("1.0", Side::Buy, 0.40, 10.0), vec![]),
+            // Yesterday's PnL does not count today.
+            entry(
+                4,
+                2 * day + 1,
+                fill("2.0", Side::Sell, 0.50, 4.0),
+                vec![set(3, 0)],
+            ),
+            entry(5, 2 * day + 2, fill("2.0", Side::Sell, 0.45, 2.0), vec![]),
+        ] {
+            run.take_in(&e);
+        }
+        assert_eq!(
+            run.timers,
+            [(day + 50, 1), (2 * day + 1, 3)].into(),
+            "timer 2 fired; one set in the past is due at once"
+        );
+        assert_eq!(run.fills, 3);
+        assert_eq!(run.first_event_ms, Some(day + 1));
+        assert!((run.ledger.position("m") - 4.0).abs() < 1e-9);
+        assert!((run.ledger.realized_pnl() - (4.0 * 0.10 + 2.0 * 0.05)).abs() < 1e-9);
+        let (exec, on_day) = run.exec.expect("exposure");
+        assert_eq!(on_day, 2);
+        assert_eq!(exec.positions, [("m".to_string(), 4.0)]);
+        assert!((exec.pnl_today - 0.5).abs() < 1e-9);
+        assert_eq!(
+            exec.told,
+            [("1.0".to_string(), 10.0), ("2.0".to_string(), 6.0)]
+        );
+    }
 
     /// A host state written before the one ledger (format 1, whose ledger
     /// was a map of (position, average cost)) is refused by name, so the
