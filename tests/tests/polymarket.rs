@@ -883,3 +883,99 @@ async fn a_killed_run_on_polymarket_fires_its_pending_timers_after_the_restart()
     let unique: BTreeSet<u64> = carried.iter().copied().collect();
     assert_eq!(unique.len(), carried.len(), "a timer fired twice");
 }
+
+/// `max_position` holds across a kill -9 of a live run: the restarted risk
+/// gate counts the position carried from the journal, so the shares bought
+/// in a market never exceed the limit (a gate restarted at zero would let
+/// the strategy, which wants far more, buy the limit again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_position_holds_across_a_kill_of_a_live_run() {
+    const LIMITED: &[u8] = b"[strategy]\nlookback = 3\nthreshold = 0.01\ncooldown_ms = 0\n\
+        max_position = 1000.0\n\n[risk]\nmax_position = 30.0\n";
+    let (server, feed) = server(FaultPlan::default()).await;
+    let _feed = start_feed(feed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = live_env();
+    let mut child = host_command(
+        &server,
+        dir.path(),
+        "momentum",
+        LIMITED,
+        1_000_000,
+        &["--live"],
+        &env,
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("start polybot-host");
+    until("a position of 20 in a market", || async {
+        let mut held: HashMap<String, f64> = HashMap::new();
+        for t in server.trades() {
+            let signed = if t.side == Side::Buy { t.size } else { -t.size };
+            *held.entry(t.asset_id.clone()).or_default() += signed;
+        }
+        held.values().any(|&p| p >= 20.0)
+    })
+    .await;
+    child.start_kill().expect("kill -9");
+    child.wait().await.expect("reap the killed host");
+    let killed_at = last_seq(dir.path(), "momentum").await;
+
+    let mut second = host_command(
+        &server,
+        dir.path(),
+        "momentum",
+        LIMITED,
+        killed_at + 400,
+        &["--live"],
+        &env,
+    );
+    let output = match tokio::time::timeout(RUN_TIMEOUT, second.output()).await {
+        Ok(output) => output.expect("run polybot-host"),
+        Err(_) => panic!("polybot-host run did not finish within {RUN_TIMEOUT:?}"),
+    };
+    let second = report(&output);
+    let journal = store(dir.path())
+        .await
+        .entries_after("momentum", 0)
+        .await
+        .expect("journal");
+    let mut held: HashMap<String, f64> = HashMap::new();
+    let mut most = 0.0_f64;
+    for e in &journal {
+        if let EventKind::Fill(f) = &e.event.kind {
+            let signed = match f.side {
+                contract::Side::Buy => f.size,
+                contract::Side::Sell => -f.size,
+            };
+            let p = held.entry(f.market.clone()).or_default();
+            *p += signed;
+            most = most.max(*p);
+        }
+    }
+    assert!(
+        most <= 30.0 + 1e-9,
+        "a position of {most} despite max_position 30: {second}"
+    );
+    let refused_after_restart = store(dir.path())
+        .await
+        .intent_transitions("momentum")
+        .await
+        .expect("intents")
+        .iter()
+        .any(|m| {
+            m.intent_id
+                .split('.')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+                > Some(killed_at)
+                && m.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("max_position"))
+        });
+    assert!(
+        refused_after_restart,
+        "the restarted gate refused nothing: {second}"
+    );
+}
