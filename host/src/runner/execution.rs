@@ -83,9 +83,10 @@ impl Execution {
             Box::new(log),
         );
         let (mut pnl_today, mut day) = (0.0, 0);
+        let mut restored = restored;
         if replays {
             exec = exec.without_rate_limits().forwarding_unknown_cancels();
-            if let Some((snapshot, saved_day)) = restored.clone() {
+            if let Some((snapshot, saved_day)) = restored.take() {
                 pnl_today = snapshot.pnl_today;
                 day = saved_day;
                 exec.restore(snapshot);
@@ -117,7 +118,7 @@ impl Execution {
                 }
             }
         }
-        if !replays && let Some((snapshot, saved_day)) = restored {
+        if let Some((snapshot, saved_day)) = restored {
             // Live: intents come from the log and are reconciled below; the
             // risk gate's exposure and day's PnL come from the ledger the
             // runner rebuilt from its host state and the journal.
