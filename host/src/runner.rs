@@ -203,19 +203,27 @@ pub async fn run_with<V: Venue>(
         catch_up: None,
     };
     let exec_state = restored.exec.take();
-    let (mut execution, mut carry) =
-        match Execution::start(cell, venue, setup, exec_state, catching_up).await {
-            Ok(started) => started,
-            Err(e) => {
-                report.fatal = Some(format!("cannot start the execution layer: {e}"));
-                report.stop = StopReason::Fatal;
-                cell.stop().await;
-                report.state = cell.state();
-                report.last_seq = cell.last_seq();
-                report.cell = cell.stats().clone();
-                return report;
-            }
-        };
+    let (mut execution, mut carry) = match Execution::start(
+        cell,
+        venue,
+        setup,
+        exec_state,
+        restored.rebuilt_from_ms,
+        catching_up,
+    )
+    .await
+    {
+        Ok(started) => started,
+        Err(e) => {
+            report.fatal = Some(format!("cannot start the execution layer: {e}"));
+            report.stop = StopReason::Fatal;
+            cell.stop().await;
+            report.state = cell.state();
+            report.last_seq = cell.last_seq();
+            report.cell = cell.stats().clone();
+            return report;
+        }
+    };
 
     // The run stopped with part of a tick unhandled: no host state then (one
     // is valid only between ticks); a resume catches up through the journal.
@@ -489,6 +497,7 @@ async fn save_host_state<V: Venue>(
         cancels: report.cancels,
         fills: report.fills,
         first_event_ms: report.first_event_ms,
+        rebuilt_from_ms: None,
     };
     resume::save(cell, venue, run).await;
 }

@@ -25,6 +25,7 @@ mod cell;
 mod policy;
 mod shutdown;
 mod timers;
+pub(crate) use timers::record_in as record_timers;
 
 pub use cell::{
     Cell, CellError, CellSpec, CellState, CellStats, PlannedAction, StartError, Step, SwapError,

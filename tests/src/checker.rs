@@ -50,6 +50,10 @@ pub struct History {
     pub trades: BTreeMap<String, Vec<TradeRecord>>,
     /// `None` when the store keeps no intents table.
     pub intents: Option<BTreeMap<String, Vec<IntentRecord>>>,
+    /// Per strategy: recorded orders the host never sent (see
+    /// `never_sent`), from the store's intent moves. The venue is not
+    /// expected to know them.
+    pub never_sent: BTreeMap<String, BTreeSet<String>>,
     pub system_events: Vec<SystemEvent>,
 }
 
@@ -71,7 +75,12 @@ impl History {
                 journal.extend(page);
             }
             history.journal.insert(s.to_string(), journal);
-            history.orders.insert(s.to_string(), store.orders(s).await?);
+            let orders = store.orders(s).await?;
+            history.never_sent.insert(
+                s.to_string(),
+                never_sent(&orders, &store.intent_transitions(s).await?),
+            );
+            history.orders.insert(s.to_string(), orders);
             history.trades.insert(s.to_string(), store.trades(s).await?);
         }
         history.system_events = store.system_events(usize::MAX >> 1).await?;
@@ -108,6 +117,38 @@ impl History {
         history.intents = Some(all);
         Ok(history)
     }
+}
+
+/// Orders the host never sent: their intent has no recorded move (the host
+/// stopped between recording the order and making the intent durable, which
+/// precedes every send), or its moves end `rejected` without the venue ever
+/// having acknowledged or filled it.
+fn never_sent(
+    orders: &[OrderRecord],
+    moves: &[polybot_host::store::IntentWrite],
+) -> BTreeSet<String> {
+    let mut seen: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for m in moves {
+        seen.entry(m.intent_id.as_str())
+            .or_default()
+            .push(m.to.as_str());
+    }
+    orders
+        .iter()
+        .filter(|o| match seen.get(o.intent_id.as_str()) {
+            None => true,
+            Some(states) => {
+                states.last() == Some(&"rejected")
+                    && !states.iter().any(|s| {
+                        matches!(
+                            *s,
+                            "acknowledged" | "partially-filled" | "filled" | "cancelled"
+                        )
+                    })
+            }
+        })
+        .map(|o| o.intent_id.clone())
+        .collect()
 }
 
 /// An order as the venue recorded it.
@@ -265,7 +306,21 @@ pub fn check(history: &History, expect: &Expect) -> Verdict {
         let trades = history.trades.get(strategy).map_or(&[][..], Vec::as_slice);
         check_fills(&mut v, strategy, journal, trades);
         match expect.venue.get(strategy) {
-            Some(venue) => check_venue(&mut v, strategy, orders, trades, venue),
+            Some(venue) => {
+                let never_sent = history.never_sent.get(strategy);
+                let sent: Vec<OrderRecord> = orders
+                    .iter()
+                    .filter(|o| !never_sent.is_some_and(|n| n.contains(&o.intent_id)))
+                    .cloned()
+                    .collect();
+                if sent.len() < orders.len() {
+                    v.skipped.push(format!(
+                        "{strategy}: {} recorded orders never reached the venue (settled as rejected)",
+                        orders.len() - sent.len()
+                    ));
+                }
+                check_venue(&mut v, strategy, &sent, trades, venue);
+            }
             None => v
                 .skipped
                 .push(format!("{strategy}: the venue's record (none given)")),

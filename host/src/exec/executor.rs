@@ -80,8 +80,18 @@ pub struct Executor {
     refusals: HashMap<String, String>,
     /// Cancels of intents this executor does not hold go to the venue.
     forward_unknown_cancels: bool,
-    /// Shares reported to the strategy as fills, per intent.
+    /// Shares reported to the strategy as fills, per intent (net of reversals).
     told: HashMap<String, f64>,
+    /// Shares reversed (negative fills of trades that failed to settle), per
+    /// intent: the venue's matched size still counts them.
+    reversed: HashMap<String, f64>,
+    /// Intents whose reversal the strategy was told and whose explaining
+    /// order update has not come yet: that update reaches the strategy even
+    /// when it moves the intent nowhere.
+    reversal_pending: std::collections::HashSet<String>,
+    /// Terminal intents whose fills the strategy was not all told (see
+    /// [`Executor::load_untold`]); the next reconciliation settles them.
+    untold: Vec<String>,
     /// Signed position per market, from fills.
     positions: HashMap<String, f64>,
     pnl_today: f64,
@@ -134,6 +144,9 @@ impl Executor {
             refusals: HashMap::new(),
             forward_unknown_cancels: false,
             told: HashMap::new(),
+            reversed: HashMap::new(),
+            reversal_pending: std::collections::HashSet::new(),
+            untold: Vec::new(),
             positions: HashMap::new(),
             pnl_today: 0.0,
             risk: RiskGate::new(risk),
@@ -155,8 +168,38 @@ impl Executor {
         let open = self.log.open_intents(&self.strategy).await?;
         let n = open.len();
         for i in open {
-            self.told.insert(i.id.clone(), i.filled);
+            // The journal may hold fills the intent's last move does not.
+            let told = self.told.entry(i.id.clone()).or_default();
+            *told = told.max(i.filled);
             self.intents.insert(i.id.clone(), i);
+        }
+        if n > 0 {
+            self.hold = true;
+        }
+        Ok(n)
+    }
+
+    /// After a live restart: terminal intents created at or after event
+    /// time `since_ms` whose recorded fills exceed what the journal told the
+    /// strategy (the host stopped between recording the move and journaling
+    /// the fill). [`Executor::reconcile`] then tells the rest, from the
+    /// venue's trades. Returns how many.
+    ///
+    /// # Errors
+    /// The log could not be read.
+    pub async fn load_untold(&mut self, since_ms: u64) -> Result<usize, ExecError> {
+        let settled = self
+            .log
+            .filled_intents_since(&self.strategy, since_ms)
+            .await?;
+        let mut n = 0;
+        for i in settled {
+            let told = self.told.get(&i.id).copied().unwrap_or(0.0);
+            if i.filled > told + EPS && self.intent(&i.id).is_none() {
+                self.untold.push(i.id.clone());
+                self.finish(i);
+                n += 1;
+            }
         }
         if n > 0 {
             self.hold = true;
@@ -451,8 +494,18 @@ impl Executor {
                     out.events.push(EventKind::Fill(f));
                 }
                 EventKind::OrderUpdate(u) if self.state_of(&u.intent_id).is_some() => {
+                    let before = out.events.len();
                     self.apply_found(&u.intent_id.clone(), &u, now_ms, out)
                         .await?;
+                    // The update explaining a reversal: the strategy gets it
+                    // even when the intent stays where it is (filled, or a
+                    // smaller filled size than it reached).
+                    let moved = out.events[before..].iter().any(
+                        |e| matches!(e, EventKind::OrderUpdate(m) if m.intent_id == u.intent_id),
+                    );
+                    if self.reversal_pending.remove(&u.intent_id) && !moved {
+                        out.events.push(EventKind::OrderUpdate(u));
+                    }
                 }
                 other => out.events.push(other),
             }
@@ -477,6 +530,10 @@ impl Executor {
 
     fn on_fill(&mut self, f: &Fill) {
         *self.told.entry(f.intent_id.clone()).or_default() += f.size;
+        if f.size < 0.0 {
+            *self.reversed.entry(f.intent_id.clone()).or_default() -= f.size;
+            self.reversal_pending.insert(f.intent_id.clone());
+        }
         let signed = match f.side {
             Side::Buy => f.size,
             Side::Sell => -f.size,

@@ -292,6 +292,15 @@ pub trait IntentLog: Send {
     /// The intents of `strategy` not yet in a terminal state, rebuilt from
     /// their records.
     async fn open_intents(&self, strategy: &str) -> Result<Vec<Intent>, IntentLogError>;
+
+    /// The strategy's terminal intents that filled something and were
+    /// created at or after event time `since_ms` (a live restart checks them
+    /// against the fills its journal told).
+    async fn filled_intents_since(
+        &self,
+        strategy: &str,
+        since_ms: u64,
+    ) -> Result<Vec<Intent>, IntentLogError>;
 }
 
 /// An [`IntentLog`] in memory (tests and benchmarks). Clones share one log,
@@ -355,6 +364,29 @@ impl IntentLog for MemoryIntentLog {
     }
 
     async fn open_intents(&self, strategy: &str) -> Result<Vec<Intent>, IntentLogError> {
+        Ok(self
+            .all_intents(strategy)
+            .into_iter()
+            .filter(|i| !i.state.is_terminal())
+            .collect())
+    }
+
+    async fn filled_intents_since(
+        &self,
+        strategy: &str,
+        since_ms: u64,
+    ) -> Result<Vec<Intent>, IntentLogError> {
+        Ok(self
+            .all_intents(strategy)
+            .into_iter()
+            .filter(|i| i.state.is_terminal() && i.filled > 0.0 && i.created_ms >= since_ms)
+            .collect())
+    }
+}
+
+impl MemoryIntentLog {
+    /// Every intent of `strategy` as its records leave it, oldest first.
+    fn all_intents(&self, strategy: &str) -> Vec<Intent> {
         let records = self.records();
         let mut by_id: HashMap<&str, Intent> = HashMap::new();
         let mut order: Vec<&str> = Vec::new();
@@ -385,11 +417,10 @@ impl IntentLog for MemoryIntentLog {
                 }
             }
         }
-        Ok(order
+        order
             .into_iter()
             .filter_map(|id| by_id.remove(id))
-            .filter(|i| !i.state.is_terminal())
-            .collect())
+            .collect()
     }
 }
 

@@ -148,6 +148,27 @@ impl IntentLog for StoreIntentLog {
         }
         Ok(open)
     }
+
+    async fn filled_intents_since(
+        &self,
+        strategy: &str,
+        since_ms: u64,
+    ) -> Result<Vec<Intent>, IntentLogError> {
+        let rows = self
+            .store
+            .intents(Some(strategy))
+            .await
+            .map_err(|e| IntentLogError(e.to_string()))?;
+        Ok(rows
+            .iter()
+            .filter(|r| {
+                r.filled > 0.0
+                    && r.created_at_ms >= since_ms
+                    && IntentState::parse(&r.state).is_some_and(IntentState::is_terminal)
+            })
+            .filter_map(from_row)
+            .collect())
+    }
 }
 
 #[cfg(test)]

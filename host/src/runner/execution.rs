@@ -62,6 +62,7 @@ impl Execution {
         venue: &mut V,
         setup: &ExecSetup,
         restored: Option<(ExecSnapshot, u64)>,
+        untold_since_ms: Option<u64>,
         catching_up: bool,
     ) -> Result<(Self, Vec<EventKind>), ExecError> {
         let replays = venue.replays_history();
@@ -82,9 +83,10 @@ impl Execution {
             Box::new(log),
         );
         let (mut pnl_today, mut day) = (0.0, 0);
+        let mut restored = restored;
         if replays {
             exec = exec.without_rate_limits().forwarding_unknown_cancels();
-            if let Some((snapshot, saved_day)) = restored {
+            if let Some((snapshot, saved_day)) = restored.take() {
                 pnl_today = snapshot.pnl_today;
                 day = saved_day;
                 exec.restore(snapshot);
@@ -116,6 +118,14 @@ impl Execution {
                 }
             }
         }
+        if let Some((snapshot, saved_day)) = restored {
+            // Live: intents come from the log and are reconciled below; the
+            // risk gate's exposure and day's PnL come from the ledger the
+            // runner rebuilt from its host state and the journal.
+            pnl_today = snapshot.pnl_today;
+            day = saved_day;
+            exec.restore_exposure(snapshot.positions, snapshot.pnl_today, snapshot.told);
+        }
         let mut me = Execution {
             exec,
             strategy: name,
@@ -128,6 +138,12 @@ impl Execution {
         let mut events = Vec::new();
         if !replays {
             let open = me.exec.load().await?;
+            if let Some(since) = untold_since_ms {
+                let untold = me.exec.load_untold(since).await?;
+                if untold > 0 {
+                    tracing::info!(strategy = %me.strategy, untold, "intents with fills the journal lacks");
+                }
+            }
             let now = wall_clock_ms();
             let since = me
                 .exec

@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::contract::{Action, EventKind, Side};
 use crate::ledger::Ledger;
-use crate::store::{HostState, JournalEntry, StateStore, StoreError, SystemEvent, Write};
+use crate::store::{HostState, JournalEntry, Outcome, StateStore, StoreError, SystemEvent, Write};
 use crate::supervisor::Cell;
 use crate::venue::Venue;
 
@@ -84,6 +85,11 @@ pub(super) struct RunState {
     pub first_event_ms: Option<u64>,
     /// The executor's state and the event-time day of its `pnl_today`.
     pub exec: Option<(crate::exec::ExecSnapshot, u64)>,
+    /// Live restart: event time of the first journal entry folded in after
+    /// the host state (intents created since have their fills counted in
+    /// `exec`'s `told`). Never saved.
+    #[serde(skip)]
+    pub rebuilt_from_ms: Option<u64>,
 }
 
 /// A host state's bytes, decoded.
@@ -219,7 +225,7 @@ pub(super) async fn prepare<V: Venue>(
             venue = venue.name(),
             "the venue keeps its own state; continuing live after seq {end}"
         );
-        return (CatchUp::nothing(), RunState::default());
+        return (CatchUp::nothing(), rebuild_live(cell, end).await);
     }
     let started = Instant::now();
     let (from, run) = match restore_newest(cell, venue, end).await {
@@ -248,6 +254,112 @@ pub(super) async fn prepare<V: Venue>(
         logged: Instant::now(),
     };
     (catch_up, run)
+}
+
+/// The host's own state for a venue that keeps its own (live): it is never
+/// driven through the journal, but the runner's state around it is rebuilt —
+/// the newest usable host state (its venue part unused), then the journal
+/// after it folded in ([`RunState::take_in`]). A journal that cannot be read
+/// is a system event; the run then continues from what was rebuilt so far.
+async fn rebuild_live(cell: &Cell, end: u64) -> RunState {
+    let (mut fetched, mut run) = match newest_run_state(cell, end).await {
+        Some((seq, run)) => (seq, run),
+        None => (0, RunState::default()),
+    };
+    let from = fetched;
+    while fetched < end {
+        let page = match cell.store().journal_page(cell.name(), fetched, PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                system_event(
+                    cell,
+                    "host-state-rejected",
+                    format!(
+                        "cannot read the journal after seq {fetched} ({e}); timers, ledger and \
+                         counters continue from seq {fetched}"
+                    ),
+                )
+                .await;
+                break;
+            }
+        };
+        let Some(last) = page.last().map(|e| e.event.seq) else {
+            break;
+        };
+        for entry in page.iter().take_while(|e| e.event.seq <= end) {
+            run.rebuilt_from_ms.get_or_insert(entry.event.timestamp_ms);
+            run.take_in(entry);
+        }
+        fetched = last.max(fetched + 1);
+    }
+    tracing::info!(
+        strategy = %cell.name(),
+        from_seq = from,
+        to_seq = end,
+        timers = run.timers.len(),
+        fills = run.fills,
+        "rebuilt the host's timers, ledger and counters from the journal"
+    );
+    run
+}
+
+impl RunState {
+    /// Folds in one journal entry the way the run loop took it in: its fill
+    /// booked in the ledger (positions and the day's PnL of the risk gate
+    /// follow, and the shares told per intent), its orders and cancels counted, its timers set or fired.
+    pub(super) fn take_in(&mut self, entry: &JournalEntry) {
+        let at = entry.event.timestamp_ms;
+        self.first_event_ms.get_or_insert(at);
+        let actions: &[Action] = match &entry.outcome {
+            Outcome::Handled(actions) => actions,
+            Outcome::Quarantined { .. } => &[],
+        };
+        crate::supervisor::record_timers(&mut self.timers, &entry.event, actions);
+        for action in actions {
+            match action {
+                Action::PlaceOrder(_) => self.orders += 1,
+                Action::CancelOrder(_) => self.cancels += 1,
+                Action::SetTimer(_) => {}
+            }
+        }
+        if let EventKind::Fill(fill) = &entry.event.kind {
+            self.fills += 1;
+            let booked = self.ledger.apply(fill);
+            let (exec, day) = self.exec.get_or_insert_with(Default::default);
+            let signed = match fill.side {
+                Side::Buy => fill.size,
+                Side::Sell => -fill.size,
+            };
+            match exec.positions.iter_mut().find(|(m, _)| *m == fill.market) {
+                Some((_, p)) => *p += signed,
+                None => exec.positions.push((fill.market.clone(), signed)),
+            }
+            // Told to the strategy: reconciliation must not fill it again,
+            // whatever the intent's last recorded move says.
+            match exec.told.iter_mut().find(|(id, _)| *id == fill.intent_id) {
+                Some((_, n)) => *n += fill.size,
+                None => exec.told.push((fill.intent_id.clone(), fill.size)),
+            }
+            let today = at / 86_400_000;
+            if today != *day {
+                *day = today;
+                exec.pnl_today = 0.0;
+            }
+            exec.pnl_today += booked.realized_pnl;
+        }
+    }
+}
+
+/// The runner's state from the newest host state at or before `end` that is
+/// intact and decodes (a live run's venue keeps its own state: its part is
+/// not used), with its seq.
+async fn newest_run_state(cell: &Cell, end: u64) -> Option<(u64, RunState)> {
+    let states = cell.store().host_states(cell.name()).await.ok()?;
+    states
+        .into_iter()
+        .filter(|s| s.seq <= end)
+        .find_map(|s| decode(&s).ok())
+        .map(|saved| (saved.seq, saved.run))
 }
 
 /// Restores the newest host state at or before `end` that is intact, decodes
@@ -323,8 +435,12 @@ fn decode(state: &HostState) -> Result<Saved, String> {
 /// boundary, with the venue and `run` having taken in every event up to
 /// `cell.last_seq()`. Returns whether one was written.
 pub(super) async fn save<V: Venue>(cell: &Cell, venue: &V, run: RunState) -> bool {
-    let Some(venue_bytes) = venue.save_state() else {
-        return false;
+    // A venue that keeps its own state saves none: the runner's part is
+    // still kept, for `rebuild_live`.
+    let venue_bytes = match venue.save_state() {
+        Some(bytes) => bytes,
+        None if !venue.replays_history() => Vec::new(),
+        None => return false,
     };
     let seq = cell.last_seq();
     let saved = Saved {
@@ -385,6 +501,76 @@ pub(super) async fn system_event(cell: &Cell, event_type: &str, message: String)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::{Event, Fill, SetTimer};
+
+    fn entry(seq: u64, timestamp_ms: u64, kind: EventKind, actions: Vec<Action>) -> JournalEntry {
+        JournalEntry {
+            event: Event {
+                seq,
+                timestamp_ms,
+                kind,
+            },
+            outcome: Outcome::Handled(actions),
+        }
+    }
+
+    fn fill(intent: &str, side: Side, price: f64, size: f64) -> EventKind {
+        EventKind::Fill(Fill {
+            intent_id: intent.into(),
+            market: "m".into(),
+            side,
+            price,
+            size,
+            fee: 0.0,
+        })
+    }
+
+    /// What a live restart rebuilds from the journal: timers set and fired,
+    /// the ledger with its realised PnL, the risk gate's position and day's
+    /// PnL, the shares told per intent, and the counters.
+    #[test]
+    fn the_journal_folds_into_timers_ledger_exposure_and_counters() {
+        let day = 86_400_000;
+        let set = |id, at_ms| Action::SetTimer(SetTimer { id, at_ms });
+        let mut run = RunState::default();
+        for e in [
+            entry(
+                1,
+                day + 1,
+                EventKind::Timer(0),
+                vec![set(1, day + 50), set(2, day + 10)],
+            ),
+            entry(2, day + 10, EventKind::Timer(2), vec![]),
+            entry(3, day + 20, fill("1.0", Side::Buy, 0.40, 10.0), vec![]),
+            // Yesterday's PnL does not count today.
+            entry(
+                4,
+                2 * day + 1,
+                fill("2.0", Side::Sell, 0.50, 4.0),
+                vec![set(3, 0)],
+            ),
+            entry(5, 2 * day + 2, fill("2.0", Side::Sell, 0.45, 2.0), vec![]),
+        ] {
+            run.take_in(&e);
+        }
+        assert_eq!(
+            run.timers,
+            [(day + 50, 1), (2 * day + 1, 3)].into(),
+            "timer 2 fired; one set in the past is due at once"
+        );
+        assert_eq!(run.fills, 3);
+        assert_eq!(run.first_event_ms, Some(day + 1));
+        assert!((run.ledger.position("m") - 4.0).abs() < 1e-9);
+        assert!((run.ledger.realized_pnl() - (4.0 * 0.10 + 2.0 * 0.05)).abs() < 1e-9);
+        let (exec, on_day) = run.exec.expect("exposure");
+        assert_eq!(on_day, 2);
+        assert_eq!(exec.positions, [("m".to_string(), 4.0)]);
+        assert!((exec.pnl_today - 0.5).abs() < 1e-9);
+        assert_eq!(
+            exec.told,
+            [("1.0".to_string(), 10.0), ("2.0".to_string(), 6.0)]
+        );
+    }
 
     /// A host state written before the one ledger (format 1, whose ledger
     /// was a map of (position, average cost)) is refused by name, so the

@@ -49,10 +49,7 @@ impl PendingTimers {
     /// Applies a recorded event: the timer it fires is gone, the ones its
     /// actions set are pending.
     pub(crate) fn record(&mut self, event: &Event, actions: &[Action]) {
-        if let Some(key) = fired_by(event) {
-            self.set.remove(&key);
-        }
-        self.set.extend(set_by(event, actions));
+        record_in(&mut self.set, event, actions);
     }
 
     /// Removes and returns the timers due at or before `now_ms`, earliest first.
@@ -61,6 +58,16 @@ impl PendingTimers {
         let due = std::mem::replace(&mut self.set, later);
         due.into_iter().collect()
     }
+}
+
+/// Applies a recorded event to a set of pending timers `(due time, id)`: the
+/// timer it fires is gone, the ones its actions set are pending. The run loop
+/// uses it to rebuild the set from the journal after a restart.
+pub(crate) fn record_in(set: &mut BTreeSet<(u64, u64)>, event: &Event, actions: &[Action]) {
+    if let Some(key) = fired_by(event) {
+        set.remove(&key);
+    }
+    set.extend(set_by(event, actions));
 }
 
 /// The timer a timer event fires (a timer fires at its due time).

@@ -81,8 +81,9 @@ impl Executor {
             .collect();
         open.sort();
         let mut complete = true;
+        let untold = std::mem::take(&mut self.untold);
         // Orders an earlier run sent: the venue learns their references again.
-        for id in &open {
+        for id in open.iter().chain(&untold) {
             if let Some(i) = self.intents.get(id)
                 && let Some(r) = &i.venue_ref
             {
@@ -91,9 +92,20 @@ impl Executor {
         }
         // The venue's trades, grouped by intent, new ones only.
         let mut trades: BTreeMap<String, Vec<crate::venue::VenueTrade>> = BTreeMap::new();
+        // Per intent: matched size whose trades failed to settle. The venue's
+        // matched size still counts it; the strategy had it reversed (or
+        // never told), so it is no fill.
+        let mut failed: BTreeMap<String, f64> = BTreeMap::new();
         match client.trades(since_ms).await {
             Ok(ts) => {
                 for t in ts {
+                    if t.status
+                        .as_deref()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("FAILED"))
+                    {
+                        *failed.entry(t.intent_id.clone()).or_default() += t.size;
+                        continue;
+                    }
                     if self.log.record_trade(&self.strategy, &t.id).await? {
                         trades.entry(t.intent_id.clone()).or_default().push(t);
                     }
@@ -147,7 +159,8 @@ impl Executor {
             match found {
                 Some(u) => {
                     let new_trades = trades.remove(id).unwrap_or_default();
-                    self.fills_up_to(id, u.filled_size, &new_trades, &mut out);
+                    let net = self.net_of_failed(id, u.filled_size, &failed);
+                    self.fills_up_to(id, net, &new_trades, &mut out);
                     self.apply_found(id, &u, now_ms, &mut out).await?;
                 }
                 None => {
@@ -174,10 +187,20 @@ impl Executor {
                 );
             }
         }
+        // Settled intents whose fills were not all told: from their trades,
+        // else at the order's price.
+        for id in &untold {
+            let ts = trades.remove(id).unwrap_or_default();
+            if let Some(filled) = self.intent(id).map(|i| i.filled) {
+                let net = self.net_of_failed(id, filled, &failed);
+                self.fills_up_to(id, net, &ts, &mut out);
+            }
+        }
         // Trades of intents that were already settled: fills not yet told.
         for (id, ts) in std::mem::take(&mut trades) {
             if let Some(filled) = self.intent(&id).map(|i| i.filled) {
-                self.fills_up_to(&id, filled, &ts, &mut out);
+                let net = self.net_of_failed(&id, filled, &failed);
+                self.fills_up_to(&id, net, &ts, &mut out);
             }
         }
         match client.open().await {
@@ -225,6 +248,16 @@ impl Executor {
             );
         }
         Ok(out)
+    }
+
+    /// `venue_filled` (the venue's matched size of intent `id`, which counts
+    /// trades that failed to settle) less what failed: the size of the
+    /// failed trades the venue lists, or what was reversed for the strategy,
+    /// whichever is larger.
+    fn net_of_failed(&self, id: &str, venue_filled: f64, failed: &BTreeMap<String, f64>) -> f64 {
+        let listed = failed.get(id).copied().unwrap_or(0.0);
+        let reversed = self.reversed.get(id).copied().unwrap_or(0.0);
+        (venue_filled - listed.max(reversed)).max(0.0)
     }
 
     /// Fills the strategy has not been told, up to `venue_filled` shares in

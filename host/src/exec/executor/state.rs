@@ -97,6 +97,22 @@ impl Executor {
         self.risk.restore_recent(s.recent_orders_ms);
     }
 
+    /// What a live restart rebuilds from the journal before [`Executor::load`]:
+    /// the risk gate's signed positions per market and the day's PnL, and the
+    /// shares each intent's fills told the strategy (so reconciliation fills
+    /// none of them again, even when the intent's last recorded move predates
+    /// a journaled fill).
+    pub fn restore_exposure(
+        &mut self,
+        positions: Vec<(String, f64)>,
+        pnl_today: f64,
+        told: Vec<(String, f64)>,
+    ) {
+        self.positions = positions.into_iter().collect();
+        self.pnl_today = pnl_today;
+        self.told = told.into_iter().collect();
+    }
+
     /// Intents a replay must refuse again, each with the reason it got.
     pub fn set_refusals(&mut self, refusals: impl IntoIterator<Item = (String, String)>) {
         self.refusals = refusals.into_iter().collect();
@@ -110,6 +126,8 @@ impl Executor {
             if let Some(old) = self.finished_order.pop_front() {
                 self.finished.remove(&old);
                 self.told.remove(&old);
+                self.reversed.remove(&old);
+                self.reversal_pending.remove(&old);
             }
         }
     }

@@ -646,3 +646,103 @@ async fn the_simulated_venue_is_driven_through_the_object_safe_halves() {
         [IntentState::Pending, IntentState::Sent, IntentState::Filled]
     );
 }
+
+fn trade(id: &str, intent: &str, size: f64, status: &str) -> VenueTrade {
+    VenueTrade {
+        id: id.into(),
+        intent_id: intent.into(),
+        market: "m".into(),
+        side: Side::Buy,
+        price: 0.4,
+        size,
+        status: Some(status.into()),
+        time_ms: Some(1_000),
+    }
+}
+
+fn fill_sizes(out: &ExecOutput) -> Vec<f64> {
+    out.events
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::Fill(f) => Some(f.size),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconciliation_counts_no_failed_trade_and_refills_no_reversal() {
+    let (mut ex, _log) = executor(cfg(), RiskConfig::default());
+    let mut venue = Fake::default();
+    ex.submit(&mut venue, "1.0", gtc(10.0), 0)
+        .await
+        .expect("1.0");
+    ex.submit(&mut venue, "2.0", gtc(10.0), 0)
+        .await
+        .expect("2.0");
+    {
+        let mut st = venue.st();
+        for id in ["1.0", "2.0"] {
+            let u = st.orders.get_mut(id).unwrap();
+            u.status = OrderStatus::Filled;
+            u.filled_size = 10.0;
+            u.remaining_size = 0.0;
+        }
+        // 1.0: filled while the host looked away, half of it failed to settle.
+        st.trades.push(trade("a1", "1.0", 5.0, "CONFIRMED"));
+        st.trades.push(trade("a2", "1.0", 5.0, "failed"));
+        st.trades.push(trade("b1", "2.0", 5.0, "CONFIRMED"));
+        st.trades.push(trade("b2", "2.0", 5.0, "FAILED"));
+    }
+    // 2.0: the strategy was told the fill, then the reversal and why.
+    let mut f = Fill {
+        intent_id: "2.0".into(),
+        market: "m".into(),
+        side: Side::Buy,
+        price: 0.4,
+        size: 10.0,
+        fee: 0.0,
+    };
+    let mut filled = venue.st().orders["2.0"].clone();
+    let out = ex
+        .on_venue_events(
+            vec![
+                EventKind::Fill(f.clone()),
+                EventKind::OrderUpdate(filled.clone()),
+            ],
+            1,
+        )
+        .await
+        .expect("fill");
+    assert_eq!(statuses(&out), [OrderStatus::Filled]);
+    f.size = -5.0;
+    filled.status = OrderStatus::Cancelled;
+    filled.filled_size = 5.0;
+    filled.reason = Some("trade failed: b2 reversed".into());
+    let out = ex
+        .on_venue_events(vec![EventKind::Fill(f), EventKind::OrderUpdate(filled)], 2)
+        .await
+        .expect("reversal");
+    assert_eq!(fill_sizes(&out), [-5.0]);
+    assert_eq!(
+        statuses(&out),
+        [OrderStatus::Cancelled],
+        "the strategy is told why, though the intent stays filled"
+    );
+    assert_eq!(ex.intent("2.0").unwrap().state, IntentState::Filled);
+
+    let out = ex.reconcile(&mut venue, 0, 3).await.expect("reconcile");
+    let fills: Vec<_> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::Fill(f) => Some((f.intent_id.clone(), f.size)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        fills,
+        [("1.0".to_string(), 5.0)],
+        "the confirmed half of 1.0 only; nothing of 2.0 again"
+    );
+}
