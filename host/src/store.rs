@@ -22,6 +22,103 @@ use sha2::{Digest, Sha256};
 
 use crate::contract::{Action, Event, PlaceOrder, Side};
 
+/// Implements [`StateStore`] for a store that wraps another and changes only
+/// its writes: the given items (its `write`) are used as written; `sync`,
+/// `close` and every read go to the field named `$inner` unchanged. So a read
+/// added to the trait is forwarded by every wrapper with one edit.
+macro_rules! forward_store_reads {
+    ($ty:ty, $inner:ident, { $($own:tt)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::store::StateStore for $ty {
+        $($own)*
+        async fn sync(&self) -> Result<(), $crate::store::StoreError> {
+            self.$inner.sync().await
+        }
+        async fn close(&self) -> Result<(), $crate::store::StoreError> {
+            self.$inner.close().await
+        }
+        async fn entries_after(
+            &self,
+            strategy: &str,
+            after: u64,
+        ) -> Result<Vec<$crate::store::JournalEntry>, $crate::store::StoreError> {
+            self.$inner.entries_after(strategy, after).await
+        }
+        async fn journal_page(
+            &self,
+            strategy: &str,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<$crate::store::JournalEntry>, $crate::store::StoreError> {
+            self.$inner.journal_page(strategy, after, limit).await
+        }
+        async fn host_states(
+            &self,
+            strategy: &str,
+        ) -> Result<Vec<$crate::store::HostState>, $crate::store::StoreError> {
+            self.$inner.host_states(strategy).await
+        }
+        async fn last_seq(&self, strategy: &str) -> Result<u64, $crate::store::StoreError> {
+            self.$inner.last_seq(strategy).await
+        }
+        async fn checkpoints(
+            &self,
+            strategy: &str,
+        ) -> Result<Vec<$crate::store::Checkpoint>, $crate::store::StoreError> {
+            self.$inner.checkpoints(strategy).await
+        }
+        async fn system_events(
+            &self,
+            limit: usize,
+        ) -> Result<Vec<$crate::store::SystemEvent>, $crate::store::StoreError> {
+            self.$inner.system_events(limit).await
+        }
+        async fn status(
+            &self,
+        ) -> Result<Vec<$crate::store::StrategyStatus>, $crate::store::StoreError> {
+            self.$inner.status().await
+        }
+        async fn orders(
+            &self,
+            strategy: &str,
+        ) -> Result<Vec<$crate::store::OrderRecord>, $crate::store::StoreError> {
+            self.$inner.orders(strategy).await
+        }
+        async fn trades(
+            &self,
+            strategy: &str,
+        ) -> Result<Vec<$crate::store::TradeRecord>, $crate::store::StoreError> {
+            self.$inner.trades(strategy).await
+        }
+        async fn intents(
+            &self,
+            strategy: Option<&str>,
+        ) -> Result<Vec<$crate::store::IntentRow>, $crate::store::StoreError> {
+            self.$inner.intents(strategy).await
+        }
+        async fn intent_transitions(
+            &self,
+            strategy: &str,
+        ) -> Result<Vec<$crate::store::IntentWrite>, $crate::store::StoreError> {
+            self.$inner.intent_transitions(strategy).await
+        }
+        async fn exec_trades(
+            &self,
+            strategy: &str,
+        ) -> Result<Vec<String>, $crate::store::StoreError> {
+            self.$inner.exec_trades(strategy).await
+        }
+        async fn halt(
+            &self,
+            strategy: &str,
+        ) -> Result<Option<$crate::store::HaltRecord>, $crate::store::StoreError> {
+            self.$inner.halt(strategy).await
+        }
+        }
+    };
+}
+pub(crate) use forward_store_reads;
+
 /// What became of a journaled event.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

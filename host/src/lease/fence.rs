@@ -12,10 +12,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::LeaseLost;
-use crate::store::{
-    Checkpoint, HostState, JournalEntry, OrderRecord, StateStore, StoreError, StrategyStatus,
-    SystemEvent, TradeRecord, Write,
-};
+use crate::store::{StateStore, StoreError, Write};
 
 /// See the module docs.
 pub struct FencedStore {
@@ -60,94 +57,19 @@ impl FencedStore {
     }
 }
 
-#[async_trait::async_trait]
-impl StateStore for FencedStore {
+crate::store::forward_store_reads!(FencedStore, inner, {
     async fn write(&self, write: Write) -> Result<(), StoreError> {
         match self.fenced(&write) {
             Some(refused) => Err(refused),
             None => self.inner.write(write).await,
         }
     }
-
-    async fn sync(&self) -> Result<(), StoreError> {
-        self.inner.sync().await
-    }
-
-    async fn close(&self) -> Result<(), StoreError> {
-        self.inner.close().await
-    }
-
-    async fn entries_after(
-        &self,
-        strategy: &str,
-        after: u64,
-    ) -> Result<Vec<JournalEntry>, StoreError> {
-        self.inner.entries_after(strategy, after).await
-    }
-
-    async fn journal_page(
-        &self,
-        strategy: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<JournalEntry>, StoreError> {
-        self.inner.journal_page(strategy, after, limit).await
-    }
-
-    async fn host_states(&self, strategy: &str) -> Result<Vec<HostState>, StoreError> {
-        self.inner.host_states(strategy).await
-    }
-
-    async fn last_seq(&self, strategy: &str) -> Result<u64, StoreError> {
-        self.inner.last_seq(strategy).await
-    }
-
-    async fn checkpoints(&self, strategy: &str) -> Result<Vec<Checkpoint>, StoreError> {
-        self.inner.checkpoints(strategy).await
-    }
-
-    async fn system_events(&self, limit: usize) -> Result<Vec<SystemEvent>, StoreError> {
-        self.inner.system_events(limit).await
-    }
-
-    async fn status(&self) -> Result<Vec<StrategyStatus>, StoreError> {
-        self.inner.status().await
-    }
-
-    async fn orders(&self, strategy: &str) -> Result<Vec<OrderRecord>, StoreError> {
-        self.inner.orders(strategy).await
-    }
-
-    async fn trades(&self, strategy: &str) -> Result<Vec<TradeRecord>, StoreError> {
-        self.inner.trades(strategy).await
-    }
-
-    async fn intents(
-        &self,
-        strategy: Option<&str>,
-    ) -> Result<Vec<crate::store::IntentRow>, StoreError> {
-        self.inner.intents(strategy).await
-    }
-
-    async fn intent_transitions(
-        &self,
-        strategy: &str,
-    ) -> Result<Vec<crate::store::IntentWrite>, StoreError> {
-        self.inner.intent_transitions(strategy).await
-    }
-
-    async fn exec_trades(&self, strategy: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.exec_trades(strategy).await
-    }
-
-    async fn halt(&self, strategy: &str) -> Result<Option<crate::store::HaltRecord>, StoreError> {
-        self.inner.halt(strategy).await
-    }
-}
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SystemEvent;
     use crate::store::memory::MemoryStore;
 
     fn state(strategy: &str) -> Write {
