@@ -336,6 +336,11 @@ pub trait ExecutionClient: Send {
     /// Cancels the order named `intent_id`; the resulting order update.
     async fn cancel(&mut self, intent_id: &str) -> Result<Vec<EventKind>, VenueError>;
     /// The venue's record of the order named `intent_id`; `None` if it never saw it.
+    ///
+    /// A venue reports every matched share of its orders as fill events once
+    /// it learns of them (in a `place` answer, its own polls or stream, or
+    /// after a lookup found size it had not reported), each followed by the
+    /// order's update; the execution layer tells each share once.
     async fn lookup(&mut self, intent_id: &str) -> Result<Option<OrderUpdate>, VenueError>;
     /// Orders the venue holds open for the strategy.
     async fn open(&mut self) -> Result<Vec<OrderUpdate>, VenueError>;

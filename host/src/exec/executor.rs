@@ -479,21 +479,24 @@ impl Executor {
         Ok(())
     }
 
-    /// Venue events: fills are passed on (and counted); order updates move
-    /// intents, and the strategy gets the update of each move.
+    /// Venue events: fills are told once (see the `fills` module); order
+    /// updates move intents, and the strategy gets the update of each move.
     pub(super) async fn apply_events(
         &mut self,
         events: Vec<EventKind>,
         now_ms: u64,
         out: &mut ExecOutput,
     ) -> Result<(), ExecError> {
+        let mut held: Vec<Fill> = Vec::new();
         for e in events {
             match e {
+                EventKind::Fill(f) if self.holds(&f) => held.push(f),
                 EventKind::Fill(f) => {
                     self.on_fill(&f);
                     out.events.push(EventKind::Fill(f));
                 }
                 EventKind::OrderUpdate(u) if self.state_of(&u.intent_id).is_some() => {
+                    self.tell_held(&u, &mut held, out);
                     let before = out.events.len();
                     self.apply_found(&u.intent_id.clone(), &u, now_ms, out)
                         .await?;
@@ -510,6 +513,7 @@ impl Executor {
                 other => out.events.push(other),
             }
         }
+        self.tell_unexplained(held, out);
         Ok(())
     }
 
@@ -526,19 +530,6 @@ impl Executor {
         let mut out = ExecOutput::default();
         self.apply_events(events, now_ms, &mut out).await?;
         Ok(out)
-    }
-
-    fn on_fill(&mut self, f: &Fill) {
-        *self.told.entry(f.intent_id.clone()).or_default() += f.size;
-        if f.size < 0.0 {
-            *self.reversed.entry(f.intent_id.clone()).or_default() -= f.size;
-            self.reversal_pending.insert(f.intent_id.clone());
-        }
-        let signed = match f.side {
-            Side::Buy => f.size,
-            Side::Sell => -f.size,
-        };
-        *self.positions.entry(f.market.clone()).or_default() += signed;
     }
 
     /// Moves intent `id`; a repeat of the state it is in (or a stale venue
@@ -667,6 +658,7 @@ fn rejection_reason(e: &VenueError) -> String {
 }
 
 mod cancel;
+mod fills;
 mod gates;
 mod reconcile;
 mod state;

@@ -198,6 +198,9 @@ struct Live {
     owner: String,
     /// Every order placed, by intent id; shared with the upkeep task.
     orders: Tracked,
+    /// Where order events this process learns of outside the upkeep task
+    /// (a lookup's newly matched size) are reported, as the upkeep reports its own.
+    reports: mpsc::Sender<Vec<EventKind>>,
     ledger: Ledger,
     _upkeep: AbortOnDrop,
 }
@@ -778,7 +781,7 @@ impl Live {
         }
         let orders = Tracked::default();
         let (tx, rx) = mpsc::channel(256);
-        let task = tokio::spawn(upkeep(client.clone(), orders.clone(), tx));
+        let task = tokio::spawn(upkeep(client.clone(), orders.clone(), tx.clone()));
         Ok((
             Live {
                 client,
@@ -786,6 +789,7 @@ impl Live {
                 strategy: cfg.strategy,
                 owner,
                 orders,
+                reports: tx,
                 ledger: Ledger::default(),
                 _upkeep: AbortOnDrop(task),
             },
@@ -1062,6 +1066,31 @@ impl Live {
                         update.status,
                         OrderStatus::Open | OrderStatus::PartiallyFilled
                     );
+                    // Matched size this process never reported (its answer was
+                    // lost, or it matched while no process watched): reported
+                    // like a poll's finding, so an order that is no longer
+                    // polled still has its fill told. The execution layer
+                    // tells each share once.
+                    let matched = found.size_matched.min(o.size);
+                    let new = clean(matched - o.matched);
+                    if new > 0.0 {
+                        let events = vec![
+                            EventKind::Fill(Fill {
+                                intent_id: intent_id.to_string(),
+                                market: o.market.clone(),
+                                side: o.side,
+                                price: found.price,
+                                size: new,
+                                fee: 0.0,
+                            }),
+                            EventKind::OrderUpdate(update.clone()),
+                        ];
+                        // A full channel leaves the mark where it was: the next
+                        // lookup or poll reports the size again.
+                        if self.reports.try_send(events).is_ok() {
+                            o.matched = matched;
+                        }
+                    }
                 }
                 Ok(Some(update))
             }

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use tokio::time::Instant;
 
-use super::{EPS, Executor};
-use crate::contract::{EventKind, Fill, VenueHealth};
+use super::Executor;
+use super::fills::{Leg, Told};
+use crate::contract::VenueHealth;
 use crate::exec::ExecError;
 use crate::exec::intent::IntentState;
 use crate::exec::output::{ExecOutput, NoteKind};
@@ -160,7 +161,7 @@ impl Executor {
                 Some(u) => {
                     let new_trades = trades.remove(id).unwrap_or_default();
                     let net = self.net_of_failed(id, u.filled_size, &failed);
-                    self.fills_up_to(id, net, &new_trades, &mut out);
+                    self.tell_trades(id, net, &new_trades, &mut out);
                     self.apply_found(id, &u, now_ms, &mut out).await?;
                 }
                 None => {
@@ -193,14 +194,14 @@ impl Executor {
             let ts = trades.remove(id).unwrap_or_default();
             if let Some(filled) = self.intent(id).map(|i| i.filled) {
                 let net = self.net_of_failed(id, filled, &failed);
-                self.fills_up_to(id, net, &ts, &mut out);
+                self.tell_trades(id, net, &ts, &mut out);
             }
         }
         // Trades of intents that were already settled: fills not yet told.
         for (id, ts) in std::mem::take(&mut trades) {
             if let Some(filled) = self.intent(&id).map(|i| i.filled) {
                 let net = self.net_of_failed(&id, filled, &failed);
-                self.fills_up_to(&id, net, &ts, &mut out);
+                self.tell_trades(&id, net, &ts, &mut out);
             }
         }
         match client.open().await {
@@ -260,54 +261,17 @@ impl Executor {
         (venue_filled - listed.max(reversed)).max(0.0)
     }
 
-    /// Fills the strategy has not been told, up to `venue_filled` shares in
-    /// all for intent `id`: from the venue's trades first, then (no trade
-    /// data) one fill at the order's price for the rest.
-    pub(super) fn fills_up_to(
+    /// Fills of intent `id` the strategy has not been told, up to `net`
+    /// shares in all: from the venue's trades first, then (no trade data)
+    /// one fill at the order's price for the rest.
+    fn tell_trades(
         &mut self,
         id: &str,
-        venue_filled: f64,
+        net: f64,
         trades: &[crate::venue::VenueTrade],
         out: &mut ExecOutput,
     ) {
-        let Some(intent) = self.intent(id) else {
-            return;
-        };
-        let order = intent.order.clone();
-        let mut told = self.told.get(id).copied().unwrap_or(0.0);
-        let mut fills = Vec::new();
-        for t in trades {
-            if told + EPS >= venue_filled {
-                break;
-            }
-            let size = t.size.min(venue_filled - told);
-            told += size;
-            fills.push(Fill {
-                intent_id: id.to_string(),
-                market: order.market.clone(),
-                side: order.side,
-                price: t.price,
-                size,
-                fee: 0.0,
-            });
-        }
-        if venue_filled - told > EPS {
-            fills.push(Fill {
-                intent_id: id.to_string(),
-                market: order.market.clone(),
-                side: order.side,
-                price: order.price,
-                size: venue_filled - told,
-                fee: 0.0,
-            });
-        }
-        for f in fills {
-            out.note(
-                NoteKind::Reconciled,
-                format!("intent {id}: missed fill of {} at {}", f.size, f.price),
-            );
-            self.on_fill(&f);
-            out.events.push(EventKind::Fill(f));
-        }
+        let legs: Vec<Leg> = trades.iter().map(Leg::from).collect();
+        self.tell_up_to(id, net, &legs, true, Told::Missed, out);
     }
 }
