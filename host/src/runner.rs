@@ -225,6 +225,42 @@ pub async fn run_with<V: Venue>(
         }
     };
 
+    if let Some((seq, at_ms, actions)) = restored.last_entry.take() {
+        let (mut places, mut cancels) = (Vec::new(), Vec::new());
+        for planned in crate::supervisor::plan(seq, actions) {
+            match planned.action {
+                Action::PlaceOrder(order) => places.push((planned.intent_id, order)),
+                Action::CancelOrder(id) => cancels.push(id),
+                Action::SetTimer(_) => {}
+            }
+        }
+        match execution
+            .settle_unfinished(venue, places, cancels, at_ms)
+            .await
+        {
+            Ok((events, refused)) => {
+                for (id, order) in refused {
+                    let order = order_record(&id, seq, &order);
+                    let write = Write::Order {
+                        strategy: cell.name().to_string(),
+                        order,
+                    };
+                    record(cell, write).await;
+                }
+                carry.extend(events);
+            }
+            Err(e) => {
+                report.fatal = Some(format!("cannot settle the last event's orders: {e}"));
+                report.stop = StopReason::Fatal;
+                cell.stop().await;
+                report.state = cell.state();
+                report.last_seq = cell.last_seq();
+                report.cell = cell.stats().clone();
+                return report;
+            }
+        }
+    }
+
     // The run stopped with part of a tick unhandled: no host state then (one
     // is valid only between ticks); a resume catches up through the journal.
     let mut mid_tick = false;
@@ -314,18 +350,16 @@ pub async fn run_with<V: Venue>(
             }
         }
 
+        // A limit reached or a stop requested inside a tick ends the run at
+        // the tick's end: the tick's fills and order updates already moved
+        // intents, so they reach the journal (and the strategy) before the
+        // run stops, as they would in a run that went on.
+        let mut stop_at_tick_end = None;
         while let Some((timestamp_ms, kind)) = queue.pop_front() {
-            if pending.is_done() {
-                if let Some(stop) = limits.reached(cell.last_seq(), first, timestamp_ms) {
-                    report.stop = stop;
-                    mid_tick = true;
-                    break 'run;
-                }
-                if shutdown.is_requested() {
-                    report.stop = StopReason::Shutdown;
-                    mid_tick = true;
-                    break 'run;
-                }
+            if pending.is_done() && stop_at_tick_end.is_none() {
+                stop_at_tick_end = limits
+                    .reached(cell.last_seq(), first, timestamp_ms)
+                    .or_else(|| shutdown.is_requested().then_some(StopReason::Shutdown));
             }
             let fill = match &kind {
                 EventKind::Fill(fill) => Some(fill.clone()),
@@ -455,6 +489,10 @@ pub async fn run_with<V: Venue>(
                 );
             }
         }
+        if let Some(stop) = stop_at_tick_end {
+            report.stop = stop;
+            break;
+        }
     }
 
     if pending.is_done()
@@ -498,6 +536,7 @@ async fn save_host_state<V: Venue>(
         fills: report.fills,
         first_event_ms: report.first_event_ms,
         rebuilt_from_ms: None,
+        last_entry: None,
     };
     resume::save(cell, venue, run).await;
 }

@@ -116,7 +116,13 @@ fn kill_repeatedly(data: &Path, store: Option<&str>, kills: usize) {
     let mut before = 0;
     for kill in 0..kills {
         // Fault injection: how long it works before the kill is the random part.
-        kill_mid_run(data, store, Duration::from_millis(50 + rng.next(400)), kill);
+        kill_mid_run(
+            data,
+            store,
+            Some(before),
+            Duration::from_millis(50 + rng.next(400)),
+            kill,
+        );
         let after = stored_last_seq(data, store);
         eprintln!("kill {kill}: journal at seq {after}");
         assert!(
@@ -127,14 +133,36 @@ fn kill_repeatedly(data: &Path, store: Option<&str>, kills: usize) {
     }
 }
 
-/// Starts the (paced) run, lets it work for `delay` once it reports running,
-/// and SIGKILLs it, asserting it was still running.
-fn kill_mid_run(data: &Path, store: Option<&str>, delay: Duration, kill: usize) {
+/// Starts the (paced) run, waits (given `before`) until it has made durable
+/// progress beyond that seq (a restart first recovers, which may take a while
+/// on a busy machine), lets it work for `delay` more, and SIGKILLs it,
+/// asserting it was still running.
+fn kill_mid_run(
+    data: &Path,
+    store: Option<&str>,
+    before: Option<u64>,
+    delay: Duration,
+    kill: usize,
+) {
     let mut host = LoggingHost::start_running(
         host()
             .args(run_args_paced(data, store, EVENTS, KILLED_SPEED))
             .stdout(Stdio::null()),
     );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Some(before) = before
+        && stored_last_seq(data, store) <= before
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kill {kill}: the restarted run made no durable progress beyond seq {before} in 30 s"
+        );
+        assert!(
+            host.child.try_wait().unwrap().is_none(),
+            "kill {kill}: the run ended before making progress"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // polling interval, bounded by the deadline
+    }
     std::thread::sleep(delay);
     assert!(
         host.child.try_wait().unwrap().is_none(),
@@ -297,7 +325,7 @@ fn a_torn_journal_tail_is_discarded_and_the_run_resumes_exactly() {
     run_to_end(reference_dir.path(), None);
     // One kill, and no read of the store after it: a reader closing the
     // database would fold the write-ahead log back into it.
-    kill_mid_run(torn_dir.path(), None, Duration::from_millis(300), 0);
+    kill_mid_run(torn_dir.path(), None, None, Duration::from_millis(300), 0);
     // Tear the last write: cut the tail off SQLite's write-ahead log, as a
     // crash in the middle of writing a commit would.
     let wal = torn_dir.path().join("polybot.db-wal");

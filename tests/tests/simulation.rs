@@ -435,6 +435,15 @@ fn every_seed_passes_the_history_checker() {
     let only = std::env::var("POLYBOT_SIM_SEED")
         .ok()
         .map(|s| s.parse::<u64>().expect("POLYBOT_SIM_SEED must be a number"));
+    if std::env::var_os("POLYBOT_SIM_TRACE").is_some() {
+        // The host's own log, for reading one seed's story.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,wasmtime=warn,cranelift=warn",
+            ))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     if let Some(seed) = only {
         eprintln!("seed {seed}");
         let mix = if std::env::var_os("POLYBOT_SIM_FULL").is_some() {

@@ -162,6 +162,66 @@ impl Execution {
         Ok((me, events))
     }
 
+    /// Live restart: the actions of the journal's last entry, which the
+    /// stopped run may never have carried out. An order without an intent
+    /// record was never sent (an intent is durable before its order leaves):
+    /// it is recorded as rejected and the strategy told. A cancel of an
+    /// intent still open is sent now. Returns the events for the strategy and
+    /// the orders refused (their `orders` rows are the run loop's to write).
+    ///
+    /// # Errors
+    /// The store cannot be read or an intent cannot be recorded.
+    pub async fn settle_unfinished<V: Venue>(
+        &mut self,
+        venue: &mut V,
+        places: Vec<(String, PlaceOrder)>,
+        cancels: Vec<String>,
+        now_ms: u64,
+    ) -> Result<(Vec<EventKind>, Vec<(String, PlaceOrder)>), ExecError> {
+        if self.replays || (places.is_empty() && cancels.is_empty()) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let recorded: std::collections::HashSet<String> = if places.is_empty() {
+            Default::default()
+        } else {
+            self.store
+                .intents(Some(&self.strategy))
+                .await
+                .map_err(|e| crate::exec::IntentLogError(e.to_string()))?
+                .into_iter()
+                .map(|r| r.intent_id)
+                .collect()
+        };
+        let unsent: Vec<(String, PlaceOrder)> = places
+            .into_iter()
+            .filter(|(id, _)| !recorded.contains(id))
+            .collect();
+        let open: Vec<String> = cancels
+            .into_iter()
+            .filter(|id| self.exec.intent(id).is_some_and(|i| !i.state.is_terminal()))
+            .collect();
+        if unsent.is_empty() && open.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        tracing::info!(
+            strategy = %self.strategy,
+            unsent = unsent.len(),
+            cancels = open.len(),
+            "settling the last journaled event's actions"
+        );
+        self.exec.set_refusals(unsent.iter().map(|(id, _)| {
+            (
+                id.clone(),
+                "never sent: the host stopped before recording it".to_string(),
+            )
+        }));
+        let out = self
+            .exec
+            .run_batch(venue, unsent.clone(), open, now_ms)
+            .await?;
+        Ok((self.absorb(out, false).await, unsent))
+    }
+
     /// One event's orders and cancels (cancels first); the events the
     /// strategy gets for them. Notes become system events unless `replaying`
     /// (they were recorded when the events were first handled).

@@ -90,6 +90,12 @@ pub(super) struct RunState {
     /// `exec`'s `told`). Never saved.
     #[serde(skip)]
     pub rebuilt_from_ms: Option<u64>,
+    /// Live restart: the journal's last entry (seq, event time, actions)
+    /// when it came after the host state. Its actions may never have been
+    /// carried out (the run stopped between journaling it and recording its
+    /// intents); the run settles them first. Never saved.
+    #[serde(skip)]
+    pub last_entry: Option<(u64, u64, Vec<Action>)>,
 }
 
 /// A host state's bytes, decoded.
@@ -289,6 +295,11 @@ async fn rebuild_live(cell: &Cell, end: u64) -> RunState {
         for entry in page.iter().take_while(|e| e.event.seq <= end) {
             run.rebuilt_from_ms.get_or_insert(entry.event.timestamp_ms);
             run.take_in(entry);
+            if entry.event.seq == end
+                && let Outcome::Handled(actions) = &entry.outcome
+            {
+                run.last_entry = Some((end, entry.event.timestamp_ms, actions.clone()));
+            }
         }
         fetched = last.max(fetched + 1);
     }
