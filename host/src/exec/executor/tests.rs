@@ -746,3 +746,63 @@ async fn reconciliation_counts_no_failed_trade_and_refills_no_reversal() {
         "the confirmed half of 1.0 only; nothing of 2.0 again"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fill_reported_again_after_reconciliation_told_it_is_not_told_twice() {
+    let (mut ex, _log) = executor(cfg(), RiskConfig::default());
+    let mut venue = Fake::default();
+    ex.submit(&mut venue, "1.0", gtc(10.0), 0)
+        .await
+        .expect("1.0");
+    // Matched 6 while the host was away; reconciliation tells it from the trade.
+    {
+        let mut st = venue.st();
+        let u = st.orders.get_mut("1.0").unwrap();
+        u.status = OrderStatus::PartiallyFilled;
+        u.filled_size = 6.0;
+        u.remaining_size = 4.0;
+        st.trades.push(trade("t1", "1.0", 6.0, "MATCHED"));
+    }
+    let out = ex.reconcile(&mut venue, 0, 1).await.expect("reconcile");
+    assert_eq!(fill_sizes(&out), [6.0]);
+    // The venue's own poll then reports the same 6 (its mark predates the
+    // restart), and later 4 more: only the 4 are new.
+    let fill = |size: f64| {
+        EventKind::Fill(Fill {
+            intent_id: "1.0".into(),
+            market: "m".into(),
+            side: Side::Buy,
+            price: 0.4,
+            size,
+            fee: 0.01 * size,
+        })
+    };
+    let mut update = venue.st().orders["1.0"].clone();
+    let out = ex
+        .on_venue_events(vec![fill(6.0), EventKind::OrderUpdate(update.clone())], 2)
+        .await
+        .expect("repeat");
+    assert!(fill_sizes(&out).is_empty(), "{:?}", out.events);
+    assert!(
+        out.notes
+            .iter()
+            .any(|n| n.kind == NoteKind::Stale && n.detail.contains("told already")),
+        "the repeat is reported: {:?}",
+        out.notes
+    );
+    update.status = OrderStatus::Filled;
+    update.filled_size = 10.0;
+    update.remaining_size = 0.0;
+    let out = ex
+        .on_venue_events(vec![fill(4.0), EventKind::OrderUpdate(update)], 3)
+        .await
+        .expect("rest");
+    assert_eq!(fill_sizes(&out), [4.0]);
+    assert_eq!(statuses(&out), [OrderStatus::Filled]);
+    // A fill no update explains is told up to the order's size, no further.
+    let out = ex
+        .on_venue_events(vec![fill(3.0)], 4)
+        .await
+        .expect("beyond");
+    assert!(fill_sizes(&out).is_empty(), "{:?}", out.events);
+}
