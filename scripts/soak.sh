@@ -28,10 +28,7 @@ suite() {
 }
 
 cargo build -p polybot-tests --tests || exit 1
-suite "simulation ($sim_seeds seeds, every fault)" \
-    POLYBOT_SIM_SEEDS="$sim_seeds" POLYBOT_SIM_FULL=1 \
-    cargo nextest run -p polybot-tests --test simulation --no-capture
-suite "simulation ($sim_seeds seeds, CI mix)" \
+suite "simulation ($sim_seeds seeds)" \
     POLYBOT_SIM_SEEDS="$sim_seeds" \
     cargo nextest run -p polybot-tests --test simulation --no-capture
 suite "endurance ($days simulated days)" \

@@ -464,8 +464,11 @@ impl Venue for FaultyVenue<'_> {
         self.venue.portfolio()
     }
 
-    async fn trades_since(&mut self, _since_ms: u64) -> Result<Vec<VenueTrade>, VenueError> {
-        Ok(Vec::new())
+    async fn trades_since(&mut self, since_ms: u64) -> Result<Vec<VenueTrade>, VenueError> {
+        if let Some(e) = self.error(false) {
+            return Err(e);
+        }
+        self.venue.trades_since(since_ms).await
     }
 }
 

@@ -179,11 +179,12 @@ impl Executor {
         Ok(n)
     }
 
-    /// After a live restart: terminal intents created at or after event
-    /// time `since_ms` whose recorded fills exceed what the journal told the
-    /// strategy (the host stopped between recording the move and journaling
-    /// the fill). [`Executor::reconcile`] then tells the rest, from the
-    /// venue's trades. Returns how many.
+    /// After a live restart: the terminal intents with fills created at or
+    /// after event time `since_ms` are known again, and those whose recorded
+    /// fills exceed what the journal told the strategy (the host stopped
+    /// between recording the move and journaling the fill) are marked:
+    /// [`Executor::reconcile`] then tells the rest, from the venue's trades.
+    /// Returns how many were marked.
     ///
     /// # Errors
     /// The log could not be read.
@@ -194,12 +195,17 @@ impl Executor {
             .await?;
         let mut n = 0;
         for i in settled {
+            if self.intent(&i.id).is_some() {
+                continue;
+            }
+            // Known again either way: a venue's late report of one of its
+            // fills is then weighed against what was told.
             let told = self.told.get(&i.id).copied().unwrap_or(0.0);
-            if i.filled > told + EPS && self.intent(&i.id).is_none() {
+            if i.filled > told + EPS {
                 self.untold.push(i.id.clone());
-                self.finish(i);
                 n += 1;
             }
+            self.finish(i);
         }
         if n > 0 {
             self.hold = true;
@@ -338,6 +344,7 @@ impl Executor {
             if state == IntentState::Unknown {
                 match self.lookup(client, id, out).await {
                     Ok(Some(u)) => {
+                        self.tell_found(client, id, &u, out).await;
                         self.apply_found(id, &u, now_ms, out).await?;
                         return Ok(Stop::Done);
                     }

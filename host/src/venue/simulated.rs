@@ -12,6 +12,7 @@
 //! live tick. Its state (market and paper account) saves to bytes and
 //! restores into a venue of the same configuration ([`Venue::save_state`]).
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use super::paper::{PaperConfig, PaperExchange};
 use super::sim::SimMarketState;
 use super::sim::{SimConfig, SimMarket};
-use super::{MarketTick, PortfolioSummary, Venue, VenueError, VenueStateError};
+use super::{MarketTick, PortfolioSummary, Venue, VenueError, VenueStateError, VenueTrade};
 use crate::contract::{EventKind, OrderUpdate, PlaceOrder};
 
 /// How event time relates to wall-clock time.
@@ -47,7 +48,17 @@ pub struct SimVenue {
     /// waits (e.g. in a `select!`); keeping the tick here makes that safe: the
     /// next call waits for the same tick instead of skipping it.
     pending: Option<(u64, Vec<EventKind>)>,
+    /// The newest paper fills as venue trades (what `trades_since` answers),
+    /// at most [`TRADES_KEPT`]; not part of a saved state.
+    trades: VecDeque<VenueTrade>,
+    /// Event time of the newest tick, the time of the trades it causes.
+    now_ms: u64,
+    /// Fills made so far, for unique trade ids.
+    fills_made: u64,
 }
+
+/// Paper fills kept for `trades_since`.
+const TRADES_KEPT: usize = 4096;
 
 impl SimVenue {
     pub fn new(sim: SimConfig, paper: PaperConfig, speed: Pacing) -> Self {
@@ -58,6 +69,9 @@ impl SimVenue {
             catching_up: false,
             origin: None,
             pending: None,
+            trades: VecDeque::new(),
+            now_ms: 0,
+            fills_made: 0,
         }
     }
 
@@ -109,6 +123,30 @@ impl SimVenue {
     }
 }
 
+impl SimVenue {
+    /// Keeps the fills among `events` as venue trades.
+    fn keep_trades(&mut self, events: &[EventKind]) {
+        for e in events {
+            if let EventKind::Fill(f) = e {
+                self.fills_made += 1;
+                self.trades.push_back(VenueTrade {
+                    id: format!("paper-{}", self.fills_made),
+                    intent_id: f.intent_id.clone(),
+                    market: f.market.clone(),
+                    side: f.side,
+                    price: f.price,
+                    size: f.size,
+                    status: None,
+                    time_ms: Some(self.now_ms),
+                });
+                if self.trades.len() > TRADES_KEPT {
+                    self.trades.pop_front();
+                }
+            }
+        }
+    }
+}
+
 impl Venue for SimVenue {
     fn name(&self) -> &str {
         "sim"
@@ -128,6 +166,7 @@ impl Venue for SimVenue {
         }
         // Taken only after the wait, so a cancelled wait leaves the tick pending.
         let market_events = self.pending.take().map(|(_, e)| e).unwrap_or_default();
+        self.now_ms = timestamp_ms;
         let mut events = Vec::with_capacity(market_events.len());
         for event in market_events {
             // Fills a book causes happen right after that book, before anything else.
@@ -136,6 +175,7 @@ impl Venue for SimVenue {
                 _ => Vec::new(),
             };
             events.push(event);
+            self.keep_trades(&fills);
             events.extend(fills);
         }
         Ok(Some(MarketTick {
@@ -149,7 +189,19 @@ impl Venue for SimVenue {
         intent_id: &str,
         order: &PlaceOrder,
     ) -> Result<Vec<EventKind>, VenueError> {
-        Ok(self.paper.place(intent_id, order))
+        let events = self.paper.place(intent_id, order);
+        self.keep_trades(&events);
+        Ok(events)
+    }
+
+    /// The paper fills at or after `since_ms` still kept, oldest first.
+    async fn trades_since(&mut self, since_ms: u64) -> Result<Vec<VenueTrade>, VenueError> {
+        Ok(self
+            .trades
+            .iter()
+            .filter(|t| t.time_ms.is_some_and(|ms| ms >= since_ms))
+            .cloned()
+            .collect())
     }
 
     async fn cancel_order(&mut self, intent_id: &str) -> Result<Vec<EventKind>, VenueError> {

@@ -17,6 +17,14 @@
 use super::{EPS, Executor};
 use crate::contract::{EventKind, Fill, OrderUpdate, Side};
 use crate::exec::output::{ExecOutput, NoteKind};
+use crate::venue::{ExecutionClient, VenueTrade};
+
+/// Whether a venue trade failed to settle (it is no fill).
+pub(super) fn is_failed(t: &VenueTrade) -> bool {
+    t.status
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("FAILED"))
+}
 
 /// Where a told fill's price (and fee) comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,8 +34,8 @@ pub(super) struct Leg {
     pub fee: f64,
 }
 
-impl From<&crate::venue::VenueTrade> for Leg {
-    fn from(t: &crate::venue::VenueTrade) -> Self {
+impl From<&VenueTrade> for Leg {
+    fn from(t: &VenueTrade) -> Self {
         Leg {
             price: t.price,
             size: t.size,
@@ -112,6 +120,39 @@ impl Executor {
             let target = told + f.size.min((size - reversed - told).max(0.0));
             self.tell_up_to(&id, target, &[Leg::from(&f)], false, Told::Reported, out);
         }
+    }
+
+    /// A lookup found matched size of intent `id` the strategy was not told
+    /// (the answer to placing it was lost): told now, at the prices of the
+    /// venue's trades where it lists them, else at the order's price. The
+    /// venue's own later report of it is then a repeat.
+    pub(super) async fn tell_found(
+        &mut self,
+        client: &mut dyn ExecutionClient,
+        id: &str,
+        u: &OrderUpdate,
+        out: &mut ExecOutput,
+    ) {
+        let net = self.net_matched(id, u.filled_size);
+        if net <= self.told.get(id).copied().unwrap_or(0.0) + EPS {
+            return;
+        }
+        let since = self.intent(id).map_or(0, |i| i.created_ms);
+        let legs: Vec<Leg> = match client.trades(since).await {
+            Ok(trades) => trades
+                .iter()
+                .filter(|t| t.intent_id == id && !is_failed(t))
+                .map(Leg::from)
+                .collect(),
+            Err(e) => {
+                out.note(
+                    NoteKind::Unknown,
+                    format!("intent {id}: its trades could not be read ({e}); its fill is told at the order's price"),
+                );
+                Vec::new()
+            }
+        };
+        self.tell_up_to(id, net, &legs, true, Told::Missed, out);
     }
 
     /// Tells fills of intent `id` from `legs` in order until the strategy has

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use tokio::time::Instant;
 
 use super::Executor;
-use super::fills::{Leg, Told};
+use super::fills::{Leg, Told, is_failed};
 use crate::contract::VenueHealth;
 use crate::exec::ExecError;
 use crate::exec::intent::IntentState;
@@ -100,10 +100,7 @@ impl Executor {
         match client.trades(since_ms).await {
             Ok(ts) => {
                 for t in ts {
-                    if t.status
-                        .as_deref()
-                        .is_some_and(|s| s.eq_ignore_ascii_case("FAILED"))
-                    {
+                    if is_failed(&t) {
                         *failed.entry(t.intent_id.clone()).or_default() += t.size;
                         continue;
                     }
