@@ -126,6 +126,9 @@ pub struct Host {
     tasks: tokio::task::JoinSet<()>,
     events_tx: mpsc::UnboundedSender<HostEvent>,
     events: mpsc::UnboundedReceiver<HostEvent>,
+    /// Writes every strategy's heartbeat to the store.
+    beats: Arc<heartbeat::StoreBeats>,
+    beating: tokio::task::JoinHandle<()>,
 }
 
 /// What a reload changed.
@@ -180,13 +183,24 @@ impl Host {
         let store =
             assemble::open_store(leased.reach, options.location.clone(), &options.data_dir).await?;
         let (events_tx, events) = mpsc::unbounded_channel();
+        let registry = Registry::new();
+        let beats = Arc::new(heartbeat::StoreBeats::default());
+        let beating = tokio::spawn(beats.clone().run(
+            config.health.beat_every,
+            registry.clone(),
+            store.clone(),
+            host_id(&config),
+            config.health.stuck_after,
+        ));
         let mut host = Host {
             backend: store.backend(),
             config: config.clone(),
             options,
             sandbox,
             store,
-            registry: Registry::new(),
+            registry,
+            beats,
+            beating,
             running: BTreeMap::new(),
             tasks: tokio::task::JoinSet::new(),
             events_tx,
@@ -374,6 +388,16 @@ impl Host {
             tracing::error!("strategies still stopping after {bound:?}; closing the store");
             self.tasks.abort_all();
         }
+        // The last beat says how each strategy stood when the host stopped.
+        self.beating.abort();
+        self.beats
+            .beat(
+                &self.registry,
+                self.store.as_ref(),
+                &host_id(&self.config),
+                self.config.health.stuck_after,
+            )
+            .await;
         // Strategies removed by a reload that were still stopping leave the
         // registry with the rest of their kind.
         for slot in self.registry.slots() {
@@ -383,6 +407,15 @@ impl Host {
         }
         self.store.close().await
     }
+}
+
+/// The host's id: `[host] id`, or the host name.
+pub fn host_id(config: &FleetConfig) -> String {
+    config
+        .host
+        .id
+        .clone()
+        .unwrap_or_else(crate::lease::host_name)
 }
 
 /// Modules loaded so far, by file and limits: strategies sharing a module

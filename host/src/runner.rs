@@ -74,6 +74,8 @@ pub struct RunCounters {
     pub orders: AtomicU64,
     pub fills: AtomicU64,
     pub restarts: AtomicU64,
+    /// The supervisor's restarts within its restart window.
+    pub restarts_in_window: AtomicU64,
     pub quarantined: AtomicU64,
     /// Total PnL as `f64` bits.
     pub pnl_bits: AtomicU64,
@@ -566,6 +568,9 @@ fn publish(counters: &RunCounters, report: &RunReport, stats: &CellStats, pnl: f
     counters.orders.store(report.orders, Ordering::Relaxed);
     counters.fills.store(report.fills, Ordering::Relaxed);
     counters.restarts.store(stats.restarts, Ordering::Relaxed);
+    counters
+        .restarts_in_window
+        .store(stats.restarts_in_window, Ordering::Relaxed);
     counters
         .quarantined
         .store(stats.quarantined, Ordering::Relaxed);

@@ -8,6 +8,7 @@
 //!
 //! [health]
 //! stuck_after = "30s"         # events waiting, none handled this long: restart
+//! beat_every = "5s"           # each strategy's heartbeat in the store (`status`)
 //!
 //! [redis]                     # heartbeats; also --redis URL
 //! url = "redis://127.0.0.1:6379"
@@ -86,12 +87,16 @@ pub struct HealthSection {
     /// stuck: it is restarted.
     #[serde(with = "crate::sandbox::humantime_serde_compat")]
     pub stuck_after: Duration,
+    /// How often each strategy's heartbeat is written to the store.
+    #[serde(with = "crate::sandbox::humantime_serde_compat")]
+    pub beat_every: Duration,
 }
 
 impl Default for HealthSection {
     fn default() -> Self {
         HealthSection {
             stuck_after: Duration::from_secs(30),
+            beat_every: Duration::from_secs(5),
         }
     }
 }
@@ -210,6 +215,9 @@ impl FleetConfig {
         let http: crate::api::HttpSection = section(&mut table, "http")?;
         if health.stuck_after.is_zero() {
             return Err("[health] stuck_after must be longer than zero".into());
+        }
+        if health.beat_every.is_zero() {
+            return Err("[health] beat_every must be longer than zero".into());
         }
         if redis.every.is_zero() || redis.ttl < redis.every {
             return Err("[redis] every must be longer than zero and ttl at least every".into());
