@@ -242,6 +242,7 @@ impl Host {
             control,
             events: self.events_tx.clone(),
             shutdown_timeout: self.config.host.shutdown_timeout,
+            stuck_window: crate::supervisor::RestartWindow::default(),
         };
         self.tasks.spawn(task.run());
     }

@@ -937,3 +937,86 @@ fn status_lists_every_strategy_of_a_stopped_fleet_and_watch_redraws() {
     assert!(status.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_strategy_stuck_again_and_again_goes_fatal_after_its_restart_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let head = "[health]\nstuck_after = \"500ms\"\n";
+    // Seq 30 blocks for 20 s in a WASI sleep, well inside its call deadline:
+    // only the stuck detector ends it, and it blocks again on every restart.
+    let stuck = faulty(
+        "stuck",
+        "fault = \"sleep\", sleep_ms = 20000, at_seq = [30]",
+        "sandbox = { call_deadline = \"60s\" }\nsupervisor = { max_restarts = 2 }\n",
+    );
+    let file = fleet_file(
+        dir.path(),
+        head,
+        &[stuck, momentum("a", 5, 1)],
+        "speed = 20\n",
+    );
+    let mut host = LoggingHost::spawn(serve_command(&file, &data).stdout(Stdio::piped()));
+    host.wait_for("fleet running");
+    host.wait_for_within("faulty: sleeping", Duration::from_secs(60));
+    let slept = Instant::now();
+    let line = host.wait_for_within("stuck 3 times", Duration::from_secs(60));
+    assert!(line.contains("limit 2"), "{line}");
+    // Three stuck calls, each cut short: waited out, one alone takes 20 s.
+    assert!(
+        slept.elapsed() < Duration::from_secs(18),
+        "stuck calls were waited out: fatal {:?} after the first one began",
+        slept.elapsed()
+    );
+    signal(&host.child, "TERM");
+    assert!(wait_exit(&mut host, Duration::from_secs(30)).success());
+    host.drain_log();
+    let mut out = String::new();
+    use std::io::Read as _;
+    host.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let by_name = states(&report);
+    assert_eq!(by_name["stuck"]["state"], "fatal", "{report}");
+    assert_eq!(by_name["stuck"]["stuck_restarts"], 3, "{report}");
+    assert!(
+        by_name["stuck"]["last_fault"]
+            .as_str()
+            .is_some_and(|f| f.contains("stuck 3 times")),
+        "{report}"
+    );
+    assert!(
+        by_name["a"]["last_seq"].as_u64() > Some(30),
+        "the other strategy traded on: {report}"
+    );
+
+    // The store tells the same while the host is down.
+    let output = status_command(&data)
+        .args(["--json", "--events", "1000"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(states(&status)["stuck"]["state"], "fatal", "{status}");
+    let events = status["system_events"].as_array().unwrap();
+    let of = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["component"] == "fleet/stuck" && e["event_type"] == kind)
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let stuck = of("strategy-stuck");
+    assert_eq!(stuck.len(), 3, "{stuck:?}");
+    assert!(
+        stuck.iter().all(|m| m.contains("with none handled")),
+        "{stuck:?}"
+    );
+    let fatal = of("strategy-fatal");
+    assert_eq!(fatal.len(), 1, "{fatal:?}");
+    assert!(fatal[0].contains("stuck 3 times"), "{fatal:?}");
+}

@@ -28,6 +28,11 @@ pub enum Control {
         reason: String,
         grace: std::time::Duration,
     },
+    /// The stuck detector found the strategy stuck: drop it mid-event and
+    /// start again from the store, as `Restart` does, unless it has been
+    /// stuck more than the supervisor's `max_restarts` times within its
+    /// `restart_window` (wall time, as stuck is judged): then it is `fatal`.
+    Stuck { reason: String },
     /// Hot-swap the module (checked already).
     Swap(crate::sandbox::StrategyModule),
     /// Finish the event in hand, checkpoint, and wait (keeping the lease)

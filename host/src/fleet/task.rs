@@ -21,7 +21,7 @@ use crate::lease::Lease;
 use crate::runner::RunReport;
 use crate::sandbox::StrategyModule;
 use crate::store::{StateStore, SystemEvent, Write, wall_clock_ms};
-use crate::supervisor::{Cell, CellSpec, CellState, Shutdown};
+use crate::supervisor::{Cell, CellSpec, CellState, RestartWindow, Shutdown};
 
 /// Everything a strategy's task owns.
 pub(super) struct Task {
@@ -36,6 +36,8 @@ pub(super) struct Task {
     pub control: mpsc::UnboundedReceiver<Control>,
     pub events: mpsc::UnboundedSender<HostEvent>,
     pub shutdown_timeout: Duration,
+    /// Wall times of the stuck detector's restarts.
+    pub stuck_window: RestartWindow,
 }
 
 /// A strategy task's future, which may move between worker threads.
@@ -72,6 +74,8 @@ enum Attempt {
     Ended { fatal: bool },
     /// The host asked for a restart.
     Restart(String),
+    /// The stuck detector asked for a restart.
+    Stuck(String),
     /// The host asked it to stop.
     Stopped,
     /// The host asked it to pause: it checkpointed and waits.
@@ -108,8 +112,12 @@ impl Task {
             let counters = self.slot.new_attempt(counted);
             counted = true;
             self.slot.progress.reset_in_hand();
-            match self.attempt(counters).await {
-                Attempt::Restart(reason) => {
+            let attempt = match self.attempt(counters).await {
+                Attempt::Stuck(reason) => self.stuck(reason).await,
+                other => other,
+            };
+            match attempt {
+                Attempt::Restart(reason) | Attempt::Stuck(reason) => {
                     tracing::warn!("restarting the strategy: {reason}");
                     self.slot.set_state(StrategyState::Restarting);
                     system_event(
@@ -162,6 +170,8 @@ impl Task {
                     // host stops it or asks for a restart.
                     match self.wait_after_end().await {
                         Some(reason) => {
+                            // An operator's restart starts the stuck count afresh.
+                            self.stuck_window = RestartWindow::default();
                             self.slot.set_state(StrategyState::Restarting);
                             system_event(
                                 self.system.as_ref(),
@@ -194,7 +204,7 @@ impl Task {
             match self.control.recv().await {
                 Some(Control::Restart { reason, .. }) => return Some(reason),
                 Some(Control::Swap(module)) => self.module = module,
-                Some(Control::Pause | Control::Resume) => {}
+                Some(Control::Pause | Control::Resume | Control::Stuck { .. }) => {}
                 Some(Control::Stop) | None => return None,
             }
         }
@@ -208,7 +218,7 @@ impl Task {
                 Some(Control::Resume) => return Some(("resumed on request".into(), false)),
                 Some(Control::Restart { reason, .. }) => return Some((reason, true)),
                 Some(Control::Swap(module)) => self.module = module,
-                Some(Control::Pause) => {}
+                Some(Control::Pause | Control::Stuck { .. }) => {}
                 Some(Control::Stop) | None => return None,
             }
         }
@@ -301,6 +311,11 @@ impl Task {
                         }
                         return Attempt::Restart(reason);
                     }
+                    Some(Control::Stuck { reason }) => {
+                        // Dropped mid-event: the journal has every event handled.
+                        shutdown.request();
+                        return Attempt::Stuck(reason);
+                    }
                     Some(Control::Resume) => {}
                     Some(Control::Pause) => {
                         shutdown.request();
@@ -336,6 +351,50 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Counts a stuck restart against the supervisor's budget: the restart,
+    /// or — stuck more than `max_restarts` times within `restart_window` of
+    /// wall time — the strategy's end as `fatal`, recorded with the reason.
+    async fn stuck(&mut self, reason: String) -> Attempt {
+        let policy = &self.entry.config.supervisor;
+        let (limit, window) = (policy.max_restarts, policy.restart_window);
+        let stuck = self.stuck_window.record(wall_clock_ms(), window);
+        self.slot
+            .stuck_in_window
+            .store(stuck as u64, std::sync::atomic::Ordering::Relaxed);
+        if stuck <= limit as usize {
+            return Attempt::Stuck(reason);
+        }
+        let message = format!(
+            "strategy {} is fatal: stuck {stuck} times within {} (limit {limit}); last: {reason}",
+            self.entry.name,
+            humantime::format_duration(window)
+        );
+        tracing::error!("{message}");
+        self.slot.set_fault(Some(message.clone()));
+        self.slot.set_state(StrategyState::Fatal);
+        let state = Write::StrategyState {
+            strategy: self.entry.name.clone(),
+            module_digest: self.module.digest(),
+            state: StrategyState::Fatal.to_string(),
+            restarts: self.slot.view().restarts,
+            at_ms: wall_clock_ms(),
+        };
+        if let Err(e) = self.store.write(state).await {
+            tracing::warn!("cannot record the fatal state: {e}");
+        }
+        system_event(
+            self.system.as_ref(),
+            &self.entry.name,
+            "strategy-fatal",
+            message,
+        )
+        .await;
+        if let Err(e) = self.store.sync().await {
+            tracing::warn!("store sync after going fatal: {e}");
+        }
+        Attempt::Ended { fatal: true }
     }
 
     /// Keeps what a finished run says about the strategy.
