@@ -36,6 +36,11 @@
 //! Shutdown is a [`Shutdown`] request passed in and handed to the cell: once
 //! requested the loop finishes the event in hand (a cell in backoff or
 //! recovery stops at once), takes a final checkpoint and returns its report.
+//!
+//! Every step that awaits takes the cell (and the execution path) by `&mut`,
+//! even to read: a `Cell` is `Send` but not `Sync` (its wasmtime store holds
+//! WASI objects), so a shared borrow held across an await would make the
+//! run's future, and a fleet task's, unable to move between threads.
 
 mod execution;
 mod resume;
@@ -249,7 +254,7 @@ pub async fn run_with<V: Venue>(
         }
         if !catching_up && cell.last_seq() >= host_state_seq + HOST_STATE_EVERY {
             host_state_seq = cell.last_seq();
-            save_host_state(cell, venue, &report, &ledger, &execution).await;
+            save_host_state(cell, venue, &report, &ledger, &mut execution).await;
         }
         if pending.is_done() && limits.max_events.is_some_and(|max| cell.last_seq() >= max) {
             report.stop = StopReason::EventLimit;
@@ -465,7 +470,7 @@ pub async fn run_with<V: Venue>(
         && !matches!(report.stop, StopReason::Fatal | StopReason::Diverged)
     {
         // Ended at a tick boundary: the next run resumes from exactly here.
-        save_host_state(cell, venue, &report, &ledger, &execution).await;
+        save_host_state(cell, venue, &report, &ledger, &mut execution).await;
     }
     if catching_up {
         report.catch_up = Some(pending.report());
@@ -485,11 +490,11 @@ pub async fn run_with<V: Venue>(
 }
 
 async fn save_host_state<V: Venue>(
-    cell: &Cell,
+    cell: &mut Cell,
     venue: &V,
     report: &RunReport,
     ledger: &Ledger,
-    execution: &Execution,
+    execution: &mut Execution,
 ) {
     let run = resume::RunState {
         exec: Some(execution.snapshot()),
@@ -504,7 +509,7 @@ async fn save_host_state<V: Venue>(
     resume::save(cell, venue, run).await;
 }
 
-async fn record(cell: &Cell, write: Write) {
+async fn record(cell: &mut Cell, write: Write) {
     if let Err(e) = cell.store().write(write).await {
         tracing::warn!(strategy = %cell.name(), "cannot record: {e}");
     }
@@ -525,7 +530,7 @@ fn side_name(side: Side) -> &'static str {
 /// reversal of a trade that failed to settle). A sell larger than the position
 /// is clamped by the ledger and reported here as a system event.
 async fn book_trade(
-    cell: &Cell,
+    cell: &mut Cell,
     ledger: &mut Ledger,
     seq: u64,
     fill: &Fill,

@@ -40,33 +40,6 @@ pub(super) struct Task {
     pub stuck_window: RestartWindow,
 }
 
-/// A strategy task's future, which may move between worker threads.
-///
-/// The future is not `Send` by inference only because the run loop holds a
-/// `&Cell` across awaits, and a `Cell` is not `Sync` (its wasmtime store
-/// holds WASI stream and clock objects that are `Send` but not `Sync`).
-struct OwnsItsCell<F>(std::pin::Pin<Box<F>>);
-
-// SAFETY: the task's future creates its `Cell` itself and owns it (and
-// everything the cell owns) for as long as any reference to it lives; no
-// reference to the cell, or to anything not `Sync` inside it, is ever handed
-// outside the future. Every value the future owns is `Send` (a wasmtime
-// store with `Send` data is `Send`). Moving the whole future to another
-// thread between polls therefore moves the referents with their references,
-// and nothing is ever reached from two threads at once.
-unsafe impl<F> Send for OwnsItsCell<F> {}
-
-impl<F: std::future::Future> std::future::Future for OwnsItsCell<F> {
-    type Output = F::Output;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        self.0.as_mut().poll(cx)
-    }
-}
-
 /// How one attempt (a cell, from start to end) ended.
 enum Attempt {
     /// The run ended by itself: a limit, the feed's end, a fatal strategy,
@@ -102,7 +75,7 @@ impl Task {
     /// future for the multi-threaded runtime.
     pub(super) fn run(self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let span = tracing::info_span!("strategy", name = %self.entry.name);
-        OwnsItsCell(Box::pin(self.run_inner().instrument(span)))
+        self.run_inner().instrument(span)
     }
 
     async fn run_inner(mut self) {
