@@ -42,6 +42,8 @@ use crate::sandbox::{CallError, LoadError, Sandbox, SandboxLimits, StrategyModul
 use crate::store::StateStore;
 use crate::store::sql::{Backend, SqlStore, StoreLocation};
 use crate::supervisor::StartError;
+use crate::venue::polymarket::feed::Feeds;
+use venue::VenueSpec;
 
 /// Why a host (or one of its strategies) cannot start. Every variant but
 /// [`HostError::Start`] of a store failure is bad input: the user's to fix.
@@ -128,6 +130,8 @@ pub struct Host {
     events: mpsc::UnboundedReceiver<HostEvent>,
     /// Writes every strategy's heartbeat to the store.
     beats: Arc<heartbeat::StoreBeats>,
+    /// One market feed per venue endpoint, shared by its strategies.
+    feeds: Arc<Feeds>,
     beating: tokio::task::JoinHandle<()>,
 }
 
@@ -172,6 +176,30 @@ impl Host {
                 .map_err(HostError::of(&entry.name))?;
             modules.push(module);
         }
+        // One market feed per Polymarket endpoint, for every strategy on it,
+        // connected before anything is written (an unreachable one is bad input).
+        let feeds = Feeds::new();
+        let specs: Vec<(String, VenueSpec)> = config
+            .strategies
+            .iter()
+            .map(|e| (e.name.clone(), e.venue()))
+            .collect();
+        let polymarket: Vec<&crate::venue::polymarket::PolymarketConfig> = specs
+            .iter()
+            .filter_map(|(_, s)| match s {
+                VenueSpec::Polymarket(cfg) => Some(&**cfg),
+                VenueSpec::Sim { .. } => None,
+            })
+            .collect();
+        if !polymarket.is_empty() {
+            feeds.open_for(&polymarket).await.map_err(|e| {
+                let first = specs
+                    .iter()
+                    .find(|(_, s)| matches!(s, VenueSpec::Polymarket(_)))
+                    .map_or(String::new(), |(n, _)| n.clone());
+                HostError::of(&first)(HostError::Venue(venue::VenueBuildError(e)))
+            })?;
+        }
         let names: Vec<String> = config.strategies.iter().map(|e| e.name.clone()).collect();
         let leased = assemble::take_leases(
             &options.data_dir,
@@ -201,6 +229,7 @@ impl Host {
             registry,
             beats,
             beating,
+            feeds,
             running: BTreeMap::new(),
             tasks: tokio::task::JoinSet::new(),
             events_tx,
@@ -243,6 +272,7 @@ impl Host {
             events: self.events_tx.clone(),
             shutdown_timeout: self.config.host.shutdown_timeout,
             stuck_window: crate::supervisor::RestartWindow::default(),
+            feeds: self.feeds.clone(),
         };
         self.tasks.spawn(task.run());
     }

@@ -28,6 +28,13 @@
 //! duration = "6h"             # optional: stop after this much event time
 //! config = { lookback = 10 }  # handed to the strategy's init
 //! supervisor = { max_restarts = 3 }   # overrides, merged key by key
+//!
+//! [[strategy]]
+//! name = "pm"
+//! module = "momentum.wasm"
+//! venue = "polymarket"        # markets are token ids; one feed per endpoint
+//! markets = ["<token id>"]
+//! polymarket = { ws_url = "wss://…", live = false }
 //! ```
 //!
 //! A strategy's own sections (`sandbox`, `supervisor`, `checkpoint`, `sim`,
@@ -44,6 +51,7 @@ use std::time::Duration;
 use super::venue::{Speed, VenueSpec};
 use crate::config::HostConfig;
 use crate::runner::RunLimits;
+use crate::venue::polymarket;
 use crate::venue::sim::SimConfig;
 
 /// A fleet file that cannot be used: one line naming the file and the problem.
@@ -132,15 +140,67 @@ pub struct StrategyEntry {
     /// `config` as `[strategy]`.
     pub config: HostConfig,
     pub speed: Speed,
+    /// `venue = "polymarket"`: where to connect and how to execute.
+    pub polymarket: Option<PolymarketEntry>,
     pub limits: RunLimits,
     /// The strategy's table as written, to tell a changed entry on reload.
     pub source: toml::Table,
 }
 
+/// A strategy's `polymarket = { … }` table: what `run --venue polymarket`
+/// takes as flags. Credentials (live only) are read when the file is checked.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolymarketEntry {
+    pub clob_url: String,
+    pub ws_url: String,
+    pub gamma_url: String,
+    #[serde(with = "crate::sandbox::humantime_serde_compat")]
+    pub stall_timeout: Duration,
+    /// Live execution: signed orders are sent to the CLOB.
+    pub live: bool,
+    /// Credentials file for live execution [default: POLYMARKET_* variables].
+    pub credentials: Option<PathBuf>,
+    #[serde(skip)]
+    pub resolved: Option<polybot_polymarket::auth::Credentials>,
+}
+
+impl Default for PolymarketEntry {
+    fn default() -> Self {
+        PolymarketEntry {
+            clob_url: polymarket::CLOB_URL.into(),
+            ws_url: polymarket::WS_URL.into(),
+            gamma_url: polymarket::GAMMA_URL.into(),
+            stall_timeout: Duration::from_secs(30),
+            live: false,
+            credentials: None,
+            resolved: None,
+        }
+    }
+}
+
 impl StrategyEntry {
-    /// The simulated market this strategy trades on.
+    /// The market this strategy trades on: its simulated market, or
+    /// Polymarket (its `markets` are token ids).
     pub fn venue(&self) -> VenueSpec {
         let c = &self.config;
+        if let Some(p) = &self.polymarket {
+            let execution = match &p.resolved {
+                Some(credentials) => polymarket::Execution::Live(polymarket::LiveConfig {
+                    strategy: self.name.clone(),
+                    credentials: credentials.clone(),
+                }),
+                None => polymarket::Execution::Paper((&c.paper).into()),
+            };
+            return VenueSpec::Polymarket(Box::new(polymarket::PolymarketConfig {
+                clob_url: p.clob_url.clone(),
+                ws_url: p.ws_url.clone(),
+                gamma_url: p.gamma_url.clone(),
+                tokens: c.sim.markets.clone().unwrap_or_default(),
+                stall_timeout: p.stall_timeout,
+                execution,
+            }));
+        }
         VenueSpec::Sim {
             sim: SimConfig {
                 seed: c.sim.seed.unwrap_or(42),
@@ -176,8 +236,17 @@ pub struct FleetConfig {
 }
 
 /// Keys of a `[[strategy]]` table that are not sections.
-const STRATEGY_KEYS: [&str; 9] = [
-    "name", "module", "venue", "markets", "seed", "speed", "events", "duration", "config",
+const STRATEGY_KEYS: [&str; 10] = [
+    "name",
+    "module",
+    "venue",
+    "markets",
+    "seed",
+    "speed",
+    "events",
+    "duration",
+    "config",
+    "polymarket",
 ];
 
 impl FleetConfig {
@@ -332,14 +401,54 @@ fn strategy(
     if !module.is_file() {
         return Err(fail(format!("module {}: no such file", module.display())));
     }
-    match source_table.remove("venue") {
-        None => {}
-        Some(toml::Value::String(v)) if v == "sim" => {}
+    let on_polymarket = match source_table.remove("venue") {
+        None => false,
+        Some(toml::Value::String(v)) if v == "sim" => false,
+        Some(toml::Value::String(v)) if v == "polymarket" => true,
         Some(other) => {
             return Err(fail(format!(
-                "venue {other}: serve runs strategies on the simulated market (`sim`) only so far"
+                "venue {other}: use \"sim\" (the simulated market) or \"polymarket\""
             )));
         }
+    };
+    let polymarket = match (on_polymarket, source_table.remove("polymarket")) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(fail(
+                "polymarket = { … } needs venue = \"polymarket\"".into(),
+            ));
+        }
+        (true, table) => {
+            let table = match table {
+                None => toml::Table::new(),
+                Some(toml::Value::Table(t)) => t,
+                Some(_) => return Err(fail("polymarket must be a table".into())),
+            };
+            let mut entry: PolymarketEntry = table
+                .try_into()
+                .map_err(|e: toml::de::Error| fail(format!("polymarket: {}", one_line(e))))?;
+            if entry.live {
+                let credentials = match &entry.credentials {
+                    Some(path) => {
+                        polybot_polymarket::auth::Credentials::from_file(&base.join(path))
+                    }
+                    None => polybot_polymarket::auth::Credentials::from_env(),
+                };
+                entry.resolved = Some(credentials.map_err(|e| {
+                    fail(format!(
+                        "polymarket live needs credentials (credentials = FILE or POLYMARKET_* variables): {e}"
+                    ))
+                })?);
+            }
+            Some(entry)
+        }
+    };
+    if polymarket.is_some()
+        && !matches!(source_table.get("markets"), Some(toml::Value::Array(a)) if !a.is_empty())
+    {
+        return Err(fail(
+            "venue = \"polymarket\" needs markets = [\"<token id>\", …]".into(),
+        ));
     }
     let speed = match source_table.remove("speed") {
         None => Speed::Times(1.0),
@@ -419,6 +528,7 @@ fn strategy(
         module,
         config,
         speed,
+        polymarket,
         limits: RunLimits {
             max_events: events,
             max_event_time: duration,

@@ -38,6 +38,8 @@ pub(super) struct Task {
     pub shutdown_timeout: Duration,
     /// Wall times of the stuck detector's restarts.
     pub stuck_window: RestartWindow,
+    /// The host's shared market feeds.
+    pub feeds: std::sync::Arc<crate::venue::polymarket::feed::Feeds>,
 }
 
 /// How one attempt (a cell, from start to end) ended.
@@ -201,7 +203,7 @@ impl Task {
         let name = self.entry.name.clone();
         self.slot.set_state(StrategyState::Starting);
         let venue_spec = self.entry.venue();
-        let mut venue = match venue_spec.build().await {
+        let mut venue = match venue_spec.build_with(Some(&self.feeds)).await {
             Ok(venue) => venue,
             Err(e) => return self.failed(format!("venue: {e}")).await,
         };
