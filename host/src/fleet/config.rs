@@ -580,6 +580,44 @@ mod tests {
     }
 
     #[test]
+    fn polymarket_strategies_name_their_tokens_and_endpoints() {
+        let c = parse(
+            "[[strategy]]\nname = \"a\"\nmodule = \"m.wasm\"\nvenue = \"polymarket\"\n\
+             markets = [\"1001\"]\npolymarket = { ws_url = \"ws://127.0.0.1:9/ws\" }\n",
+        )
+        .unwrap();
+        let VenueSpec::Polymarket(cfg) = c.strategies[0].venue() else {
+            panic!("not polymarket");
+        };
+        assert_eq!(cfg.tokens, ["1001"]);
+        assert_eq!(cfg.ws_url, "ws://127.0.0.1:9/ws");
+        assert_eq!(cfg.clob_url, polymarket::CLOB_URL, "the default");
+        assert!(matches!(cfg.execution, polymarket::Execution::Paper(_)));
+        for (text, needle) in [
+            (
+                "[[strategy]]\nname = \"a\"\nmodule = \"m.wasm\"\nvenue = \"polymarket\"\n",
+                "needs markets",
+            ),
+            (
+                "[[strategy]]\nname = \"a\"\nmodule = \"m.wasm\"\npolymarket = { live = true }\n",
+                "needs venue = \"polymarket\"",
+            ),
+            (
+                "[[strategy]]\nname = \"a\"\nmodule = \"m.wasm\"\nvenue = \"polymarket\"\n\
+                 markets = [\"1\"]\npolymarket = { clob = \"x\" }\n",
+                "polymarket: ",
+            ),
+            (
+                "[[strategy]]\nname = \"a\"\nmodule = \"m.wasm\"\nvenue = \"kalshi\"\n",
+                "venue \"kalshi\"",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
     fn bad_files_are_named_by_table_and_key() {
         for (text, needle) in [
             (
