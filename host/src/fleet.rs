@@ -42,6 +42,8 @@ use crate::sandbox::{CallError, LoadError, Sandbox, SandboxLimits, StrategyModul
 use crate::store::StateStore;
 use crate::store::sql::{Backend, SqlStore, StoreLocation};
 use crate::supervisor::StartError;
+use crate::venue::polymarket::feed::Feeds;
+use venue::VenueSpec;
 
 /// Why a host (or one of its strategies) cannot start. Every variant but
 /// [`HostError::Start`] of a store failure is bad input: the user's to fix.
@@ -126,6 +128,11 @@ pub struct Host {
     tasks: tokio::task::JoinSet<()>,
     events_tx: mpsc::UnboundedSender<HostEvent>,
     events: mpsc::UnboundedReceiver<HostEvent>,
+    /// Writes every strategy's heartbeat to the store.
+    beats: Arc<heartbeat::StoreBeats>,
+    /// One market feed per venue endpoint, shared by its strategies.
+    feeds: Arc<Feeds>,
+    beating: tokio::task::JoinHandle<()>,
 }
 
 /// What a reload changed.
@@ -169,6 +176,30 @@ impl Host {
                 .map_err(HostError::of(&entry.name))?;
             modules.push(module);
         }
+        // One market feed per Polymarket endpoint, for every strategy on it,
+        // connected before anything is written (an unreachable one is bad input).
+        let feeds = Feeds::new();
+        let specs: Vec<(String, VenueSpec)> = config
+            .strategies
+            .iter()
+            .map(|e| (e.name.clone(), e.venue()))
+            .collect();
+        let polymarket: Vec<&crate::venue::polymarket::PolymarketConfig> = specs
+            .iter()
+            .filter_map(|(_, s)| match s {
+                VenueSpec::Polymarket(cfg) => Some(&**cfg),
+                VenueSpec::Sim { .. } => None,
+            })
+            .collect();
+        if !polymarket.is_empty() {
+            feeds.open_for(&polymarket).await.map_err(|e| {
+                let first = specs
+                    .iter()
+                    .find(|(_, s)| matches!(s, VenueSpec::Polymarket(_)))
+                    .map_or(String::new(), |(n, _)| n.clone());
+                HostError::of(&first)(HostError::Venue(venue::VenueBuildError(e)))
+            })?;
+        }
         let names: Vec<String> = config.strategies.iter().map(|e| e.name.clone()).collect();
         let leased = assemble::take_leases(
             &options.data_dir,
@@ -180,13 +211,25 @@ impl Host {
         let store =
             assemble::open_store(leased.reach, options.location.clone(), &options.data_dir).await?;
         let (events_tx, events) = mpsc::unbounded_channel();
+        let registry = Registry::new();
+        let beats = Arc::new(heartbeat::StoreBeats::default());
+        let beating = tokio::spawn(beats.clone().run(
+            config.health.beat_every,
+            registry.clone(),
+            store.clone(),
+            host_id(&config),
+            config.health.stuck_after,
+        ));
         let mut host = Host {
             backend: store.backend(),
             config: config.clone(),
             options,
             sandbox,
             store,
-            registry: Registry::new(),
+            registry,
+            beats,
+            beating,
+            feeds,
             running: BTreeMap::new(),
             tasks: tokio::task::JoinSet::new(),
             events_tx,
@@ -228,6 +271,8 @@ impl Host {
             control,
             events: self.events_tx.clone(),
             shutdown_timeout: self.config.host.shutdown_timeout,
+            stuck_window: crate::supervisor::RestartWindow::default(),
+            feeds: self.feeds.clone(),
         };
         self.tasks.spawn(task.run());
     }
@@ -374,6 +419,16 @@ impl Host {
             tracing::error!("strategies still stopping after {bound:?}; closing the store");
             self.tasks.abort_all();
         }
+        // The last beat says how each strategy stood when the host stopped.
+        self.beating.abort();
+        self.beats
+            .beat(
+                &self.registry,
+                self.store.as_ref(),
+                &host_id(&self.config),
+                self.config.health.stuck_after,
+            )
+            .await;
         // Strategies removed by a reload that were still stopping leave the
         // registry with the rest of their kind.
         for slot in self.registry.slots() {
@@ -383,6 +438,15 @@ impl Host {
         }
         self.store.close().await
     }
+}
+
+/// The host's id: `[host] id`, or the host name.
+pub fn host_id(config: &FleetConfig) -> String {
+    config
+        .host
+        .id
+        .clone()
+        .unwrap_or_else(crate::lease::host_name)
 }
 
 /// Modules loaded so far, by file and limits: strategies sharing a module

@@ -36,6 +36,11 @@
 //! Shutdown is a [`Shutdown`] request passed in and handed to the cell: once
 //! requested the loop finishes the event in hand (a cell in backoff or
 //! recovery stops at once), takes a final checkpoint and returns its report.
+//!
+//! Every step that awaits takes the cell (and the execution path) by `&mut`,
+//! even to read: a `Cell` is `Send` but not `Sync` (its wasmtime store holds
+//! WASI objects), so a shared borrow held across an await would make the
+//! run's future, and a fleet task's, unable to move between threads.
 
 mod execution;
 mod resume;
@@ -74,6 +79,8 @@ pub struct RunCounters {
     pub orders: AtomicU64,
     pub fills: AtomicU64,
     pub restarts: AtomicU64,
+    /// The supervisor's restarts within its restart window.
+    pub restarts_in_window: AtomicU64,
     pub quarantined: AtomicU64,
     /// Total PnL as `f64` bits.
     pub pnl_bits: AtomicU64,
@@ -283,7 +290,7 @@ pub async fn run_with<V: Venue>(
         }
         if !catching_up && cell.last_seq() >= host_state_seq + HOST_STATE_EVERY {
             host_state_seq = cell.last_seq();
-            save_host_state(cell, venue, &report, &ledger, &execution).await;
+            save_host_state(cell, venue, &report, &ledger, &mut execution).await;
         }
         if pending.is_done() && limits.max_events.is_some_and(|max| cell.last_seq() >= max) {
             report.stop = StopReason::EventLimit;
@@ -501,7 +508,7 @@ pub async fn run_with<V: Venue>(
         && !matches!(report.stop, StopReason::Fatal | StopReason::Diverged)
     {
         // Ended at a tick boundary: the next run resumes from exactly here.
-        save_host_state(cell, venue, &report, &ledger, &execution).await;
+        save_host_state(cell, venue, &report, &ledger, &mut execution).await;
     }
     if catching_up {
         report.catch_up = Some(pending.report());
@@ -521,11 +528,11 @@ pub async fn run_with<V: Venue>(
 }
 
 async fn save_host_state<V: Venue>(
-    cell: &Cell,
+    cell: &mut Cell,
     venue: &V,
     report: &RunReport,
     ledger: &Ledger,
-    execution: &Execution,
+    execution: &mut Execution,
 ) {
     let run = resume::RunState {
         exec: Some(execution.snapshot()),
@@ -541,7 +548,7 @@ async fn save_host_state<V: Venue>(
     resume::save(cell, venue, run).await;
 }
 
-async fn record(cell: &Cell, write: Write) {
+async fn record(cell: &mut Cell, write: Write) {
     if let Err(e) = cell.store().write(write).await {
         tracing::warn!(strategy = %cell.name(), "cannot record: {e}");
     }
@@ -562,7 +569,7 @@ fn side_name(side: Side) -> &'static str {
 /// reversal of a trade that failed to settle). A sell larger than the position
 /// is clamped by the ledger and reported here as a system event.
 async fn book_trade(
-    cell: &Cell,
+    cell: &mut Cell,
     ledger: &mut Ledger,
     seq: u64,
     fill: &Fill,
@@ -605,6 +612,9 @@ fn publish(counters: &RunCounters, report: &RunReport, stats: &CellStats, pnl: f
     counters.orders.store(report.orders, Ordering::Relaxed);
     counters.fills.store(report.fills, Ordering::Relaxed);
     counters.restarts.store(stats.restarts, Ordering::Relaxed);
+    counters
+        .restarts_in_window
+        .store(stats.restarts_in_window, Ordering::Relaxed);
     counters
         .quarantined
         .store(stats.quarantined, Ordering::Relaxed);

@@ -114,6 +114,11 @@ macro_rules! forward_store_reads {
         ) -> Result<Option<$crate::store::HaltRecord>, $crate::store::StoreError> {
             self.$inner.halt(strategy).await
         }
+        async fn heartbeats(
+            &self,
+        ) -> Result<Vec<$crate::store::HeartbeatRecord>, $crate::store::StoreError> {
+            self.$inner.heartbeats().await
+        }
         }
     };
 }
@@ -381,6 +386,20 @@ pub struct HaltRecord {
     pub at_ms: u64,
 }
 
+/// A strategy's newest heartbeat as its host wrote it to the store (the
+/// host's view of it: state, events/s, waiting events, stuck or not), so
+/// `status` can tell how it stood, and how long ago, while the host is down.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HeartbeatRecord {
+    pub strategy: String,
+    /// The host that wrote it.
+    pub host: String,
+    /// Wall time it was written, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The heartbeat's fields (see `fleet::heartbeat`).
+    pub body: serde_json::Value,
+}
+
 /// One strategy's standing, as `polybot-host status` shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StrategyStatus {
@@ -441,6 +460,8 @@ pub enum Write {
     },
     /// An operator halted or resumed a strategy's placement.
     Halt(HaltRecord),
+    /// A strategy's newest heartbeat (replaces the one before).
+    Heartbeat(HeartbeatRecord),
 }
 
 /// What the host itself must remember about a strategy's run to resume it
@@ -611,6 +632,9 @@ pub trait StateStore: Send + Sync {
 
     /// The operator's halt of `strategy`, if one was ever set.
     async fn halt(&self, strategy: &str) -> Result<Option<HaltRecord>, StoreError>;
+
+    /// Every strategy's newest heartbeat, by strategy name.
+    async fn heartbeats(&self) -> Result<Vec<HeartbeatRecord>, StoreError>;
 }
 
 /// Wall time now, in ms since the Unix epoch.

@@ -31,5 +31,6 @@ pub use cell::{
     Cell, CellError, CellSpec, CellState, CellStats, PlannedAction, StartError, Step, SwapError,
     plan,
 };
+pub(crate) use policy::RestartWindow;
 pub use policy::{CheckpointPolicy, Pace, RestartPolicy};
 pub use shutdown::Shutdown;

@@ -237,6 +237,10 @@ impl StateStore for FaultyStore {
     async fn halt(&self, strategy: &str) -> Result<Option<HaltRecord>, StoreError> {
         self.inner.halt(strategy).await
     }
+
+    async fn heartbeats(&self) -> Result<Vec<polybot_host::store::HeartbeatRecord>, StoreError> {
+        self.inner.heartbeats().await
+    }
 }
 
 /// How often the venue fails, per request.

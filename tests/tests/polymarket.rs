@@ -979,3 +979,150 @@ async fn max_position_holds_across_a_kill_of_a_live_run() {
         "the restarted gate refused nothing: {second}"
     );
 }
+
+/// `polybot-host status --json` of a data directory, read while a host may run.
+async fn fleet_status(dir: &Path) -> serde_json::Value {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_polybot-host-e2e"))
+        .args(["status", "--json", "--data-dir"])
+        .arg(dir.join("data"))
+        .output()
+        .await
+        .expect("run status");
+    if !output.status.success() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn standing(status: &serde_json::Value, name: &str) -> (u64, u64) {
+    status["strategies"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["name"] == name))
+        .map_or((0, 0), |s| {
+            (
+                s["last_seq"].as_u64().unwrap_or(0),
+                s["trades"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+/// `polybot-host serve` of a fleet file on the local server; killed when dropped.
+fn serve_command(dir: &Path, file: &Path, env: &[(&str, String)]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_polybot-host-e2e"));
+    command
+        .env("POLYBOT_LOG", "warn")
+        .args(["serve", "--json", "--no-http", "--config"])
+        .arg(file)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdout(std::process::Stdio::piped())
+        // A file: nobody reads the log while the host runs.
+        .stderr(std::fs::File::create(dir.join("serve.log")).expect("log file"))
+        .kill_on_drop(true);
+    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("POLYMARKET_")) {
+        command.env_remove(name);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+/// Two strategies on the same markets in one `serve`, one paper and one
+/// live: one market WebSocket subscription for both, both trade, and after
+/// kill -9 the same file resumes both (their journals go on from where they
+/// were, gap-free).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_shares_one_feed_between_two_strategies_and_resumes_both_after_sigkill() {
+    let (server, feed) = server(FaultPlan::default()).await;
+    let _feed = start_feed(feed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let endpoints = format!(
+        "polymarket = {{ clob_url = \"{}\", ws_url = \"{}\", gamma_url = \"{}\"",
+        server.base_url(),
+        server.ws_url(),
+        server.gamma_url()
+    );
+    let mut text = String::new();
+    for (name, lookback, live) in [("pm-paper", 3, false), ("pm-live", 4, true)] {
+        text.push_str(&format!(
+            "[[strategy]]\nname = \"{name}\"\nmodule = \"{}\"\nvenue = \"polymarket\"\nmarkets = [\"{}\", \"{}\"]\nconfig = {{ lookback = {lookback}, threshold = 0.01, cooldown_ms = 0 }}\n{endpoints}, live = {live} }}\n\n",
+            guest("momentum").display(),
+            TOKENS[0],
+            TOKENS[1],
+        ));
+    }
+    let file = dir.path().join("fleet.toml");
+    std::fs::write(&file, text).expect("write the fleet file");
+    let env = live_env();
+
+    let mut first = serve_command(dir.path(), &file, &env)
+        .spawn()
+        .expect("start serve");
+    until("both strategies trade", || async {
+        let status = fleet_status(dir.path()).await;
+        let (paper_seq, paper_trades) = standing(&status, "pm-paper");
+        let (live_seq, live_trades) = standing(&status, "pm-live");
+        paper_seq > 50 && live_seq > 50 && paper_trades > 0 && live_trades > 0
+    })
+    .await;
+    assert_eq!(
+        server.ws_subscribers(),
+        1,
+        "two strategies on one host share one market WebSocket"
+    );
+    assert!(
+        !server.trades().is_empty(),
+        "the live strategy's orders reached the CLOB"
+    );
+    first.start_kill().expect("kill -9");
+    first.wait().await.expect("reap the killed host");
+    let killed = fleet_status(dir.path()).await;
+    let killed_at = [
+        standing(&killed, "pm-paper").0,
+        standing(&killed, "pm-live").0,
+    ];
+
+    let second = serve_command(dir.path(), &file, &env)
+        .spawn()
+        .expect("restart serve");
+    until("both strategies go on after the restart", || async {
+        let status = fleet_status(dir.path()).await;
+        standing(&status, "pm-paper").0 > killed_at[0] + 30
+            && standing(&status, "pm-live").0 > killed_at[1] + 30
+    })
+    .await;
+    assert_eq!(server.ws_subscribers(), 2, "one more host, one more feed");
+    let pid = second.id().expect("pid").to_string();
+    let term = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("send SIGTERM");
+    assert!(term.success());
+    let output = within("serve to stop", second.wait_with_output())
+        .await
+        .expect("serve output");
+    assert!(
+        output.status.success(),
+        "{}",
+        std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("a JSON report on stdout");
+    for s in report["strategies"].as_array().expect("strategies") {
+        assert_eq!(s["state"], "stopped", "{s}");
+    }
+    let store = store(dir.path()).await;
+    for name in ["pm-paper", "pm-live"] {
+        let journal = store.entries_after(name, 0).await.expect("journal");
+        assert!(
+            journal
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.event.seq == i as u64 + 1),
+            "{name}: the journal goes on gap-free across the kill"
+        );
+        assert!(journal.len() as u64 > killed_at[usize::from(name == "pm-live")] + 30);
+    }
+}

@@ -821,3 +821,204 @@ fn watch_hot_swaps_a_changed_module_of_a_running_fleet() {
     assert!(wait_exit(&mut host, Duration::from_secs(30)).success());
     host.drain_log();
 }
+
+fn status_command(data: &Path) -> Command {
+    let mut command = host();
+    command.args(["status", "--data-dir", data.to_str().unwrap()]);
+    command
+}
+
+#[test]
+fn status_lists_every_strategy_of_a_stopped_fleet_and_watch_redraws() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let head = "[health]\nbeat_every = \"50ms\"\n[supervisor]\nbackoff_initial = \"1ms\"\nbackoff_max = \"5ms\"\n";
+    let strategies = [
+        momentum("alpha", 5, 1),
+        momentum("beta", 9, 2),
+        faulty(
+            "gamma",
+            "fault = \"panic\", at_seq = [100, 200]",
+            "supervisor = { restart_window = \"7d\" }\n",
+        ),
+    ];
+    let file = fleet_file(
+        dir.path(),
+        head,
+        &strategies,
+        "events = 600\nspeed = \"max\"\n",
+    );
+    serve_to_end(&file, &data);
+
+    // The host is down: status reads the store.
+    let output = status_command(&data).arg("--json").output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let by_name = states(&report);
+    assert_eq!(
+        by_name.keys().collect::<Vec<_>>(),
+        ["alpha", "beta", "gamma"],
+        "{report}"
+    );
+    for (name, s) in &by_name {
+        assert_eq!(s["state"], "stopped", "{name}: {s}");
+        assert_eq!(s["last_seq"], 600, "{name}: {s}");
+        assert!(s["restarts_in_window"].is_u64(), "{name}: {s}");
+        assert!(
+            s["events_per_sec"].is_null() || s["events_per_sec"].as_f64() >= Some(0.0),
+            "{name}: {s}"
+        );
+        assert!(s["checkpoint_age_ms"].is_u64(), "{name}: {s}");
+        assert!(s["open_orders"].is_u64(), "{name}: {s}");
+        assert!(s["pnl"].is_f64(), "{name}: {s}");
+        assert!(
+            s["heartbeat_age_ms"].is_u64(),
+            "the final beat: {name}: {s}"
+        );
+        assert_eq!(s["stuck"], false, "{name}: {s}");
+    }
+    assert!(by_name["gamma"]["restarts"].as_u64() >= Some(2), "{report}");
+    assert_eq!(
+        by_name["gamma"]["restarts_in_window"], by_name["gamma"]["restarts"],
+        "a window longer than the run counts every restart: {report}"
+    );
+    assert_eq!(by_name["alpha"]["restarts"], 0, "{report}");
+
+    // Bounded watch: one JSON object per frame.
+    let output = status_command(&data)
+        .args(["--watch", "--json", "--interval", "20ms", "--count", "3"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let frames: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(frames.len(), 3);
+    for f in &frames {
+        assert_eq!(f["strategies"].as_array().unwrap().len(), 3, "{f}");
+    }
+
+    // Unbounded watch whose reader goes away: it ends by itself, cleanly.
+    let mut watch = status_command(&data)
+        .args(["--watch", "--interval", "20ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    {
+        use std::io::BufRead as _;
+        let mut out = std::io::BufReader::new(watch.stdout.take().unwrap());
+        out.read_line(&mut first).unwrap();
+    }
+    assert!(first.starts_with("strategy"), "a table: {first}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watch did not end on a closed pipe"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    use std::io::Read as _;
+    watch
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_strategy_stuck_again_and_again_goes_fatal_after_its_restart_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let head = "[health]\nstuck_after = \"500ms\"\n";
+    // Seq 30 blocks for 20 s in a WASI sleep, well inside its call deadline:
+    // only the stuck detector ends it, and it blocks again on every restart.
+    let stuck = faulty(
+        "stuck",
+        "fault = \"sleep\", sleep_ms = 20000, at_seq = [30]",
+        "sandbox = { call_deadline = \"60s\" }\nsupervisor = { max_restarts = 2 }\n",
+    );
+    let file = fleet_file(
+        dir.path(),
+        head,
+        &[stuck, momentum("a", 5, 1)],
+        "speed = 20\n",
+    );
+    let mut host = LoggingHost::spawn(serve_command(&file, &data).stdout(Stdio::piped()));
+    host.wait_for("fleet running");
+    host.wait_for_within("faulty: sleeping", Duration::from_secs(60));
+    let slept = Instant::now();
+    let line = host.wait_for_within("stuck 3 times", Duration::from_secs(60));
+    assert!(line.contains("limit 2"), "{line}");
+    // Three stuck calls, each cut short: waited out, one alone takes 20 s.
+    assert!(
+        slept.elapsed() < Duration::from_secs(18),
+        "stuck calls were waited out: fatal {:?} after the first one began",
+        slept.elapsed()
+    );
+    signal(&host.child, "TERM");
+    assert!(wait_exit(&mut host, Duration::from_secs(30)).success());
+    host.drain_log();
+    let mut out = String::new();
+    use std::io::Read as _;
+    host.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let by_name = states(&report);
+    assert_eq!(by_name["stuck"]["state"], "fatal", "{report}");
+    assert_eq!(by_name["stuck"]["stuck_restarts"], 3, "{report}");
+    assert!(
+        by_name["stuck"]["last_fault"]
+            .as_str()
+            .is_some_and(|f| f.contains("stuck 3 times")),
+        "{report}"
+    );
+    assert!(
+        by_name["a"]["last_seq"].as_u64() > Some(30),
+        "the other strategy traded on: {report}"
+    );
+
+    // The store tells the same while the host is down.
+    let output = status_command(&data)
+        .args(["--json", "--events", "1000"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(states(&status)["stuck"]["state"], "fatal", "{status}");
+    let events = status["system_events"].as_array().unwrap();
+    let of = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["component"] == "fleet/stuck" && e["event_type"] == kind)
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let stuck = of("strategy-stuck");
+    assert_eq!(stuck.len(), 3, "{stuck:?}");
+    assert!(
+        stuck.iter().all(|m| m.contains("with none handled")),
+        "{stuck:?}"
+    );
+    let fatal = of("strategy-fatal");
+    assert_eq!(fatal.len(), 1, "{fatal:?}");
+    assert!(fatal[0].contains("stuck 3 times"), "{fatal:?}");
+}

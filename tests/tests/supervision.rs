@@ -894,6 +894,10 @@ impl polybot_host::store::StateStore for FlakyStore {
     ) -> Result<Option<polybot_host::store::HaltRecord>, StoreError> {
         self.inner.halt(strategy).await
     }
+
+    async fn heartbeats(&self) -> Result<Vec<polybot_host::store::HeartbeatRecord>, StoreError> {
+        self.inner.heartbeats().await
+    }
 }
 
 #[tokio::test]

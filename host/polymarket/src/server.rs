@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     events: broadcast::Sender<Arc<Frame>>,
     opts: SimOptions,
     dead_man: watch::Sender<u64>,
+    /// Market WebSocket connections that have subscribed (each counted once).
+    pub(crate) ws_subscribers: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -129,6 +131,7 @@ impl SimServer {
             faults: Mutex::new(FaultEngine::new(options.faults.clone())),
             events,
             dead_man: watch::channel(0).0,
+            ws_subscribers: std::sync::atomic::AtomicU64::new(0),
             opts: options,
         });
         let app = routes::router(shared.clone());
@@ -193,6 +196,13 @@ impl Drop for SimHandle {
 impl SimHandle {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many market WebSocket connections have subscribed so far.
+    pub fn ws_subscribers(&self) -> u64 {
+        self.shared
+            .ws_subscribers
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// CLOB REST base URL.

@@ -49,7 +49,7 @@ pub struct HaltArgs {
 }
 
 /// Whether a stored state is terminal (an unreadable one counts as open).
-fn is_open(row: &IntentRow) -> bool {
+pub(super) fn is_open(row: &IntentRow) -> bool {
     !IntentState::parse(&row.state).is_some_and(IntentState::is_terminal)
 }
 

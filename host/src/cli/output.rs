@@ -35,6 +35,11 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Whether standard output has gone (its reader closed the pipe, or a write failed).
+pub fn closed() -> bool {
+    CLOSED.load(Ordering::Relaxed)
+}
+
 /// The write error that ended output early, unless it was a closed pipe.
 pub fn failure() -> Option<String> {
     FAILURE.lock().ok().and_then(|f| f.clone())

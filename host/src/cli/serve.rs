@@ -99,11 +99,7 @@ async fn serve_async(
         data_dir: args.store.data_dir.clone(),
         location: args.store.location()?,
     };
-    let host_id = config
-        .host
-        .id
-        .clone()
-        .unwrap_or_else(crate::lease::host_name);
+    let host_id = crate::fleet::host_id(&config);
     let stuck_after = config.health.stuck_after;
     let redis_timing = (config.redis.every, config.redis.ttl);
     // The address is checked and bound before anything starts.

@@ -280,7 +280,7 @@ pub struct IntentLogError(pub String);
 /// Where the executor persists intents and the trade ids it has journaled.
 /// An intent is durable (its first record appended) before its order is sent.
 #[async_trait::async_trait]
-pub trait IntentLog: Send {
+pub trait IntentLog: Send + Sync {
     async fn append(&mut self, record: &IntentRecord) -> Result<(), IntentLogError>;
     /// Records that trade `trade_id` was turned into a fill; `false` if it
     /// already was (the fill must not be journaled again).

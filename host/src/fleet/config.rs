@@ -8,6 +8,7 @@
 //!
 //! [health]
 //! stuck_after = "30s"         # events waiting, none handled this long: restart
+//! beat_every = "5s"           # each strategy's heartbeat in the store (`status`)
 //!
 //! [redis]                     # heartbeats; also --redis URL
 //! url = "redis://127.0.0.1:6379"
@@ -27,6 +28,13 @@
 //! duration = "6h"             # optional: stop after this much event time
 //! config = { lookback = 10 }  # handed to the strategy's init
 //! supervisor = { max_restarts = 3 }   # overrides, merged key by key
+//!
+//! [[strategy]]
+//! name = "pm"
+//! module = "momentum.wasm"
+//! venue = "polymarket"        # markets are token ids; one feed per endpoint
+//! markets = ["<token id>"]
+//! polymarket = { ws_url = "wss://…", live = false }
 //! ```
 //!
 //! A strategy's own sections (`sandbox`, `supervisor`, `checkpoint`, `sim`,
@@ -43,6 +51,7 @@ use std::time::Duration;
 use super::venue::{Speed, VenueSpec};
 use crate::config::HostConfig;
 use crate::runner::RunLimits;
+use crate::venue::polymarket;
 use crate::venue::sim::SimConfig;
 
 /// A fleet file that cannot be used: one line naming the file and the problem.
@@ -86,12 +95,16 @@ pub struct HealthSection {
     /// stuck: it is restarted.
     #[serde(with = "crate::sandbox::humantime_serde_compat")]
     pub stuck_after: Duration,
+    /// How often each strategy's heartbeat is written to the store.
+    #[serde(with = "crate::sandbox::humantime_serde_compat")]
+    pub beat_every: Duration,
 }
 
 impl Default for HealthSection {
     fn default() -> Self {
         HealthSection {
             stuck_after: Duration::from_secs(30),
+            beat_every: Duration::from_secs(5),
         }
     }
 }
@@ -127,15 +140,67 @@ pub struct StrategyEntry {
     /// `config` as `[strategy]`.
     pub config: HostConfig,
     pub speed: Speed,
+    /// `venue = "polymarket"`: where to connect and how to execute.
+    pub polymarket: Option<PolymarketEntry>,
     pub limits: RunLimits,
     /// The strategy's table as written, to tell a changed entry on reload.
     pub source: toml::Table,
 }
 
+/// A strategy's `polymarket = { … }` table: what `run --venue polymarket`
+/// takes as flags. Credentials (live only) are read when the file is checked.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolymarketEntry {
+    pub clob_url: String,
+    pub ws_url: String,
+    pub gamma_url: String,
+    #[serde(with = "crate::sandbox::humantime_serde_compat")]
+    pub stall_timeout: Duration,
+    /// Live execution: signed orders are sent to the CLOB.
+    pub live: bool,
+    /// Credentials file for live execution [default: POLYMARKET_* variables].
+    pub credentials: Option<PathBuf>,
+    #[serde(skip)]
+    pub resolved: Option<polybot_polymarket::auth::Credentials>,
+}
+
+impl Default for PolymarketEntry {
+    fn default() -> Self {
+        PolymarketEntry {
+            clob_url: polymarket::CLOB_URL.into(),
+            ws_url: polymarket::WS_URL.into(),
+            gamma_url: polymarket::GAMMA_URL.into(),
+            stall_timeout: Duration::from_secs(30),
+            live: false,
+            credentials: None,
+            resolved: None,
+        }
+    }
+}
+
 impl StrategyEntry {
-    /// The simulated market this strategy trades on.
+    /// The market this strategy trades on: its simulated market, or
+    /// Polymarket (its `markets` are token ids).
     pub fn venue(&self) -> VenueSpec {
         let c = &self.config;
+        if let Some(p) = &self.polymarket {
+            let execution = match &p.resolved {
+                Some(credentials) => polymarket::Execution::Live(polymarket::LiveConfig {
+                    strategy: self.name.clone(),
+                    credentials: credentials.clone(),
+                }),
+                None => polymarket::Execution::Paper((&c.paper).into()),
+            };
+            return VenueSpec::Polymarket(Box::new(polymarket::PolymarketConfig {
+                clob_url: p.clob_url.clone(),
+                ws_url: p.ws_url.clone(),
+                gamma_url: p.gamma_url.clone(),
+                tokens: c.sim.markets.clone().unwrap_or_default(),
+                stall_timeout: p.stall_timeout,
+                execution,
+            }));
+        }
         VenueSpec::Sim {
             sim: SimConfig {
                 seed: c.sim.seed.unwrap_or(42),
@@ -171,8 +236,17 @@ pub struct FleetConfig {
 }
 
 /// Keys of a `[[strategy]]` table that are not sections.
-const STRATEGY_KEYS: [&str; 9] = [
-    "name", "module", "venue", "markets", "seed", "speed", "events", "duration", "config",
+const STRATEGY_KEYS: [&str; 10] = [
+    "name",
+    "module",
+    "venue",
+    "markets",
+    "seed",
+    "speed",
+    "events",
+    "duration",
+    "config",
+    "polymarket",
 ];
 
 impl FleetConfig {
@@ -210,6 +284,9 @@ impl FleetConfig {
         let http: crate::api::HttpSection = section(&mut table, "http")?;
         if health.stuck_after.is_zero() {
             return Err("[health] stuck_after must be longer than zero".into());
+        }
+        if health.beat_every.is_zero() {
+            return Err("[health] beat_every must be longer than zero".into());
         }
         if redis.every.is_zero() || redis.ttl < redis.every {
             return Err("[redis] every must be longer than zero and ttl at least every".into());
@@ -324,14 +401,54 @@ fn strategy(
     if !module.is_file() {
         return Err(fail(format!("module {}: no such file", module.display())));
     }
-    match source_table.remove("venue") {
-        None => {}
-        Some(toml::Value::String(v)) if v == "sim" => {}
+    let on_polymarket = match source_table.remove("venue") {
+        None => false,
+        Some(toml::Value::String(v)) if v == "sim" => false,
+        Some(toml::Value::String(v)) if v == "polymarket" => true,
         Some(other) => {
             return Err(fail(format!(
-                "venue {other}: serve runs strategies on the simulated market (`sim`) only so far"
+                "venue {other}: use \"sim\" (the simulated market) or \"polymarket\""
             )));
         }
+    };
+    let polymarket = match (on_polymarket, source_table.remove("polymarket")) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(fail(
+                "polymarket = { … } needs venue = \"polymarket\"".into(),
+            ));
+        }
+        (true, table) => {
+            let table = match table {
+                None => toml::Table::new(),
+                Some(toml::Value::Table(t)) => t,
+                Some(_) => return Err(fail("polymarket must be a table".into())),
+            };
+            let mut entry: PolymarketEntry = table
+                .try_into()
+                .map_err(|e: toml::de::Error| fail(format!("polymarket: {}", one_line(e))))?;
+            if entry.live {
+                let credentials = match &entry.credentials {
+                    Some(path) => {
+                        polybot_polymarket::auth::Credentials::from_file(&base.join(path))
+                    }
+                    None => polybot_polymarket::auth::Credentials::from_env(),
+                };
+                entry.resolved = Some(credentials.map_err(|e| {
+                    fail(format!(
+                        "polymarket live needs credentials (credentials = FILE or POLYMARKET_* variables): {e}"
+                    ))
+                })?);
+            }
+            Some(entry)
+        }
+    };
+    if polymarket.is_some()
+        && !matches!(source_table.get("markets"), Some(toml::Value::Array(a)) if !a.is_empty())
+    {
+        return Err(fail(
+            "venue = \"polymarket\" needs markets = [\"<token id>\", …]".into(),
+        ));
     }
     let speed = match source_table.remove("speed") {
         None => Speed::Times(1.0),
@@ -411,6 +528,7 @@ fn strategy(
         module,
         config,
         speed,
+        polymarket,
         limits: RunLimits {
             max_events: events,
             max_event_time: duration,
@@ -459,6 +577,44 @@ mod tests {
         assert_eq!(a.speed, Speed::Max);
         assert_eq!(a.limits.max_events, Some(10));
         assert_eq!(c.strategies[1].config.supervisor.max_restarts, 4);
+    }
+
+    #[test]
+    fn polymarket_strategies_name_their_tokens_and_endpoints() {
+        let c = parse(
+            "[[strategy]]\nname = \"a\"\nmodule = \"m.wasm\"\nvenue = \"polymarket\"\n\
+             markets = [\"1001\"]\npolymarket = { ws_url = \"ws://127.0.0.1:9/ws\" }\n",
+        )
+        .unwrap();
+        let VenueSpec::Polymarket(cfg) = c.strategies[0].venue() else {
+            panic!("not polymarket");
+        };
+        assert_eq!(cfg.tokens, ["1001"]);
+        assert_eq!(cfg.ws_url, "ws://127.0.0.1:9/ws");
+        assert_eq!(cfg.clob_url, polymarket::CLOB_URL, "the default");
+        assert!(matches!(cfg.execution, polymarket::Execution::Paper(_)));
+        for (text, needle) in [
+            (
+                "[[strategy]]\nname = \"a\"\nmodule = \"m.wasm\"\nvenue = \"polymarket\"\n",
+                "needs markets",
+            ),
+            (
+                "[[strategy]]\nname = \"a\"\nmodule = \"m.wasm\"\npolymarket = { live = true }\n",
+                "needs venue = \"polymarket\"",
+            ),
+            (
+                "[[strategy]]\nname = \"a\"\nmodule = \"m.wasm\"\nvenue = \"polymarket\"\n\
+                 markets = [\"1\"]\npolymarket = { clob = \"x\" }\n",
+                "polymarket: ",
+            ),
+            (
+                "[[strategy]]\nname = \"a\"\nmodule = \"m.wasm\"\nvenue = \"kalshi\"\n",
+                "venue \"kalshi\"",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! running that late) is an `event-loop-lag` system event and fails the
 //! health check too. A stuck strategy is restarted through its control handle — dropped
 //! mid-event, as a crash would, and resumed exactly from its journal — and a
-//! `strategy-stuck` system event says why.
+//! `strategy-stuck` system event says why. Its task counts these restarts
+//! against the supervisor's budget: stuck more than `max_restarts` times
+//! within `restart_window`, it goes `fatal` instead of looping.
 //!
 //! With systemd (`NOTIFY_SOCKET`), the host says READY=1 once every strategy
 //! runs, STATUS= a one-line summary, WATCHDOG=1 only while no strategy is
@@ -154,10 +156,7 @@ pub async fn watch(
             slot.stuck_restarts
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             system_event(store.as_ref(), &slot.name, "strategy-stuck", reason.clone()).await;
-            slot.send(Control::Restart {
-                reason,
-                grace: Duration::ZERO,
-            });
+            slot.send(Control::Stuck { reason });
         }
         if healthy && watchdog.is_some() {
             notifier.watchdog();

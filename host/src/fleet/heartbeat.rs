@@ -1,4 +1,12 @@
-//! Heartbeats in Redis, for monitors outside the host: every `[redis] every`
+//! Heartbeats, for whoever watches the host from outside.
+//!
+//! In the store: every `[health] beat_every` (and once more at shutdown) the
+//! host writes each strategy's heartbeat ([`StoreBeats`]: state, last seq,
+//! events/s, events waiting, stuck or not, restarts, orders, PnL, checkpoint
+//! age), so `polybot-host status` shows how each stood, and how long ago,
+//! while the host is down.
+//!
+//! In Redis, for monitors outside the host: every `[redis] every`
 //! the host writes `heartbeat:<strategy>` (JSON: state, last_seq,
 //! last_event_ms, restarts, pnl, host, updated_ms) and `heartbeat:host:<id>`
 //! (JSON: id, pid, strategies, summary, started_ms, updated_ms), each with a
@@ -15,7 +23,7 @@ use std::time::Duration;
 
 use super::registry::Registry;
 use super::task::system_event;
-use crate::store::{StateStore, wall_clock_ms};
+use crate::store::{HeartbeatRecord, StateStore, Write, wall_clock_ms};
 
 /// How long one connection attempt or one round of writes may take.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -54,6 +62,90 @@ fn strategy_beat(view: &super::StrategyView, host_id: &str, now: u64) -> String 
         "updated_ms": now,
     })
     .to_string()
+}
+
+/// Writes every strategy's heartbeat to the store; remembers the last beat
+/// of each to tell its events/s.
+#[derive(Default)]
+pub struct StoreBeats {
+    /// Each strategy's last seq and wall time at its last beat.
+    last: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+}
+
+impl StoreBeats {
+    /// One beat of every strategy in the registry. A store that refuses it
+    /// is logged (the store reports its own outages as system events).
+    pub async fn beat(
+        &self,
+        registry: &Registry,
+        store: &dyn StateStore,
+        host_id: &str,
+        stuck_after: Duration,
+    ) {
+        let now = wall_clock_ms();
+        let stuck_ms = u64::try_from(stuck_after.as_millis()).unwrap_or(u64::MAX);
+        for view in registry.snapshot() {
+            let before = self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(view.name.clone(), (view.last_seq, now));
+            // Unknown (null) until a strategy's second beat.
+            let events_per_sec = match before {
+                Some((seq, at)) if now > at => {
+                    Some(view.last_seq.saturating_sub(seq) as f64 * 1000.0 / (now - at) as f64)
+                }
+                _ => None,
+            };
+            let body = serde_json::json!({
+                "state": view.state,
+                "last_seq": view.last_seq,
+                "last_event_ms": view.last_event_ms,
+                "events_per_sec": events_per_sec,
+                "queue_depth": view.queue_depth,
+                "waiting_ms": view.waiting_ms,
+                // The stuck detector's rule: only a running strategy is stuck.
+                "stuck": view.state == super::StrategyState::Running
+                    && view.waiting_ms.is_some_and(|w| w >= stuck_ms),
+                "restarts": view.restarts,
+                "restarts_in_window": view.restarts_in_window,
+                "stuck_restarts": view.stuck_restarts,
+                "orders": view.orders,
+                "fills": view.fills,
+                "pnl": view.pnl,
+                "last_checkpoint_seq": view.last_checkpoint_seq,
+                "checkpoint_age_ms": view.checkpoint_age_ms,
+                "last_fault": view.last_fault,
+            });
+            let record = HeartbeatRecord {
+                strategy: view.name.clone(),
+                host: host_id.to_string(),
+                at_ms: now,
+                body,
+            };
+            if let Err(e) = store.write(Write::Heartbeat(record)).await {
+                tracing::warn!(strategy = %view.name, "cannot record a heartbeat: {e}");
+            }
+        }
+    }
+
+    /// Beats every `every` until the task is dropped.
+    pub async fn run(
+        self: Arc<Self>,
+        every: Duration,
+        registry: Arc<Registry>,
+        store: Arc<dyn StateStore>,
+        host_id: String,
+        stuck_after: Duration,
+    ) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.beat(&registry, store.as_ref(), &host_id, stuck_after)
+                .await;
+        }
+    }
 }
 
 /// Beats until the task is dropped.

@@ -28,6 +28,11 @@ pub enum Control {
         reason: String,
         grace: std::time::Duration,
     },
+    /// The stuck detector found the strategy stuck: drop it mid-event and
+    /// start again from the store, as `Restart` does, unless it has been
+    /// stuck more than the supervisor's `max_restarts` times within its
+    /// `restart_window` (wall time, as stuck is judged): then it is `fatal`.
+    Stuck { reason: String },
     /// Hot-swap the module (checked already).
     Swap(crate::sandbox::StrategyModule),
     /// Finish the event in hand, checkpoint, and wait (keeping the lease)
@@ -87,6 +92,8 @@ pub struct Slot {
     restarts_before: AtomicU64,
     /// Restarts by the stuck detector.
     pub stuck_restarts: AtomicU64,
+    /// Restarts by the stuck detector within the restart window.
+    pub stuck_in_window: AtomicU64,
     last_fault: Mutex<Option<String>>,
     module_digest: Mutex<String>,
     control: mpsc::UnboundedSender<Control>,
@@ -105,6 +112,7 @@ impl Slot {
             counters: Mutex::new(Arc::new(RunCounters::default())),
             restarts_before: AtomicU64::new(0),
             stuck_restarts: AtomicU64::new(0),
+            stuck_in_window: AtomicU64::new(0),
             last_fault: Mutex::new(None),
             module_digest: Mutex::new(module_digest),
             control,
@@ -168,6 +176,8 @@ impl Slot {
             waiting_ms: p.waiting_ms(now),
             restarts: self.restarts_before.load(Ordering::Relaxed)
                 + counters.restarts.load(Ordering::Relaxed),
+            restarts_in_window: counters.restarts_in_window.load(Ordering::Relaxed)
+                + self.stuck_in_window.load(Ordering::Relaxed),
             stuck_restarts: self.stuck_restarts.load(Ordering::Relaxed),
             quarantined: counters.quarantined.load(Ordering::Relaxed),
             orders: counters.orders.load(Ordering::Relaxed),
@@ -203,6 +213,9 @@ pub struct StrategyView {
     pub waiting_ms: Option<u64>,
     /// Restarts: the supervisor's (traps, deadlines) and the host's (stuck, on request).
     pub restarts: u64,
+    /// Restarts counting towards `fatal`: the supervisor's within its
+    /// restart window, plus the stuck detector's within the same window.
+    pub restarts_in_window: u64,
     pub stuck_restarts: u64,
     /// Events quarantined by the current attempt.
     pub quarantined: u64,

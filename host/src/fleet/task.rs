@@ -21,7 +21,7 @@ use crate::lease::Lease;
 use crate::runner::RunReport;
 use crate::sandbox::StrategyModule;
 use crate::store::{StateStore, SystemEvent, Write, wall_clock_ms};
-use crate::supervisor::{Cell, CellSpec, CellState, Shutdown};
+use crate::supervisor::{Cell, CellSpec, CellState, RestartWindow, Shutdown};
 
 /// Everything a strategy's task owns.
 pub(super) struct Task {
@@ -36,33 +36,10 @@ pub(super) struct Task {
     pub control: mpsc::UnboundedReceiver<Control>,
     pub events: mpsc::UnboundedSender<HostEvent>,
     pub shutdown_timeout: Duration,
-}
-
-/// A strategy task's future, which may move between worker threads.
-///
-/// The future is not `Send` by inference only because the run loop holds a
-/// `&Cell` across awaits, and a `Cell` is not `Sync` (its wasmtime store
-/// holds WASI stream and clock objects that are `Send` but not `Sync`).
-struct OwnsItsCell<F>(std::pin::Pin<Box<F>>);
-
-// SAFETY: the task's future creates its `Cell` itself and owns it (and
-// everything the cell owns) for as long as any reference to it lives; no
-// reference to the cell, or to anything not `Sync` inside it, is ever handed
-// outside the future. Every value the future owns is `Send` (a wasmtime
-// store with `Send` data is `Send`). Moving the whole future to another
-// thread between polls therefore moves the referents with their references,
-// and nothing is ever reached from two threads at once.
-unsafe impl<F> Send for OwnsItsCell<F> {}
-
-impl<F: std::future::Future> std::future::Future for OwnsItsCell<F> {
-    type Output = F::Output;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        self.0.as_mut().poll(cx)
-    }
+    /// Wall times of the stuck detector's restarts.
+    pub stuck_window: RestartWindow,
+    /// The host's shared market feeds.
+    pub feeds: std::sync::Arc<crate::venue::polymarket::feed::Feeds>,
 }
 
 /// How one attempt (a cell, from start to end) ended.
@@ -72,6 +49,8 @@ enum Attempt {
     Ended { fatal: bool },
     /// The host asked for a restart.
     Restart(String),
+    /// The stuck detector asked for a restart.
+    Stuck(String),
     /// The host asked it to stop.
     Stopped,
     /// The host asked it to pause: it checkpointed and waits.
@@ -98,7 +77,7 @@ impl Task {
     /// future for the multi-threaded runtime.
     pub(super) fn run(self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let span = tracing::info_span!("strategy", name = %self.entry.name);
-        OwnsItsCell(Box::pin(self.run_inner().instrument(span)))
+        self.run_inner().instrument(span)
     }
 
     async fn run_inner(mut self) {
@@ -108,8 +87,12 @@ impl Task {
             let counters = self.slot.new_attempt(counted);
             counted = true;
             self.slot.progress.reset_in_hand();
-            match self.attempt(counters).await {
-                Attempt::Restart(reason) => {
+            let attempt = match self.attempt(counters).await {
+                Attempt::Stuck(reason) => self.stuck(reason).await,
+                other => other,
+            };
+            match attempt {
+                Attempt::Restart(reason) | Attempt::Stuck(reason) => {
                     tracing::warn!("restarting the strategy: {reason}");
                     self.slot.set_state(StrategyState::Restarting);
                     system_event(
@@ -162,6 +145,8 @@ impl Task {
                     // host stops it or asks for a restart.
                     match self.wait_after_end().await {
                         Some(reason) => {
+                            // An operator's restart starts the stuck count afresh.
+                            self.stuck_window = RestartWindow::default();
                             self.slot.set_state(StrategyState::Restarting);
                             system_event(
                                 self.system.as_ref(),
@@ -194,7 +179,7 @@ impl Task {
             match self.control.recv().await {
                 Some(Control::Restart { reason, .. }) => return Some(reason),
                 Some(Control::Swap(module)) => self.module = module,
-                Some(Control::Pause | Control::Resume) => {}
+                Some(Control::Pause | Control::Resume | Control::Stuck { .. }) => {}
                 Some(Control::Stop) | None => return None,
             }
         }
@@ -208,7 +193,7 @@ impl Task {
                 Some(Control::Resume) => return Some(("resumed on request".into(), false)),
                 Some(Control::Restart { reason, .. }) => return Some((reason, true)),
                 Some(Control::Swap(module)) => self.module = module,
-                Some(Control::Pause) => {}
+                Some(Control::Pause | Control::Stuck { .. }) => {}
                 Some(Control::Stop) | None => return None,
             }
         }
@@ -218,7 +203,7 @@ impl Task {
         let name = self.entry.name.clone();
         self.slot.set_state(StrategyState::Starting);
         let venue_spec = self.entry.venue();
-        let mut venue = match venue_spec.build().await {
+        let mut venue = match venue_spec.build_with(Some(&self.feeds)).await {
             Ok(venue) => venue,
             Err(e) => return self.failed(format!("venue: {e}")).await,
         };
@@ -301,6 +286,11 @@ impl Task {
                         }
                         return Attempt::Restart(reason);
                     }
+                    Some(Control::Stuck { reason }) => {
+                        // Dropped mid-event: the journal has every event handled.
+                        shutdown.request();
+                        return Attempt::Stuck(reason);
+                    }
                     Some(Control::Resume) => {}
                     Some(Control::Pause) => {
                         shutdown.request();
@@ -336,6 +326,50 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Counts a stuck restart against the supervisor's budget: the restart,
+    /// or — stuck more than `max_restarts` times within `restart_window` of
+    /// wall time — the strategy's end as `fatal`, recorded with the reason.
+    async fn stuck(&mut self, reason: String) -> Attempt {
+        let policy = &self.entry.config.supervisor;
+        let (limit, window) = (policy.max_restarts, policy.restart_window);
+        let stuck = self.stuck_window.record(wall_clock_ms(), window);
+        self.slot
+            .stuck_in_window
+            .store(stuck as u64, std::sync::atomic::Ordering::Relaxed);
+        if stuck <= limit as usize {
+            return Attempt::Stuck(reason);
+        }
+        let message = format!(
+            "strategy {} is fatal: stuck {stuck} times within {} (limit {limit}); last: {reason}",
+            self.entry.name,
+            humantime::format_duration(window)
+        );
+        tracing::error!("{message}");
+        self.slot.set_fault(Some(message.clone()));
+        self.slot.set_state(StrategyState::Fatal);
+        let state = Write::StrategyState {
+            strategy: self.entry.name.clone(),
+            module_digest: self.module.digest(),
+            state: StrategyState::Fatal.to_string(),
+            restarts: self.slot.view().restarts,
+            at_ms: wall_clock_ms(),
+        };
+        if let Err(e) = self.store.write(state).await {
+            tracing::warn!("cannot record the fatal state: {e}");
+        }
+        system_event(
+            self.system.as_ref(),
+            &self.entry.name,
+            "strategy-fatal",
+            message,
+        )
+        .await;
+        if let Err(e) = self.store.sync().await {
+            tracing::warn!("store sync after going fatal: {e}");
+        }
+        Attempt::Ended { fatal: true }
     }
 
     /// Keeps what a finished run says about the strategy.

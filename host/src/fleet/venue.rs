@@ -5,6 +5,7 @@
 
 use crate::supervisor::Pace;
 use crate::venue::paper::PaperConfig;
+use crate::venue::polymarket::feed::Feeds;
 use crate::venue::polymarket::{PolymarketConfig, PolymarketVenue};
 use crate::venue::sim::SimConfig;
 use crate::venue::simulated::{Pacing, SimVenue};
@@ -67,6 +68,15 @@ impl VenueSpec {
     /// # Errors
     /// Polymarket cannot be reached or refuses the markets.
     pub async fn build(&self) -> Result<ChosenVenue, VenueBuildError> {
+        self.build_with(None).await
+    }
+
+    /// [`Self::build`]; Polymarket's market data comes from `feeds` (one
+    /// connection shared by the host's strategies) when given.
+    ///
+    /// # Errors
+    /// Polymarket cannot be reached or refuses the markets.
+    pub async fn build_with(&self, feeds: Option<&Feeds>) -> Result<ChosenVenue, VenueBuildError> {
         match self {
             VenueSpec::Sim { sim, paper, speed } => {
                 let pacing = match speed {
@@ -80,9 +90,14 @@ impl VenueSpec {
                 ))))
             }
             VenueSpec::Polymarket(cfg) => {
-                let venue = PolymarketVenue::connect((**cfg).clone())
-                    .await
-                    .map_err(VenueBuildError)?;
+                let venue = match feeds {
+                    Some(feeds) => {
+                        let feed = feeds.feed_for(cfg).await.map_err(VenueBuildError)?;
+                        PolymarketVenue::connect_shared((**cfg).clone(), feed).await
+                    }
+                    None => PolymarketVenue::connect((**cfg).clone()).await,
+                }
+                .map_err(VenueBuildError)?;
                 Ok(ChosenVenue::Polymarket(Box::new(venue)))
             }
         }

@@ -37,7 +37,7 @@ impl FencedStore {
     fn fenced(&self, write: &Write) -> Option<StoreError> {
         let strategy = match write {
             // An operator's halt is not the strategy's write.
-            Write::SystemEvent(_) | Write::Halt(_) => return None,
+            Write::SystemEvent(_) | Write::Halt(_) | Write::Heartbeat(_) => return None,
             Write::Journal { strategy, .. }
             | Write::Checkpoint { strategy, .. }
             | Write::Order { strategy, .. }

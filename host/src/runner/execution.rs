@@ -58,7 +58,7 @@ impl Execution {
     /// # Errors
     /// The store cannot be read or written: the run cannot keep its intents.
     pub async fn start<V: Venue>(
-        cell: &Cell,
+        cell: &mut Cell,
         venue: &mut V,
         setup: &ExecSetup,
         restored: Option<(ExecSnapshot, u64)>,
@@ -345,7 +345,7 @@ impl Execution {
     }
 
     /// The strategy's events of `out`; its notes written as system events.
-    async fn absorb(&self, out: ExecOutput, replaying: bool) -> Vec<EventKind> {
+    async fn absorb(&mut self, out: ExecOutput, replaying: bool) -> Vec<EventKind> {
         if !replaying {
             for note in out.notes {
                 let event = SystemEvent {

@@ -217,7 +217,7 @@ impl CatchUp {
 /// none), with the journal entries after it to drive the venue through. The
 /// venue runs unpaced until they are all handed out.
 pub(super) async fn prepare<V: Venue>(
-    cell: &Cell,
+    cell: &mut Cell,
     venue: &mut V,
     start: VenueStart,
 ) -> (CatchUp, RunState) {
@@ -267,7 +267,7 @@ pub(super) async fn prepare<V: Venue>(
 /// the newest usable host state (its venue part unused), then the journal
 /// after it folded in ([`RunState::take_in`]). A journal that cannot be read
 /// is a system event; the run then continues from what was rebuilt so far.
-async fn rebuild_live(cell: &Cell, end: u64) -> RunState {
+async fn rebuild_live(cell: &mut Cell, end: u64) -> RunState {
     let (mut fetched, mut run) = match newest_run_state(cell, end).await {
         Some((seq, run)) => (seq, run),
         None => (0, RunState::default()),
@@ -364,7 +364,7 @@ impl RunState {
 /// The runner's state from the newest host state at or before `end` that is
 /// intact and decodes (a live run's venue keeps its own state: its part is
 /// not used), with its seq.
-async fn newest_run_state(cell: &Cell, end: u64) -> Option<(u64, RunState)> {
+async fn newest_run_state(cell: &mut Cell, end: u64) -> Option<(u64, RunState)> {
     let states = cell.store().host_states(cell.name()).await.ok()?;
     states
         .into_iter()
@@ -376,7 +376,11 @@ async fn newest_run_state(cell: &Cell, end: u64) -> Option<(u64, RunState)> {
 /// Restores the newest host state at or before `end` that is intact, decodes
 /// and that the venue accepts; returns its seq and the runner's state. Every
 /// state passed over is reported as a system event.
-async fn restore_newest<V: Venue>(cell: &Cell, venue: &mut V, end: u64) -> Option<(u64, RunState)> {
+async fn restore_newest<V: Venue>(
+    cell: &mut Cell,
+    venue: &mut V,
+    end: u64,
+) -> Option<(u64, RunState)> {
     let states = match cell.store().host_states(cell.name()).await {
         Ok(states) => states,
         Err(e) => {
@@ -445,7 +449,7 @@ fn decode(state: &HostState) -> Result<Saved, String> {
 /// Saves a host state for the journal as it stands: the caller is at a tick
 /// boundary, with the venue and `run` having taken in every event up to
 /// `cell.last_seq()`. Returns whether one was written.
-pub(super) async fn save<V: Venue>(cell: &Cell, venue: &V, run: RunState) -> bool {
+pub(super) async fn save<V: Venue>(cell: &mut Cell, venue: &V, run: RunState) -> bool {
     // A venue that keeps its own state saves none: the runner's part is
     // still kept, for `rebuild_live`.
     let venue_bytes = match venue.save_state() {
@@ -495,7 +499,7 @@ pub(super) async fn save<V: Venue>(cell: &Cell, venue: &V, run: RunState) -> boo
     }
 }
 
-pub(super) async fn system_event(cell: &Cell, event_type: &str, message: String) {
+pub(super) async fn system_event(cell: &mut Cell, event_type: &str, message: String) {
     tracing::warn!(strategy = %cell.name(), "{message}");
     let event = SystemEvent {
         timestamp_ms: crate::store::wall_clock_ms(),

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{
-    Checkpoint, HaltRecord, HostState, IntentRow, IntentWrite, JournalEntry, KEPT_CHECKPOINTS,
-    KEPT_HOST_STATES, OrderRecord, StateStore, StoreError, StrategyStatus, SystemEvent,
-    TradeRecord, Write,
+    Checkpoint, HaltRecord, HeartbeatRecord, HostState, IntentRow, IntentWrite, JournalEntry,
+    KEPT_CHECKPOINTS, KEPT_HOST_STATES, OrderRecord, StateStore, StoreError, StrategyStatus,
+    SystemEvent, TradeRecord, Write,
 };
 
 #[derive(Default)]
@@ -26,6 +26,7 @@ struct Inner {
     transitions: Vec<(String, IntentWrite)>,
     exec_trades: HashMap<String, Vec<String>>,
     halts: HashMap<String, HaltRecord>,
+    heartbeats: std::collections::BTreeMap<String, HeartbeatRecord>,
 }
 
 #[derive(Default)]
@@ -121,6 +122,9 @@ impl StateStore for MemoryStore {
             }
             Write::Halt(h) => {
                 inner.halts.insert(h.strategy.clone(), h);
+            }
+            Write::Heartbeat(h) => {
+                inner.heartbeats.insert(h.strategy.clone(), h);
             }
         }
         Ok(())
@@ -268,5 +272,9 @@ impl StateStore for MemoryStore {
 
     async fn halt(&self, strategy: &str) -> Result<Option<HaltRecord>, StoreError> {
         Ok(self.lock()?.halts.get(strategy).cloned())
+    }
+
+    async fn heartbeats(&self) -> Result<Vec<HeartbeatRecord>, StoreError> {
+        Ok(self.lock()?.heartbeats.values().cloned().collect())
     }
 }

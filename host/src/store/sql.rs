@@ -593,6 +593,11 @@ impl StateStore for SqlStore {
         self.sync().await?;
         self.backend.halt(strategy).await
     }
+
+    async fn heartbeats(&self) -> Result<Vec<super::HeartbeatRecord>, StoreError> {
+        self.sync().await?;
+        self.backend.heartbeats().await
+    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,8 @@ impl fmt::Display for CellState {
 pub struct CellStats {
     pub events: u64,
     pub restarts: u64,
+    /// Restarts within the restart window, as of the last event handled.
+    pub restarts_in_window: u64,
     pub quarantined: u64,
     pub divergences: u64,
     pub checkpoints: u64,
@@ -409,6 +411,9 @@ impl Cell {
     /// Records a handled event and its actions, and takes a checkpoint when due.
     async fn handled(&mut self, event: Event, actions: Vec<Action>) -> Result<Step, CellError> {
         self.set_state(CellState::Running).await;
+        self.stats.restarts_in_window =
+            self.window
+                .count(event.timestamp_ms, self.restart.restart_window) as u64;
         self.backoff.reset();
         self.host_backoff = None;
         let leaves_host = actions

@@ -162,6 +162,20 @@ impl RestartWindow {
         }
         self.times.len()
     }
+
+    /// How many restarts fall within `window` of event time `now_ms`
+    /// (forgetting older ones).
+    pub(crate) fn count(&mut self, now_ms: u64, window: Duration) -> usize {
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        while let Some(&oldest) = self.times.front() {
+            if now_ms.saturating_sub(oldest) > window_ms {
+                self.times.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.times.len()
+    }
 }
 
 #[cfg(test)]

@@ -72,7 +72,9 @@ use crate::contract::{
 use crate::contract::{order_rejected as rejected, order_update as update};
 use crate::ledger::Ledger;
 
+pub mod feed;
 mod settlement;
+use feed::{SharedFeed, Subscription};
 use settlement::{Settlement, our_trades};
 
 /// The venue's name in events, logs and errors.
@@ -170,7 +172,7 @@ impl Default for TokenParams {
 /// Live market data plus paper or live execution; see the module docs.
 pub struct PolymarketVenue {
     tokens: Vec<String>,
-    stream: MarketStream,
+    stream: Source,
     /// The first stream message, read while connecting, not yet delivered.
     first: Option<StreamMessage>,
     /// Current book per configured token, kept from the messages in the order
@@ -183,6 +185,22 @@ pub struct PolymarketVenue {
     exec: Exec,
     /// Order events found by the live upkeep task (`None` in paper mode).
     updates: Option<mpsc::Receiver<Vec<EventKind>>>,
+}
+
+/// Where market data comes from: the venue's own stream, or a feed shared
+/// with the host's other strategies (see [`feed`]).
+enum Source {
+    Own(MarketStream),
+    Shared(Subscription),
+}
+
+impl Source {
+    async fn recv(&mut self) -> Option<StreamMessage> {
+        match self {
+            Source::Own(stream) => stream.recv().await,
+            Source::Shared(sub) => sub.recv().await,
+        }
+    }
 }
 
 enum Exec {
@@ -346,6 +364,25 @@ impl PolymarketVenue {
     /// a book (`GET /book`), a market WebSocket that cannot be reached, or for
     /// live execution missing or rejected credentials — each naming what failed.
     pub async fn connect(cfg: PolymarketConfig) -> Result<Self, VenueError> {
+        Self::connect_to(cfg, None).await
+    }
+
+    /// [`Self::connect`], with market data from a feed shared with other
+    /// strategies instead of a stream of its own.
+    ///
+    /// # Errors
+    /// As [`Self::connect`].
+    pub async fn connect_shared(
+        cfg: PolymarketConfig,
+        feed: Arc<SharedFeed>,
+    ) -> Result<Self, VenueError> {
+        Self::connect_to(cfg, Some(feed)).await
+    }
+
+    async fn connect_to(
+        cfg: PolymarketConfig,
+        shared: Option<Arc<SharedFeed>>,
+    ) -> Result<Self, VenueError> {
         check_url("--clob-url", &cfg.clob_url, &["http", "https"])?;
         check_url("--gamma-url", &cfg.gamma_url, &["http", "https"])?;
         check_url("--ws-url", &cfg.ws_url, &["ws", "wss"])?;
@@ -381,6 +418,26 @@ impl PolymarketVenue {
             }
         };
 
+        let mode = if updates.is_some() { "live" } else { "paper" };
+        if let Some(feed) = shared {
+            tracing::info!(
+                venue = VENUE,
+                tokens = cfg.tokens.len(),
+                mode,
+                "connected (shared market feed)"
+            );
+            return Ok(PolymarketVenue {
+                stream: Source::Shared(feed.subscribe(&cfg.tokens)),
+                tokens: cfg.tokens,
+                first: None,
+                books,
+                params,
+                now_ms: 0,
+                degraded: false,
+                exec,
+                updates,
+            });
+        }
         let mut ws = MarketStreamConfig::new(&cfg.ws_url);
         ws.stall_timeout = cfg.stall_timeout;
         let connect_wait = ws.connect_timeout + Duration::from_secs(1);
@@ -412,15 +469,10 @@ impl PolymarketVenue {
                 ));
             }
         };
-        tracing::info!(
-            venue = VENUE,
-            tokens = cfg.tokens.len(),
-            mode = if updates.is_some() { "live" } else { "paper" },
-            "connected"
-        );
+        tracing::info!(venue = VENUE, tokens = cfg.tokens.len(), mode, "connected");
         Ok(PolymarketVenue {
             tokens: cfg.tokens,
-            stream,
+            stream: Source::Own(stream),
             first,
             books,
             params,

@@ -103,6 +103,9 @@ async fn connection(s: Arc<Shared>, mut socket: WebSocket) {
                     continue;
                 }
                 let before = subscribed.len();
+                if before == 0 && !assets.is_empty() {
+                    s.ws_subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 subscribed.extend(assets);
                 if subscribed.len() == before {
                     continue;

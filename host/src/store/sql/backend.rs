@@ -13,9 +13,9 @@ use sqlx::{QueryBuilder, Row};
 
 use crate::lease::{Holder, LeaseRecord, LeaseRequest};
 use crate::store::{
-    Checkpoint, HaltRecord, HostState, IntentRow, IntentWrite, JournalEntry, KEPT_CHECKPOINTS,
-    KEPT_HOST_STATES, OrderRecord, StoreError, StrategyStatus, SystemEvent, TradeRecord, Write,
-    codec,
+    Checkpoint, HaltRecord, HeartbeatRecord, HostState, IntentRow, IntentWrite, JournalEntry,
+    KEPT_CHECKPOINTS, KEPT_HOST_STATES, OrderRecord, StoreError, StrategyStatus, SystemEvent,
+    TradeRecord, Write, codec,
 };
 
 /// A database failure, classified: transient ones (connection lost, server
@@ -102,6 +102,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn intent_transitions(&self, strategy: &str) -> Result<Vec<IntentWrite>, StoreError>;
     async fn exec_trades(&self, strategy: &str) -> Result<Vec<String>, StoreError>;
     async fn halt(&self, strategy: &str) -> Result<Option<HaltRecord>, StoreError>;
+    async fn heartbeats(&self) -> Result<Vec<HeartbeatRecord>, StoreError>;
     /// Takes `request.strategy`'s lease if it is free, expired, or (with
     /// `request.same_dir_is_dead`) held from this host and data directory:
     /// the new token, or `None` when someone else holds it.
@@ -258,7 +259,7 @@ macro_rules! sql_backend {
                         | Write::HostState { strategy, .. }
                         | Write::Intent { strategy, .. }
                         | Write::ExecTrade { strategy, .. } => strategy,
-                        Write::SystemEvent(_) | Write::Halt(_) => continue,
+                        Write::SystemEvent(_) | Write::Halt(_) | Write::Heartbeat(_) => continue,
                     };
                     if ids.contains_key(name) {
                         continue;
@@ -489,6 +490,19 @@ macro_rules! sql_backend {
                             .bind(h.halted)
                             .bind(&h.reason)
                             .bind(h.at_ms as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::Heartbeat(h) => {
+                            sqlx::query(
+                                "INSERT INTO heartbeats (strategy, host, at_ms, body) VALUES ($1, $2, $3, $4) \
+                                 ON CONFLICT (strategy) DO UPDATE SET host = excluded.host, \
+                                 at_ms = excluded.at_ms, body = excluded.body",
+                            )
+                            .bind(&h.strategy)
+                            .bind(&h.host)
+                            .bind(h.at_ms as i64)
+                            .bind(h.body.to_string())
                             .execute(&mut *tx)
                             .await?;
                         }
@@ -810,6 +824,25 @@ macro_rules! sql_backend {
                     reason: row.get(2),
                     at_ms: row.get::<i64, _>(3) as u64,
                 }))
+            }
+
+            async fn heartbeats(&self) -> Result<Vec<HeartbeatRecord>, StoreError> {
+                let rows = sqlx::query("SELECT strategy, host, at_ms, body FROM heartbeats ORDER BY strategy")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(read_err("read heartbeats"))?;
+                rows.iter()
+                    .map(|row| {
+                        let body: String = row.get(3);
+                        Ok(HeartbeatRecord {
+                            strategy: row.get(0),
+                            host: row.get(1),
+                            at_ms: row.get::<i64, _>(2) as u64,
+                            body: serde_json::from_str(&body)
+                                .map_err(|e| StoreError::new("read heartbeats", e))?,
+                        })
+                    })
+                    .collect()
             }
 
             async fn acquire_lease(&self, r: &LeaseRequest) -> Result<Option<u64>, BackendError> {

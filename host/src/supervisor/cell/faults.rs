@@ -78,6 +78,7 @@ impl Cell {
         self.system_event("fault", message.clone()).await;
         self.stats.last_fault = Some(message);
         let restarts = self.window.record(now_ms, self.restart.restart_window);
+        self.stats.restarts_in_window = restarts as u64;
         if restarts > self.restart.max_restarts as usize {
             self.set_state(CellState::Fatal).await;
             let error = CellError::Fatal {
