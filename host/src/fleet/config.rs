@@ -165,6 +165,8 @@ pub struct FleetConfig {
     pub redis: RedisSection,
     /// `[http]`: the control plane's address (see `api`).
     pub http: crate::api::HttpSection,
+    /// `[swap]`: when a module on probation is rolled back.
+    pub swap: crate::supervisor::ProbationPolicy,
     /// The host-wide sections.
     pub defaults: HostConfig,
     pub strategies: Vec<StrategyEntry>,
@@ -208,6 +210,10 @@ impl FleetConfig {
         let health: HealthSection = section(&mut table, "health")?;
         let redis: RedisSection = section(&mut table, "redis")?;
         let http: crate::api::HttpSection = section(&mut table, "http")?;
+        let swap: crate::supervisor::ProbationPolicy = section(&mut table, "swap")?;
+        if swap.probation_events == 0 {
+            return Err("[swap] probation_events must be at least 1".into());
+        }
         if health.stuck_after.is_zero() {
             return Err("[health] stuck_after must be longer than zero".into());
         }
@@ -253,6 +259,7 @@ impl FleetConfig {
             health,
             redis,
             http,
+            swap,
             defaults,
             strategies: entries,
         })
