@@ -342,7 +342,8 @@ fn a_shadow_records_without_sending_and_is_discarded_or_promoted() {
     );
     assert_eq!(reply.status, 202, "{}", reply.body);
     eventually(BOUND, "the shadow places orders on paper", || {
-        let shadow = &view(&addr, &token, "m")["shadow"];
+        let shown = view(&addr, &token, "m");
+        let shadow = &shown["shadow"];
         shadow["orders"].as_u64().unwrap_or(0) >= 3 && shadow["events"].as_u64().unwrap_or(0) >= 50
     });
     let shown = view(&addr, &token, "m");

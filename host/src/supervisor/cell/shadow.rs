@@ -46,12 +46,9 @@ impl Cell {
         if let Some(config) = config {
             return match self.shadow_from_init(&module, &config).await {
                 Ok(instance) => {
-                    self.shadow_started(
-                        module,
-                        instance,
-                        "from init with its own configuration and a replay",
-                    )
-                    .await;
+                    let from = "from init with its own configuration and a replay";
+                    self.shadow_started(module, instance, from).await;
+                    self.shadow_catch_up().await;
                     Ok(())
                 }
                 Err(reason) => {
@@ -111,24 +108,32 @@ impl Cell {
     ) -> Result<Instance, String> {
         let (mut instance, _) = describe(module, &self.name).await?;
         match instance.init(config).await {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(format!("init refused the configuration: {reason}")),
-            Err(e) => return Err(format!("init: {e}")),
+            Ok(Ok(())) => Ok(instance),
+            Ok(Err(reason)) => Err(format!("init refused the configuration: {reason}")),
+            Err(e) => Err(format!("init: {e}")),
         }
-        let entries = self
-            .store
-            .entries_after(&self.name, 0)
-            .await
-            .map_err(|e| format!("reading the journal: {e}"))?;
-        for entry in entries.iter().take_while(|e| e.event.seq <= self.last_seq) {
+    }
+
+    /// Replays the journal into a shadow started from `init`, its orders
+    /// filled on paper as they would have been; a fault discards it.
+    async fn shadow_catch_up(&mut self) {
+        let entries = match self.store.entries_after(&self.name, 0).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                let reason = format!("reading the journal to catch the shadow up: {e}");
+                let _ = self.discard(Some(reason)).await;
+                return;
+            }
+        };
+        let upto = self.last_seq;
+        for entry in &entries {
+            if entry.event.seq > upto || self.shadow.is_none() {
+                return;
+            }
             if matches!(entry.outcome, crate::store::Outcome::Handled(_)) {
-                instance
-                    .on_event(&entry.event)
-                    .await
-                    .map_err(|e| format!("replaying event {}: {e}", entry.event.seq))?;
+                self.shadow_feed(&entry.event, false).await;
             }
         }
-        Ok(instance)
     }
 
     async fn shadow_started(&mut self, module: StrategyModule, instance: Instance, from: &str) {
@@ -180,39 +185,67 @@ impl Cell {
         self.board.set_shadow(view);
     }
 
-    /// Hands the event the live module just handled to the shadow, records
-    /// what it would have done and fills its orders on paper.
+    /// Hands the event the live module just handled to the shadow (but for
+    /// the live module's own order updates and fills: the shadow gets those
+    /// of its paper orders instead), records what it would have done and
+    /// fills its orders on paper.
     pub(super) async fn shadow_step(&mut self, event: &Event) {
+        self.shadow_feed(event, true).await;
+    }
+
+    /// [`Cell::shadow_step`]; a catch-up replay (`record` false) counts and
+    /// records nothing.
+    async fn shadow_feed(&mut self, event: &Event, record: bool) {
         let Some(shadow) = self.shadow.as_mut() else {
             return;
         };
+        if matches!(event.kind, EventKind::OrderUpdate(_) | EventKind::Fill(_)) {
+            return;
+        }
+        let mut pending = std::collections::VecDeque::new();
         if let EventKind::Book(book) = &event.kind {
-            shadow.paper.on_book(book);
+            pending.extend(shadow.paper.on_book(book));
         }
-        let actions = match shadow.instance.on_event(event).await {
-            Ok(actions) => actions,
-            Err(e) => {
-                let reason = format!("the shadow faulted on event {}: {e}", event.seq);
-                let _ = self.discard(Some(reason)).await;
-                return;
-            }
-        };
-        shadow.events += 1;
         let mut recorded = Vec::new();
-        for (index, action) in actions.into_iter().enumerate() {
-            match &action {
-                Action::PlaceOrder(order) => {
-                    shadow.orders += 1;
-                    shadow.paper.place(&intent_id(event.seq, index), order);
+        let mut next = Some(event.clone());
+        // The paper account's answers are handed back at the same seq and
+        // time; a bound keeps a strategy that answers every fill with an
+        // order from looping.
+        let mut rounds = 0;
+        while let Some(event) = next.take() {
+            rounds += 1;
+            let actions = match shadow.instance.on_event(&event).await {
+                Ok(actions) => actions,
+                Err(e) => {
+                    let reason = format!("the shadow faulted on event {}: {e}", event.seq);
+                    let _ = self.discard(Some(reason)).await;
+                    return;
                 }
-                Action::CancelOrder(id) => {
-                    shadow.paper.cancel(id);
+            };
+            for (index, action) in actions.into_iter().enumerate() {
+                match &action {
+                    Action::PlaceOrder(order) => {
+                        shadow.orders += 1;
+                        pending.extend(shadow.paper.place(&intent_id(event.seq, index), order));
+                    }
+                    Action::CancelOrder(id) => pending.extend(shadow.paper.cancel(id)),
+                    Action::SetTimer(_) => {}
                 }
-                Action::SetTimer(_) => {}
+                shadow.actions += 1;
+                recorded.push(action);
             }
-            shadow.actions += 1;
-            recorded.push(action);
+            if rounds < 64 {
+                next = pending.pop_front().map(|kind| Event {
+                    seq: event.seq,
+                    timestamp_ms: event.timestamp_ms,
+                    kind,
+                });
+            }
         }
+        if !record {
+            return;
+        }
+        shadow.events += 1;
         if !recorded.is_empty() {
             let message = json!({
                 "seq": event.seq,
