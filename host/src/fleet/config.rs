@@ -469,6 +469,23 @@ mod tests {
     }
 
     #[test]
+    fn the_swap_section_sets_probation_and_refuses_nonsense() {
+        let strategy = "[[strategy]]\nname = \"a\"\nmodule = \"m.wasm\"\n";
+        let c = parse(strategy).unwrap();
+        assert_eq!(c.swap, crate::supervisor::ProbationPolicy::default());
+        let c = parse(&format!(
+            "[swap]\nprobation_faults = 2\nprobation_events = 50\n{strategy}"
+        ))
+        .unwrap();
+        assert_eq!(c.swap.probation_faults, 2);
+        assert_eq!(c.swap.probation_events, 50);
+        let e = parse(&format!("[swap]\nprobation_events = 0\n{strategy}")).unwrap_err();
+        assert!(e.contains("[swap] probation_events"), "{e}");
+        let e = parse(&format!("[swap]\nprobation = 3\n{strategy}")).unwrap_err();
+        assert!(e.contains("[swap]") && e.contains("probation"), "{e}");
+    }
+
+    #[test]
     fn bad_files_are_named_by_table_and_key() {
         for (text, needle) in [
             (

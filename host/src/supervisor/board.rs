@@ -191,3 +191,50 @@ impl SwapBoard {
         board.status.shadow = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_print_the_same_names_and_a_bad_one_says_which_exist() {
+        for mode in [SwapMode::Direct, SwapMode::Probation, SwapMode::Shadow] {
+            assert_eq!(mode.to_string().parse::<SwapMode>(), Ok(mode));
+            assert_eq!(
+                serde_json::to_value(mode).unwrap(),
+                serde_json::Value::String(mode.to_string())
+            );
+        }
+        let error = "sideways".parse::<SwapMode>().unwrap_err();
+        assert!(error.contains("probation, shadow, direct"), "{error}");
+    }
+
+    #[test]
+    fn the_board_keeps_the_last_record_and_forgets_running_ones_on_clear() {
+        let board = SwapBoard::default();
+        board.record(SwapRecord {
+            kind: "swap".into(),
+            mode: SwapMode::Probation,
+            old_digest: "a".into(),
+            new_digest: "b".into(),
+            at_seq: 7,
+            pause_us: Some(120),
+            reason: None,
+            at_ms: 1,
+        });
+        board.set_shadow(Some(ShadowView {
+            digest: "c".into(),
+            live_digest: "b".into(),
+            since_seq: 7,
+            events: 0,
+            actions: 0,
+            orders: 0,
+            paper_fills: 0,
+            would_be_pnl: 0.0,
+        }));
+        board.clear_running();
+        let status = board.status();
+        assert!(status.shadow.is_none() && status.probation.is_none());
+        assert_eq!(status.last_swap.unwrap().pause_us, Some(120));
+    }
+}
