@@ -35,6 +35,8 @@ fn main() {
             "--lib",
             "--example",
             "stuck_describe",
+            "--example",
+            "faulty_next",
         ])
         .arg("--target-dir")
         .arg(&target_dir);
@@ -61,8 +63,10 @@ fn main() {
     }
     let out = target_dir.join("wasm32-wasip2").join("release");
     // Examples land in their own folder; the tests find every guest in one.
-    let example = out.join("examples").join("stuck_describe.wasm");
-    std::fs::copy(&example, out.join("stuck_describe.wasm"))
-        .unwrap_or_else(|e| panic!("copy {}: {e}", example.display()));
+    for name in ["stuck_describe", "faulty_next"] {
+        let example = out.join("examples").join(format!("{name}.wasm"));
+        std::fs::copy(&example, out.join(format!("{name}.wasm")))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", example.display()));
+    }
     println!("cargo:rustc-env=POLYBOT_GUEST_DIR={}", out.display());
 }

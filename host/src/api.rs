@@ -20,11 +20,14 @@
 //! | GET | `/api/strategies/{name}/orders\|trades\|events\|checkpoints` | from the store |
 //! | GET | `/api/stream` | the registry's views every second (server-sent events) |
 //! | POST | `/api/strategies/{name}/pause\|resume\|restart` | control handles |
+//! | POST | `/api/strategies/{name}/swap` | a module upload (`?mode=`) or `{"path", "mode"}`; see [`crate::supervisor::SwapMode`] |
+//! | POST | `/api/strategies/{name}/promote\|discard` | the strategy's shadow |
 //! | POST | `/api/halt` | pause every strategy |
 
 pub mod auth;
 mod dashboard;
 mod routes;
+mod swap;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +47,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8686";
 
 /// Request bodies larger than this are refused (413).
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Module uploads (`POST /api/strategies/{name}/swap`) larger than this are
+/// refused (413).
+pub const MODULE_LIMIT: usize = 32 * 1024 * 1024;
 
 /// `[http]` of a fleet file.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -77,6 +84,10 @@ pub struct ApiState {
     /// `[health] stuck_after`: a running strategy with events waiting this
     /// long is not ready.
     pub stuck_after: std::time::Duration,
+    /// Loads and checks modules to swap in.
+    pub sandbox: Arc<crate::sandbox::Sandbox>,
+    /// The host's data directory (uploaded modules go to `modules/`).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Why the server cannot start.

@@ -21,6 +21,7 @@ mod run;
 mod serve;
 mod sim_server;
 mod status;
+mod swap;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -89,6 +90,15 @@ pub enum Command {
     /// Ask a running `serve` over its HTTP API: pause, resume or restart a
     /// strategy, halt every strategy, list them.
     Control(control::ControlArgs),
+    /// Hot-swap a running strategy's module over the HTTP API: on probation
+    /// (rolled back by itself if the new module faults or diverges early),
+    /// as a shadow (runs beside the live module, its actions recorded and
+    /// paper-filled, never sent) or directly.
+    Swap(swap::SwapArgs),
+    /// Swap a strategy's shadow module in for good (over the HTTP API).
+    Promote(swap::ShadowArgs),
+    /// Drop a strategy's shadow module (over the HTTP API).
+    Discard(swap::ShadowArgs),
 }
 
 /// Where the host keeps its data; shared by every subcommand.
@@ -249,7 +259,12 @@ pub fn main() -> ExitCode {
         Command::Checkpoints(command) => command.store().url().map(str::to_string),
         Command::Orders(args) => args.store.url().map(str::to_string),
         Command::Halt(args) | Command::Resume(args) => args.store.url().map(str::to_string),
-        Command::Inspect { .. } | Command::SimServer(_) | Command::Control(_) => None,
+        Command::Inspect { .. }
+        | Command::SimServer(_)
+        | Command::Control(_)
+        | Command::Swap(_)
+        | Command::Promote(_)
+        | Command::Discard(_) => None,
     };
     let result = match cli.command {
         Command::Run(args) => run::run(args),
@@ -262,6 +277,9 @@ pub fn main() -> ExitCode {
         Command::Halt(args) => orders::halt(args, true),
         Command::Resume(args) => orders::halt(args, false),
         Command::Control(args) => control::control(args),
+        Command::Swap(args) => swap::swap(args),
+        Command::Promote(args) => swap::shadow(args, true),
+        Command::Discard(args) => swap::shadow(args, false),
     };
     let result = match (result, output::failure()) {
         (Ok(_), Some(e)) => Err(Failure::runtime(anyhow::anyhow!(

@@ -273,8 +273,14 @@ impl Host {
             shutdown_timeout: self.config.host.shutdown_timeout,
             stuck_window: crate::supervisor::RestartWindow::default(),
             feeds: self.feeds.clone(),
+            probation: self.config.swap.clone(),
         };
         self.tasks.spawn(task.run());
+    }
+
+    /// The sandbox modules are loaded into (for swaps over the API).
+    pub fn sandbox(&self) -> Arc<Sandbox> {
+        self.sandbox.clone()
     }
 
     /// The registry of this host's strategies.
@@ -364,7 +370,11 @@ impl Host {
         }
         for (entry, module) in swapping {
             if let Some(slot) = self.registry.get(&entry.name) {
-                slot.send(Control::Swap(module.clone()));
+                slot.send(Control::Swap {
+                    module: module.clone(),
+                    mode: crate::supervisor::SwapMode::Direct,
+                    config: None,
+                });
             }
             if let Some(running) = self.running.get_mut(&entry.name) {
                 running.digest = module.digest();

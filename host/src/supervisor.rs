@@ -21,12 +21,17 @@
 //!
 //! The supervisor never talks to a venue and never decides when a run ends.
 
+mod board;
 mod cell;
 mod policy;
 mod shutdown;
 mod timers;
 pub(crate) use timers::record_in as record_timers;
 
+pub use board::{
+    ProbationPolicy, ProbationView, ShadowView, SwapBoard, SwapMode, SwapRecord, SwapRequest,
+    SwapStatus,
+};
 pub use cell::{
     Cell, CellError, CellSpec, CellState, CellStats, PlannedAction, StartError, Step, SwapError,
     plan,

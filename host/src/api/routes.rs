@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiState, BODY_LIMIT, HttpError, auth, dashboard};
+use super::{ApiState, BODY_LIMIT, HttpError, MODULE_LIMIT, auth, dashboard, swap};
 use crate::fleet::{Control, StrategyState};
 
 type Answer = Result<Response, HttpError>;
@@ -31,6 +31,12 @@ pub(super) fn router(state: ApiState) -> axum::Router {
         .route("/api/strategies/{name}/trades", get(trades))
         .route("/api/strategies/{name}/events", get(events))
         .route("/api/strategies/{name}/checkpoints", get(checkpoints))
+        .route(
+            "/api/strategies/{name}/swap",
+            post(swap::swap).layer(DefaultBodyLimit::max(MODULE_LIMIT)),
+        )
+        .route("/api/strategies/{name}/promote", post(swap::promote))
+        .route("/api/strategies/{name}/discard", post(swap::discard))
         .route("/api/strategies/{name}/{action}", post(control))
         .route("/api/halt", post(halt))
         .route("/api/stream", get(stream))
@@ -140,7 +146,10 @@ async fn strategies(State(state): State<ApiState>) -> Json<Value> {
     Json(json!({ "strategies": state.registry.snapshot() }))
 }
 
-fn known(state: &ApiState, name: &str) -> Result<std::sync::Arc<crate::fleet::Slot>, HttpError> {
+pub(super) fn known(
+    state: &ApiState,
+    name: &str,
+) -> Result<std::sync::Arc<crate::fleet::Slot>, HttpError> {
     state
         .registry
         .get(name)
@@ -249,14 +258,14 @@ async fn checkpoints(State(state): State<ApiState>, Path(name): Path<String>) ->
 /// The optional JSON body of a control request.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ControlBody {
+pub(super) struct ControlBody {
     /// Why (recorded with a restart or a halt).
     reason: Option<String>,
     /// How long a restart lets the event in hand finish [default 5000].
     grace_ms: Option<u64>,
 }
 
-fn control_body(body: Result<Bytes, BytesRejection>) -> Result<ControlBody, HttpError> {
+pub(super) fn control_body(body: Result<Bytes, BytesRejection>) -> Result<ControlBody, HttpError> {
     let bytes = body.map_err(|e| HttpError::new(e.status(), e.body_text()))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(ControlBody::default());
@@ -304,7 +313,7 @@ async fn control(
         },
         other => {
             return Err(HttpError::not_found(format!(
-                "action `{other}` (pause, resume, halt or restart)"
+                "action `{other}` (pause, resume, halt, restart, swap, promote or discard)"
             )));
         }
     };

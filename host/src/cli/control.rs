@@ -64,26 +64,77 @@ pub enum Action {
     },
 }
 
-pub fn control(args: ControlArgs) -> Result<ExitCode, Failure> {
-    let token = match Token::from_env().map_err(Failure::bad_input)? {
-        Some(token) => token,
+/// The API token: `POLYBOT_API_TOKEN`, or the host's `DIR/api-token`.
+pub(super) fn token(data_dir: &std::path::Path) -> Result<Token, Failure> {
+    match Token::from_env().map_err(Failure::bad_input)? {
+        Some(token) => Ok(token),
         None => {
-            let path = Token::path(&args.data_dir);
+            let path = Token::path(data_dir);
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 Failure::bad_input(anyhow::anyhow!(
                     "{}: cannot read the API token ({e}); set {TOKEN_ENV} or --data-dir",
                     path.display()
                 ))
             })?;
-            Token::new(text.trim().to_string(), false)
+            Ok(Token::new(text.trim().to_string(), false))
         }
+    }
+}
+
+/// A request body: JSON, or raw bytes (a module upload).
+pub(super) enum Body {
+    None,
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
+/// Sends one request to the API and gives its JSON answer; a 4xx answer is
+/// the caller's bad input, anything else a runtime failure, each one line.
+pub(super) async fn call(
+    http: &str,
+    token: &Token,
+    method: reqwest::Method,
+    path: &str,
+    body: Body,
+) -> Result<Value, Failure> {
+    let base = format!("http://{}", http.trim_start_matches("http://"));
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(Failure::runtime)?;
+    let mut request = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token.secret());
+    request = match body {
+        Body::None => request,
+        Body::Json(value) => request.json(&value),
+        Body::Bytes(bytes) => request
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .body(bytes),
     };
-    let base = format!("http://{}", args.http.trim_start_matches("http://"));
+    let response = request
+        .send()
+        .await
+        .map_err(|e| Failure::runtime(anyhow::anyhow!("cannot reach the API at {http}: {e}")))?;
+    let status = response.status();
+    let value: Value = response.json().await.map_err(|e| {
+        Failure::runtime(anyhow::anyhow!("{http}: the API's answer is not JSON: {e}"))
+    })?;
+    if !status.is_success() {
+        let message = value["error"].as_str().unwrap_or("no message");
+        let failure = anyhow::anyhow!("{http} {path}: {status}: {message}");
+        return Err(if status.is_client_error() {
+            Failure::bad_input(failure)
+        } else {
+            Failure::runtime(failure)
+        });
+    }
+    Ok(value)
+}
+
+pub fn control(args: ControlArgs) -> Result<ExitCode, Failure> {
+    let token = token(&args.data_dir)?;
     block_on(async move {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(Failure::runtime)?;
         let (method, path, body) = match &args.action {
             Action::Pause { strategy } => (
                 reqwest::Method::POST,
@@ -107,34 +158,8 @@ pub fn control(args: ControlArgs) -> Result<ExitCode, Failure> {
             ),
             Action::List { .. } => (reqwest::Method::GET, "/api/strategies".to_string(), None),
         };
-        let mut request = client
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(token.secret());
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|e| {
-            Failure::runtime(anyhow::anyhow!(
-                "cannot reach the API at {}: {e}",
-                args.http
-            ))
-        })?;
-        let status = response.status();
-        let value: Value = response.json().await.map_err(|e| {
-            Failure::runtime(anyhow::anyhow!(
-                "{}: the API's answer is not JSON: {e}",
-                args.http
-            ))
-        })?;
-        if !status.is_success() {
-            let message = value["error"].as_str().unwrap_or("no message");
-            let failure = anyhow::anyhow!("{} {path}: {status}: {message}", args.http);
-            return Err(if status.is_client_error() {
-                Failure::bad_input(failure)
-            } else {
-                Failure::runtime(failure)
-            });
-        }
+        let body = body.map_or(Body::None, Body::Json);
+        let value = call(&args.http, &token, method, &path, body).await?;
         match &args.action {
             Action::List { json: true } => outln!("{value:#}"),
             Action::List { json: false } => {

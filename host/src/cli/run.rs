@@ -458,7 +458,7 @@ async fn watch_module(
     sandbox: Arc<Sandbox>,
     path: PathBuf,
     mut digest: String,
-    swaps: tokio::sync::mpsc::UnboundedSender<crate::sandbox::StrategyModule>,
+    swaps: tokio::sync::mpsc::UnboundedSender<crate::supervisor::SwapRequest>,
 ) {
     use sha2::{Digest, Sha256};
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -476,7 +476,12 @@ async fn watch_module(
         match tokio::task::spawn_blocking(move || sandbox.load(&file)).await {
             Ok(Ok(module)) => {
                 tracing::info!(module = %path.display(), "strategy file changed; swapping it in");
-                if swaps.send(module).is_err() {
+                let request = crate::supervisor::SwapRequest::Swap {
+                    module,
+                    mode: crate::supervisor::SwapMode::Direct,
+                    config: None,
+                };
+                if swaps.send(request).is_err() {
                     return;
                 }
             }

@@ -146,6 +146,8 @@ async fn serve_async(
                 token: std::sync::Arc::new(token),
                 started: Instant::now(),
                 stuck_after,
+                sandbox: host.sandbox(),
+                data_dir: data_dir.clone(),
             };
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("HTTP API listening on http://{addr}");

@@ -230,6 +230,8 @@ pub struct FleetConfig {
     pub redis: RedisSection,
     /// `[http]`: the control plane's address (see `api`).
     pub http: crate::api::HttpSection,
+    /// `[swap]`: when a module on probation is rolled back.
+    pub swap: crate::supervisor::ProbationPolicy,
     /// The host-wide sections.
     pub defaults: HostConfig,
     pub strategies: Vec<StrategyEntry>,
@@ -282,6 +284,10 @@ impl FleetConfig {
         let health: HealthSection = section(&mut table, "health")?;
         let redis: RedisSection = section(&mut table, "redis")?;
         let http: crate::api::HttpSection = section(&mut table, "http")?;
+        let swap: crate::supervisor::ProbationPolicy = section(&mut table, "swap")?;
+        if swap.probation_events == 0 {
+            return Err("[swap] probation_events must be at least 1".into());
+        }
         if health.stuck_after.is_zero() {
             return Err("[health] stuck_after must be longer than zero".into());
         }
@@ -330,6 +336,7 @@ impl FleetConfig {
             health,
             redis,
             http,
+            swap,
             defaults,
             strategies: entries,
         })
@@ -615,6 +622,23 @@ mod tests {
             let e = parse(text).unwrap_err();
             assert!(e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn the_swap_section_sets_probation_and_refuses_nonsense() {
+        let strategy = "[[strategy]]\nname = \"a\"\nmodule = \"m.wasm\"\n";
+        let c = parse(strategy).unwrap();
+        assert_eq!(c.swap, crate::supervisor::ProbationPolicy::default());
+        let c = parse(&format!(
+            "[swap]\nprobation_faults = 2\nprobation_events = 50\n{strategy}"
+        ))
+        .unwrap();
+        assert_eq!(c.swap.probation_faults, 2);
+        assert_eq!(c.swap.probation_events, 50);
+        let e = parse(&format!("[swap]\nprobation_events = 0\n{strategy}")).unwrap_err();
+        assert!(e.contains("[swap] probation_events"), "{e}");
+        let e = parse(&format!("[swap]\nprobation = 3\n{strategy}")).unwrap_err();
+        assert!(e.contains("[swap]") && e.contains("probation"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::watched::Progress;
 use crate::runner::RunCounters;
 use crate::store::wall_clock_ms;
-use crate::supervisor::CellState;
+use crate::supervisor::{CellState, SwapBoard, SwapMode, SwapStatus};
 
 /// What a strategy's task can be asked to do.
 pub enum Control {
@@ -33,8 +33,17 @@ pub enum Control {
     /// stuck more than the supervisor's `max_restarts` times within its
     /// `restart_window` (wall time, as stuck is judged): then it is `fatal`.
     Stuck { reason: String },
-    /// Hot-swap the module (checked already).
-    Swap(crate::sandbox::StrategyModule),
+    /// Hot-swap the module (checked already), in the given mode.
+    Swap {
+        module: crate::sandbox::StrategyModule,
+        mode: SwapMode,
+        /// A shadow's own configuration (JSON), see [`crate::supervisor::SwapRequest`].
+        config: Option<String>,
+    },
+    /// Swap the shadow's module in and drop the shadow.
+    Promote,
+    /// Drop the shadow.
+    Discard,
     /// Finish the event in hand, checkpoint, and wait (keeping the lease)
     /// for `Resume`, `Restart` or `Stop`.
     Pause,
@@ -96,6 +105,8 @@ pub struct Slot {
     pub stuck_in_window: AtomicU64,
     last_fault: Mutex<Option<String>>,
     module_digest: Mutex<String>,
+    /// The cell's swaps, probation and shadow, and the module it runs.
+    pub swap: SwapBoard,
     control: mpsc::UnboundedSender<Control>,
 }
 
@@ -115,6 +126,7 @@ impl Slot {
             stuck_in_window: AtomicU64::new(0),
             last_fault: Mutex::new(None),
             module_digest: Mutex::new(module_digest),
+            swap: SwapBoard::default(),
             control,
         };
         (Arc::new(slot), receiver)
@@ -184,7 +196,11 @@ impl Slot {
             fills: counters.fills.load(Ordering::Relaxed),
             pnl: counters.pnl(),
             last_fault: lock(&self.last_fault).clone(),
-            module_digest: lock(&self.module_digest).clone(),
+            module_digest: self
+                .swap
+                .module()
+                .map_or_else(|| lock(&self.module_digest).clone(), |m| m.digest()),
+            swap: self.swap.status(),
         }
     }
 }
@@ -223,7 +239,12 @@ pub struct StrategyView {
     pub fills: u64,
     pub pnl: f64,
     pub last_fault: Option<String>,
+    /// sha256 of the running module's component bytes.
     pub module_digest: String,
+    /// The last swap (with its pause), a running probation, a running
+    /// shadow (beside the live `pnl`, its would-be PnL).
+    #[serde(flatten)]
+    pub swap: SwapStatus,
 }
 
 /// Every strategy of a host, by name.

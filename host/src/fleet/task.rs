@@ -21,7 +21,9 @@ use crate::lease::Lease;
 use crate::runner::RunReport;
 use crate::sandbox::StrategyModule;
 use crate::store::{StateStore, SystemEvent, Write, wall_clock_ms};
-use crate::supervisor::{Cell, CellSpec, CellState, RestartWindow, Shutdown};
+use crate::supervisor::{
+    Cell, CellSpec, CellState, ProbationPolicy, RestartWindow, Shutdown, SwapMode, SwapRequest,
+};
 
 /// Everything a strategy's task owns.
 pub(super) struct Task {
@@ -40,6 +42,8 @@ pub(super) struct Task {
     pub stuck_window: RestartWindow,
     /// The host's shared market feeds.
     pub feeds: std::sync::Arc<crate::venue::polymarket::feed::Feeds>,
+    /// `[swap]`: when a module on probation is rolled back.
+    pub probation: ProbationPolicy,
 }
 
 /// How one attempt (a cell, from start to end) ended.
@@ -178,11 +182,51 @@ impl Task {
         loop {
             match self.control.recv().await {
                 Some(Control::Restart { reason, .. }) => return Some(reason),
-                Some(Control::Swap(module)) => self.module = module,
+                Some(Control::Swap { module, mode, .. }) => {
+                    self.swap_while_idle(module, mode).await
+                }
+                Some(Control::Promote | Control::Discard) => self.nothing_to_do().await,
                 Some(Control::Pause | Control::Resume | Control::Stuck { .. }) => {}
                 Some(Control::Stop) | None => return None,
             }
         }
+    }
+
+    /// A swap while no cell runs: the module is used from the next start;
+    /// probation and shadow need a running strategy and are refused.
+    async fn swap_while_idle(&mut self, module: StrategyModule, mode: SwapMode) {
+        let message = if mode == SwapMode::Shadow {
+            format!(
+                "shadow of module {} refused: the strategy is not running",
+                module.digest()
+            )
+        } else {
+            let message = format!(
+                "module {} replaces {} from the next start ({mode} asked; the strategy is not \
+                 running, so there is no probation)",
+                module.digest(),
+                self.module.digest()
+            );
+            self.module = module;
+            self.slot.swap.set_module(&self.module);
+            message
+        };
+        let kind = if mode == SwapMode::Shadow {
+            "hot-swap-refused"
+        } else {
+            "hot-swap"
+        };
+        system_event(self.system.as_ref(), &self.entry.name, kind, message).await;
+    }
+
+    async fn nothing_to_do(&self) {
+        system_event(
+            self.system.as_ref(),
+            &self.entry.name,
+            "hot-swap-refused",
+            "no shadow runs (the strategy is not running): nothing to promote or discard".into(),
+        )
+        .await;
     }
 
     /// While paused: the reason to start again and whether it is a restart
@@ -192,7 +236,10 @@ impl Task {
             match self.control.recv().await {
                 Some(Control::Resume) => return Some(("resumed on request".into(), false)),
                 Some(Control::Restart { reason, .. }) => return Some((reason, true)),
-                Some(Control::Swap(module)) => self.module = module,
+                Some(Control::Swap { module, mode, .. }) => {
+                    self.swap_while_idle(module, mode).await
+                }
+                Some(Control::Promote | Control::Discard) => self.nothing_to_do().await,
                 Some(Control::Pause | Control::Stuck { .. }) => {}
                 Some(Control::Stop) | None => return None,
             }
@@ -202,6 +249,27 @@ impl Task {
     async fn attempt(&mut self, counters: Arc<crate::runner::RunCounters>) -> Attempt {
         let name = self.entry.name.clone();
         self.slot.set_state(StrategyState::Starting);
+        // The module the last cell ended with (after a rollback or a
+        // promotion), and no shadow or probation outlives its cell.
+        if let Some(module) = self.slot.swap.module() {
+            self.module = module;
+        }
+        let status = self.slot.swap.status();
+        self.slot.swap.clear_running();
+        if let Some(shadow) = status.shadow {
+            let message = format!(
+                "shadow module {} dropped after {} events: the strategy started again",
+                shadow.digest, shadow.events
+            );
+            system_event(self.system.as_ref(), &name, "swap-discarded", message).await;
+        }
+        if let Some(probation) = status.probation {
+            let message = format!(
+                "probation of module {} ended by a restart after {} events; the module is kept",
+                probation.digest, probation.events
+            );
+            system_event(self.system.as_ref(), &name, "swap-probation-ended", message).await;
+        }
         let venue_spec = self.entry.venue();
         let mut venue = match venue_spec.build_with(Some(&self.feeds)).await {
             Ok(venue) => venue,
@@ -235,6 +303,8 @@ impl Task {
         self.slot.set_digest(self.module.digest());
         let (swaps, swap_receiver) = mpsc::unbounded_channel();
         cell.take_swaps_from(swap_receiver);
+        cell.set_swap_board(self.slot.swap.clone());
+        cell.set_probation_policy(self.probation.clone());
         cell.set_pace(venue_spec.pace());
         let info = cell.info().clone();
         tracing::info!(
@@ -275,9 +345,14 @@ impl Task {
                     return Attempt::Ended { fatal: false };
                 }
                 control = self.control.recv() => match control {
-                    Some(Control::Swap(module)) => {
-                        self.module = module.clone();
-                        let _ = swaps.send(module);
+                    Some(Control::Swap { module, mode, config }) => {
+                        let _ = swaps.send(SwapRequest::Swap { module, mode, config });
+                    }
+                    Some(Control::Promote) => {
+                        let _ = swaps.send(SwapRequest::Promote);
+                    }
+                    Some(Control::Discard) => {
+                        let _ = swaps.send(SwapRequest::Discard);
                     }
                     Some(Control::Restart { reason, grace }) => {
                         shutdown.request();

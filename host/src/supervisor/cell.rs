@@ -16,7 +16,9 @@
 //! `recovery`. A cell never talks to a venue and never decides when a run ends.
 
 mod faults;
+mod probation;
 mod recovery;
+mod shadow;
 mod swap;
 
 use std::fmt;
@@ -24,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::faults::Fault;
+use super::board::{ProbationPolicy, SwapBoard, SwapRequest};
 use super::policy::{Backoff, CheckpointPolicy, Pace, RestartPolicy, RestartWindow};
 use super::shutdown::Shutdown;
 use super::timers::PendingTimers;
@@ -172,7 +175,11 @@ pub struct Cell {
     last_event_time_ms: u64,
     stats: CellStats,
     observer: Option<Arc<dyn Fn(CellState) + Send + Sync>>,
-    swaps: Option<tokio::sync::mpsc::UnboundedReceiver<StrategyModule>>,
+    swaps: Option<tokio::sync::mpsc::UnboundedReceiver<SwapRequest>>,
+    board: SwapBoard,
+    probation_policy: ProbationPolicy,
+    probation: Option<probation::Probation>,
+    shadow: Option<shadow::Shadow>,
 }
 
 impl Cell {
@@ -225,6 +232,10 @@ impl Cell {
             stats: CellStats::default(),
             observer: None,
             swaps: None,
+            board: SwapBoard::default(),
+            probation_policy: ProbationPolicy::default(),
+            probation: None,
+            shadow: None,
         };
         cell.system_event(
             "state-change",
@@ -282,10 +293,22 @@ impl Cell {
         self.observer = Some(observer);
     }
 
-    /// Modules sent on `swaps` replace the running one (see
-    /// [`Cell::swap_module`]) before the next event is handled.
-    pub fn take_swaps_from(&mut self, swaps: tokio::sync::mpsc::UnboundedReceiver<StrategyModule>) {
+    /// Requests sent on `swaps` (a module to swap in, promote, discard) are
+    /// acted on (see [`Cell::swap_with`]) before the next event is handled.
+    pub fn take_swaps_from(&mut self, swaps: tokio::sync::mpsc::UnboundedReceiver<SwapRequest>) {
         self.swaps = Some(swaps);
+    }
+
+    /// Where the cell shows its swaps, probation and shadow (and the module
+    /// it runs after one).
+    pub fn set_swap_board(&mut self, board: SwapBoard) {
+        board.set_module(&self.module);
+        self.board = board;
+    }
+
+    /// When a module on probation is rolled back.
+    pub fn set_probation_policy(&mut self, policy: ProbationPolicy) {
+        self.probation_policy = policy;
     }
 
     pub fn name(&self) -> &str {
@@ -359,10 +382,9 @@ impl Cell {
     /// call fails the same way), or a store failure.
     pub async fn handle(&mut self, timestamp_ms: u64, kind: EventKind) -> Result<Step, CellError> {
         self.check_not_fatal()?;
-        let swap = self.swaps.as_mut().and_then(|rx| rx.try_recv().ok());
-        if let Some(module) = swap {
+        while let Some(request) = self.swaps.as_mut().and_then(|rx| rx.try_recv().ok()) {
             // A refused swap is recorded and the current module goes on.
-            let _ = self.swap_module(module).await;
+            self.apply_swap_request(request).await;
         }
         let event = Event {
             seq: self.last_seq + 1,
@@ -386,7 +408,13 @@ impl Cell {
                 Ok(actions) => {
                     let pending = self.timers.len_after(&event, &actions);
                     if pending <= self.restart.max_pending_timers {
-                        return self.handled(event, actions).await;
+                        let shadowed = self.shadow.is_some().then(|| event.clone());
+                        let step = self.handled(event, actions).await?;
+                        if let Some(event) = shadowed {
+                            self.shadow_step(&event).await;
+                        }
+                        self.probation_step().await?;
+                        return Ok(step);
                     }
                     Fault::TooManyTimers {
                         pending,
@@ -398,6 +426,11 @@ impl Cell {
             // Whatever failed, this instance is never entered again.
             self.instance = None;
             if !fault.is_host() {
+                if self.probation_fault(&fault).await? {
+                    // Rolled back: the old module takes the event afresh.
+                    guest_faults = 0;
+                    continue;
+                }
                 guest_faults += 1;
             }
             if guest_faults >= self.restart.quarantine_after {
@@ -547,8 +580,20 @@ impl Cell {
     /// drops the instance (a faulted instance is never entered again); a
     /// failed store write leaves it in place.
     async fn take_checkpoint(&mut self, event_time_ms: u64) -> Result<(), Fault> {
+        self.checkpoint_keeping(event_time_ms, false)
+            .await
+            .map(drop)
+    }
+
+    /// [`Cell::take_checkpoint`], also giving back the state when `keep`
+    /// (`None` when there is no instance to snapshot).
+    async fn checkpoint_keeping(
+        &mut self,
+        event_time_ms: u64,
+        keep: bool,
+    ) -> Result<Option<Vec<u8>>, Fault> {
         let Some(instance) = self.instance.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let state = match instance.snapshot().await {
             Ok(state) => state,
@@ -557,6 +602,7 @@ impl Cell {
                 return Err(Fault::Call(e));
             }
         };
+        let kept = keep.then(|| state.clone());
         let checkpoint = Checkpoint::new(
             self.last_seq,
             event_time_ms,
@@ -574,7 +620,7 @@ impl Cell {
         self.last_checkpoint_seq = self.last_seq;
         self.last_checkpoint_time_ms = event_time_ms;
         self.stats.checkpoints += 1;
-        Ok(())
+        Ok(kept)
     }
 
     async fn set_state(&mut self, state: CellState) {

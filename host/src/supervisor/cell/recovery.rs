@@ -97,6 +97,9 @@ impl Cell {
                         name: self.name.clone(),
                     });
                 }
+                Err(RecoverError::Diverged(reason)) if self.on_probation() => {
+                    return self.rollback(reason).await;
+                }
                 Err(RecoverError::Diverged(reason)) => return Err(self.diverged(reason).await),
                 Err(RecoverError::Fault(fault)) => {
                     self.after_fault(&fault, self.last_event_time_ms, during)
@@ -107,7 +110,7 @@ impl Cell {
     }
 
     /// Makes the cell fatal because no rebuild reproduces the journal.
-    async fn diverged(&mut self, reason: String) -> CellError {
+    pub(super) async fn diverged(&mut self, reason: String) -> CellError {
         self.stats.last_fault = Some(reason.clone());
         self.diverged = Some(reason.clone());
         self.set_state(CellState::Fatal).await;
@@ -123,9 +126,17 @@ impl Cell {
     /// Builds a fresh instance holding the state after the handled events up
     /// to `upto`, following the divergence policy in the module docs.
     pub(super) async fn recover(&mut self, upto: u64) -> Result<(), RecoverError> {
+        self.recover_below(upto, u64::MAX).await
+    }
+
+    /// [`Cell::recover`] from a checkpoint older than seq `older_than`.
+    pub(super) async fn recover_below(
+        &mut self,
+        upto: u64,
+        mut older_than: u64,
+    ) -> Result<(), RecoverError> {
         let started = std::time::Instant::now();
-        // Checkpoints at or past this seq are not tried.
-        let mut older_than = u64::MAX;
+        // Checkpoints at or past `older_than` are not tried.
         let mut fell_back = false;
         loop {
             if self.shutdown.is_requested() {

@@ -1,80 +1,245 @@
-//! Hot swap: replacing a running strategy's module with a new build.
+//! Hot swap: replacing a running strategy's module with a new build, in one
+//! of the modes of [`SwapMode`].
 //!
-//! Owns only the hand-over (checkpoint with the old module, bring the new one
-//! up from it, or keep the old one if that fails); never touches the journal.
+//! Owns the hand-over (checkpoint with the old module, bring the new one up
+//! from that state, or keep the old one if that fails), the measurement of
+//! the swap pause, and the records of every swap (a system event with both
+//! module digests, and the [`super::super::SwapBoard`]). Probation and shadow
+//! live in their own files; nothing here touches the journal.
+
+use std::time::Instant;
 
 use super::{Cell, CellState, SwapError};
-use crate::sandbox::StrategyModule;
+use crate::contract::StrategyInfo;
+use crate::sandbox::{Instance, StrategyModule};
+use crate::store::wall_clock_ms;
+use crate::supervisor::board::{SwapMode, SwapRecord, SwapRequest};
+
+/// The module a hand-over replaced, kept for a probation's rollback.
+pub(super) struct Replaced {
+    pub module: StrategyModule,
+    pub info: StrategyInfo,
+    pub swapped_at_seq: u64,
+    pub pause_us: u64,
+}
 
 impl Cell {
-    /// Replaces the strategy's module while it runs (a hot swap).
+    /// Replaces the strategy's module while it runs (a direct hot swap).
     ///
-    /// The current state is checkpointed with the old module, then a new
-    /// instance of `module` restores that checkpoint and replays anything
-    /// after it. A new version that cannot read the old state rebuilds it by
-    /// replaying the journal from the start. If the new module cannot be
-    /// brought up at all, the old one is restored and the swap is refused;
-    /// either way the outcome is kept as a system event.
+    /// The current state is checkpointed with the old module and handed to a
+    /// new instance of `module`. A new version that cannot read the old
+    /// state rebuilds it by replaying the journal from the start. If the new
+    /// module cannot be brought up at all, the old one is kept and the swap
+    /// is refused; either way the outcome is kept as a system event.
     ///
     /// # Errors
     /// [`SwapError`] when the new module could not take over; the old module
     /// keeps running.
     pub async fn swap_module(&mut self, module: StrategyModule) -> Result<(), SwapError> {
-        self.check_not_fatal()
-            .map_err(|e| SwapError::Refused(e.to_string()))?;
-        if self.instance.is_some()
-            && let Err(fault) = self.take_checkpoint(self.last_event_time_ms).await
-        {
-            let reason = format!("checkpoint before the swap failed: {fault}");
-            self.checkpoint_failed(fault, "checkpoint before a hot swap")
-                .await;
+        self.swap_with(module, SwapMode::Direct, None).await
+    }
+
+    /// Brings `module` in the way `mode` says: at once (`direct`), on
+    /// probation, or as a shadow beside the live module (from the live
+    /// state, or from `init` with `shadow_config` and a replay).
+    ///
+    /// # Errors
+    /// [`SwapError`] when the swap was refused; the live module keeps running.
+    pub async fn swap_with(
+        &mut self,
+        module: StrategyModule,
+        mode: SwapMode,
+        shadow_config: Option<String>,
+    ) -> Result<(), SwapError> {
+        if let Some(shadow) = &self.shadow {
+            let reason = format!(
+                "a shadow ({}) runs already: promote or discard it first",
+                shadow.module.digest()
+            );
+            self.refused(&module, mode, reason.clone()).await;
             return Err(SwapError::Refused(reason));
         }
-        self.store
-            .sync()
-            .await
-            .map_err(|e| SwapError::Refused(e.to_string()))?;
+        match mode {
+            SwapMode::Shadow => self.start_shadow(module, shadow_config).await,
+            SwapMode::Direct | SwapMode::Probation => {
+                let old_digest = self.module.digest();
+                let replaced = self.hand_over(module, mode).await?;
+                let message = format!(
+                    "{} {} replaced {} {} ({mode}); module {} replaced {}; swap pause {} us",
+                    self.info.name,
+                    self.info.version,
+                    replaced.info.name,
+                    replaced.info.version,
+                    self.module.digest(),
+                    old_digest,
+                    replaced.pause_us,
+                );
+                tracing::info!(strategy = %self.name, "hot swap: {message}");
+                self.system_event("hot-swap", message).await;
+                self.note_swap("swap", mode, &old_digest, Some(replaced.pause_us), None);
+                if mode == SwapMode::Probation {
+                    self.begin_probation(replaced);
+                }
+                Ok(())
+            }
+        }
+    }
 
-        let describe = async {
-            let mut probe = module.instantiate(&self.name).await?;
-            probe.describe().await
+    /// Acts on one request taken from the swap channel; a refusal is
+    /// recorded (system event, board) and the live module goes on.
+    pub(super) async fn apply_swap_request(&mut self, request: SwapRequest) {
+        let _ = match request {
+            SwapRequest::Swap {
+                module,
+                mode,
+                config,
+            } => self.swap_with(module, mode, config).await,
+            SwapRequest::Promote => self.promote().await,
+            SwapRequest::Discard => self.discard(None).await,
         };
-        let info = describe
-            .await
-            .map_err(|e| SwapError::Refused(format!("{}: {e}", module.path().display())))?;
+    }
+
+    /// Puts `module` in place of the running one, from the running state.
+    /// Ends any probation (the module it protected is replaced).
+    pub(super) async fn hand_over(
+        &mut self,
+        module: StrategyModule,
+        mode: SwapMode,
+    ) -> Result<Replaced, SwapError> {
+        let started = Instant::now();
+        if let Err(e) = self.check_not_fatal() {
+            let reason = e.to_string();
+            self.refused(&module, mode, reason.clone()).await;
+            return Err(SwapError::Refused(reason));
+        }
+        let state = match self.checkpoint_keeping(self.last_event_time_ms, true).await {
+            Ok(state) => state,
+            Err(fault) => {
+                let reason = format!("checkpoint before the swap failed: {fault}");
+                self.checkpoint_failed(fault, "checkpoint before a hot swap")
+                    .await;
+                self.refused(&module, mode, reason.clone()).await;
+                return Err(SwapError::Refused(reason));
+            }
+        };
+        let (mut instance, info) = match describe(&module, &self.name).await {
+            Ok(pair) => pair,
+            Err(reason) => {
+                self.refused(&module, mode, reason.clone()).await;
+                return Err(SwapError::Refused(reason));
+            }
+        };
+        let old_state_version = self.info.state_version;
         let old_module = std::mem::replace(&mut self.module, module);
         let old_info = std::mem::replace(&mut self.info, info);
         let old_instance = self.instance.take();
         let old_swapped_at = std::mem::replace(&mut self.swapped_at_seq, self.last_seq);
-        self.set_state(CellState::Recovering).await;
-        match self.recover(self.last_seq).await {
+        // The fast path: the old module's state straight into the new one.
+        let direct = match &state {
+            Some(state) => matches!(instance.restore(state, old_state_version).await, Ok(Ok(()))),
+            None => false,
+        };
+        let outcome = if direct {
+            self.instance = Some(instance);
+            Ok(())
+        } else {
+            drop(instance);
+            self.set_state(CellState::Recovering).await;
+            self.recover(self.last_seq).await
+        };
+        match outcome {
             Ok(()) => {
                 drop(old_instance);
-                let message = format!(
-                    "{} {} ({}) replaced {} {} ({})",
-                    self.info.name,
-                    self.info.version,
-                    &self.module.digest()[..12],
-                    old_info.name,
-                    old_info.version,
-                    &old_module.digest()[..12]
-                );
-                tracing::info!(strategy = %self.name, "hot swap: {message}");
-                self.system_event("hot-swap", message).await;
+                let pause_us = micros(started);
+                self.board.set_module(&self.module);
+                self.end_probation();
                 self.set_state(CellState::Running).await;
-                Ok(())
+                Ok(Replaced {
+                    module: old_module,
+                    info: old_info,
+                    swapped_at_seq: old_swapped_at,
+                    pause_us,
+                })
             }
             Err(e) => {
                 let reason = format!("{}: {e}", self.module.path().display());
-                self.module = old_module;
+                let refused_module = std::mem::replace(&mut self.module, old_module);
                 self.info = old_info;
                 self.instance = old_instance;
                 self.swapped_at_seq = old_swapped_at;
-                tracing::warn!(strategy = %self.name, "hot swap refused: {reason}");
-                self.system_event("hot-swap-refused", reason.clone()).await;
+                self.refused(&refused_module, mode, reason.clone()).await;
                 self.set_state(CellState::Running).await;
                 Err(SwapError::Refused(reason))
             }
         }
     }
+
+    /// Records a refused swap of `module`.
+    pub(super) async fn refused(
+        &mut self,
+        module: &StrategyModule,
+        mode: SwapMode,
+        reason: String,
+    ) {
+        tracing::warn!(strategy = %self.name, "hot swap refused: {reason}");
+        self.system_event(
+            "hot-swap-refused",
+            format!(
+                "{reason} ({mode}; module {} stays, {} refused)",
+                self.module.digest(),
+                module.digest()
+            ),
+        )
+        .await;
+        let record = SwapRecord {
+            kind: "refused".into(),
+            mode,
+            old_digest: self.module.digest(),
+            new_digest: module.digest(),
+            at_seq: self.last_seq,
+            pause_us: None,
+            reason: Some(reason),
+            at_ms: wall_clock_ms(),
+        };
+        self.board.record(record);
+    }
+
+    /// Shows a swap, rollback, promotion or discard on the board; the module
+    /// brought in is the running one.
+    pub(super) fn note_swap(
+        &self,
+        kind: &str,
+        mode: SwapMode,
+        old_digest: &str,
+        pause_us: Option<u64>,
+        reason: Option<String>,
+    ) {
+        self.board.record(SwapRecord {
+            kind: kind.into(),
+            mode,
+            old_digest: old_digest.into(),
+            new_digest: self.module.digest(),
+            at_seq: self.last_seq,
+            pause_us,
+            reason,
+            at_ms: wall_clock_ms(),
+        });
+    }
+}
+
+/// A fresh instance of `module` and what it says about itself; the reason,
+/// naming the file, when it cannot be had.
+pub(super) async fn describe(
+    module: &StrategyModule,
+    name: &str,
+) -> Result<(Instance, StrategyInfo), String> {
+    let fail = |e: crate::sandbox::CallError| format!("{}: {e}", module.path().display());
+    let mut instance = module.instantiate(name).await.map_err(fail)?;
+    let info = instance.describe().await.map_err(fail)?;
+    Ok((instance, info))
+}
+
+/// Microseconds since `started`.
+pub(super) fn micros(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
