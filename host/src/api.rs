@@ -18,7 +18,8 @@
 //! | GET | `/` | the dashboard |
 //! | GET | `/api/strategies`, `/api/strategies/{name}` | the registry's views |
 //! | GET | `/api/strategies/{name}/orders\|trades\|events\|checkpoints` | from the store |
-//! | GET | `/api/stream` | the registry's views every second (server-sent events) |
+//! | GET | `/api/events` | the host's newest system events, newest first |
+//! | GET | `/api/stream` | server-sent events: the registry's views every second, system events when they change; takes the token as `?token=` too (browsers' `EventSource` sends no headers) |
 //! | POST | `/api/strategies/{name}/pause\|resume\|restart` | control handles |
 //! | POST | `/api/halt` | pause every strategy |
 
