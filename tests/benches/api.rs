@@ -148,6 +148,7 @@ fn main() {
         .args(["--data-dir", data.to_str().unwrap()])
         .stdout(Stdio::null());
     let (mut host, addr) = start(&mut command);
+    eprintln!("host up; waiting for {n} strategies to run");
     let token = std::fs::read_to_string(data.join("api-token"))
         .unwrap()
         .trim()
@@ -157,6 +158,7 @@ fn main() {
         s.len() == n && s.iter().all(|s| s == "running")
     });
 
+    eprintln!("every strategy runs; measuring");
     let mut client = Client::connect(&addr, &token);
     let mut rows = Vec::new();
     for route in ["/api/strategies", "/metrics"] {
@@ -167,6 +169,7 @@ fn main() {
         let reply = request(&addr, "POST", &path, Some(&token), b"");
         assert_eq!(reply.status, 202, "{}", reply.body);
     }
+    eprintln!("pausing every strategy");
     until("every strategy paused", || {
         states(&addr, &token).iter().all(|s| s == "paused")
     });
