@@ -26,6 +26,7 @@
 pub mod auth;
 mod dashboard;
 mod routes;
+mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +79,8 @@ pub struct ApiState {
     /// `[health] stuck_after`: a running strategy with events waiting this
     /// long is not ready.
     pub stuck_after: std::time::Duration,
+    /// `/api/strategies`, kept serialized by [`serve`] (see [`views`]).
+    pub views: Arc<views::Views>,
 }
 
 /// Why the server cannot start.
@@ -133,7 +136,11 @@ pub fn router(state: ApiState) -> axum::Router {
 /// recorded as a system event (the strategies go on without it).
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) {
     let store = state.store.clone();
-    if let Err(e) = axum::serve(listener, router(state)).await {
+    state.views.refresh(&state.registry);
+    let refresh = tokio::spawn(state.views.clone().keep_current(state.registry.clone()));
+    let served = axum::serve(listener, router(state)).await;
+    refresh.abort();
+    if let Err(e) = served {
         tracing::error!("the HTTP API stopped: {e}");
         crate::fleet::health::record(store.as_ref(), "http-stopped", e.to_string()).await;
     }

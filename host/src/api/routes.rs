@@ -143,8 +143,13 @@ async fn script() -> Response {
         .into_response()
 }
 
-async fn strategies(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!({ "strategies": state.registry.snapshot() }))
+/// Every strategy's view, as serialized at most [`super::views::REFRESH`] ago.
+async fn strategies(State(state): State<ApiState>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        state.views.body(),
+    )
+        .into_response()
 }
 
 fn known(state: &ApiState, name: &str) -> Result<std::sync::Arc<crate::fleet::Slot>, HttpError> {

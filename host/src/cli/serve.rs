@@ -150,6 +150,7 @@ async fn serve_async(
                 token: std::sync::Arc::new(token),
                 started: Instant::now(),
                 stuck_after,
+                views: Default::default(),
             };
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("HTTP API listening on http://{addr}");
