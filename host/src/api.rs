@@ -16,7 +16,7 @@
 //! | GET | `/readyz` | every strategy settled and none waiting past `stuck_after`; 503 with reasons when not |
 //! | GET | `/metrics` | Prometheus text ([`crate::metrics`]) |
 //! | GET | `/` | the dashboard |
-//! | GET | `/api/strategies`, `/api/strategies/{name}` | the registry's views |
+//! | GET | `/api/strategies`, `/api/strategies/{name}` | the registry's views (the list as serialized at most 250 ms ago, see [`views`]) |
 //! | GET | `/api/strategies/{name}/orders\|trades\|events\|checkpoints` | from the store |
 //! | GET | `/api/events` | the host's newest system events, newest first |
 //! | GET | `/api/stream` | server-sent events: the registry's views every second, system events when they change; takes the token as `?token=` too (browsers' `EventSource` sends no headers) |

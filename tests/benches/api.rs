@@ -22,7 +22,10 @@ const BOUND: Duration = Duration::from_secs(600);
 
 fn fleet_file(dir: &Path, n: usize) -> std::path::PathBuf {
     let momentum = guest("momentum");
-    let mut text = String::from("[checkpoint]\nevery_events = 1000\n");
+    // A long call deadline: on a loaded machine the default can fault a
+    // healthy strategy, and the benchmark wants every one running.
+    let mut text =
+        String::from("[sandbox]\ncall_deadline = \"10s\"\n[checkpoint]\nevery_events = 1000\n");
     for i in 0..n {
         text.push_str(&format!(
             "\n[[strategy]]\nname = \"m{i:03}\"\nmodule = \"{}\"\nseed = {i}\nspeed = 5\nconfig = {{ lookback = {} }}\n",
