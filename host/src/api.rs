@@ -16,9 +16,10 @@
 //! | GET | `/readyz` | every strategy settled and none waiting past `stuck_after`; 503 with reasons when not |
 //! | GET | `/metrics` | Prometheus text ([`crate::metrics`]) |
 //! | GET | `/` | the dashboard |
-//! | GET | `/api/strategies`, `/api/strategies/{name}` | the registry's views |
+//! | GET | `/api/strategies`, `/api/strategies/{name}` | the registry's views (the list as serialized at most 250 ms ago, see [`views`]) |
 //! | GET | `/api/strategies/{name}/orders\|trades\|events\|checkpoints` | from the store |
-//! | GET | `/api/stream` | the registry's views every second (server-sent events) |
+//! | GET | `/api/events` | the host's newest system events, newest first |
+//! | GET | `/api/stream` | server-sent events: the registry's views every second, system events when they change; takes the token as `?token=` too (browsers' `EventSource` sends no headers) |
 //! | POST | `/api/strategies/{name}/pause\|resume\|restart` | control handles |
 //! | POST | `/api/strategies/{name}/swap` | a module upload (`?mode=`) or `{"path", "mode"}`; see [`crate::supervisor::SwapMode`] |
 //! | POST | `/api/strategies/{name}/promote\|discard` | the strategy's shadow |
@@ -28,6 +29,7 @@ pub mod auth;
 mod dashboard;
 mod routes;
 mod swap;
+mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,6 +90,8 @@ pub struct ApiState {
     pub sandbox: Arc<crate::sandbox::Sandbox>,
     /// The host's data directory (uploaded modules go to `modules/`).
     pub data_dir: std::path::PathBuf,
+    /// `/api/strategies`, kept serialized by [`serve`] (see [`views`]).
+    pub views: Arc<views::Views>,
 }
 
 /// Why the server cannot start.
@@ -143,7 +147,11 @@ pub fn router(state: ApiState) -> axum::Router {
 /// recorded as a system event (the strategies go on without it).
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) {
     let store = state.store.clone();
-    if let Err(e) = axum::serve(listener, router(state)).await {
+    state.views.refresh(&state.registry);
+    let refresh = tokio::spawn(state.views.clone().keep_current(state.registry.clone()));
+    let served = axum::serve(listener, router(state)).await;
+    refresh.abort();
+    if let Err(e) = served {
         tracing::error!("the HTTP API stopped: {e}");
         crate::fleet::health::record(store.as_ref(), "http-stopped", e.to_string()).await;
     }

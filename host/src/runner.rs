@@ -44,11 +44,12 @@
 
 mod execution;
 mod resume;
+pub mod telemetry;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use self::execution::Execution;
 pub use self::execution::{ExecSetup, HALTED_REASON};
@@ -84,11 +85,38 @@ pub struct RunCounters {
     pub quarantined: AtomicU64,
     /// Total PnL as `f64` bits.
     pub pnl_bits: AtomicU64,
+    /// Rebuilds that did not reproduce the journal (see the cell's recovery).
+    pub divergences: AtomicU64,
+    /// Wall time the venue last gave a tick (0: none yet).
+    pub last_tick_wall_ms: AtomicU64,
+    /// Linear memory of the strategy's instance.
+    pub instance_memory_bytes: AtomicU64,
+    /// Wall time each live event took the strategy to handle. Shared across
+    /// a strategy's attempts (see [`RunCounters::next_attempt`]).
+    pub handle_seconds: Arc<telemetry::Histogram>,
+    /// The executor's intents, breakers, waits and positions.
+    pub exec: Mutex<crate::exec::ExecFigures>,
 }
 
 impl RunCounters {
     pub fn pnl(&self) -> f64 {
         f64::from_bits(self.pnl_bits.load(Ordering::Relaxed))
+    }
+
+    /// Fresh counters for another attempt of the same strategy; the latency
+    /// histogram goes on.
+    pub fn next_attempt(&self) -> RunCounters {
+        RunCounters {
+            handle_seconds: self.handle_seconds.clone(),
+            ..RunCounters::default()
+        }
+    }
+
+    pub fn exec_figures(&self) -> crate::exec::ExecFigures {
+        *self
+            .exec
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -305,7 +333,12 @@ pub async fn run_with<V: Venue>(
             tick = venue.next_tick() => tick,
         };
         let tick = match tick {
-            Ok(Some(tick)) => tick,
+            Ok(Some(tick)) => {
+                counters
+                    .last_tick_wall_ms
+                    .store(wall_clock_ms(), Ordering::Relaxed);
+                tick
+            }
             Ok(None) => {
                 report.stop = StopReason::FeedEnded;
                 break;
@@ -403,7 +436,7 @@ pub async fn run_with<V: Venue>(
                         crate::supervisor::plan(entry.event.seq, actions),
                     )
                 }
-                None => match cell.handle(timestamp_ms, kind).await {
+                None => match timed(&counters, cell.handle(timestamp_ms, kind)).await {
                     Ok(step) => {
                         report.events += 1;
                         (step.seq, step.actions)
@@ -491,7 +524,8 @@ pub async fn run_with<V: Venue>(
                 publish(
                     &counters,
                     &report,
-                    cell.stats(),
+                    cell,
+                    &execution,
                     venue.portfolio().total_pnl(),
                 );
             }
@@ -521,7 +555,8 @@ pub async fn run_with<V: Venue>(
     publish(
         &counters,
         &report,
-        cell.stats(),
+        cell,
+        &execution,
         report.portfolio.total_pnl(),
     );
     report
@@ -605,7 +640,32 @@ async fn book_trade(
     }
 }
 
-fn publish(counters: &RunCounters, report: &RunReport, stats: &CellStats, pnl: f64) {
+/// Awaits `handling`, recording how long it took in the latency histogram.
+async fn timed<T>(counters: &RunCounters, handling: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = handling.await;
+    counters.handle_seconds.record(started.elapsed());
+    out
+}
+
+fn publish(
+    counters: &RunCounters,
+    report: &RunReport,
+    cell: &Cell,
+    execution: &Execution,
+    pnl: f64,
+) {
+    let stats = cell.stats();
+    counters
+        .divergences
+        .store(stats.divergences, Ordering::Relaxed);
+    counters
+        .instance_memory_bytes
+        .store(cell.instance_memory_bytes(), Ordering::Relaxed);
+    *counters
+        .exec
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = execution.figures();
     counters
         .events
         .store(report.last_seq.max(report.events), Ordering::Relaxed);

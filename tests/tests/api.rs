@@ -163,11 +163,33 @@ fn every_route_answers_and_pause_resume_restart_halt_work_with_the_token() {
         "/api/strategies/a/events",
         "/api/strategies/a/checkpoints",
         "/api/stream",
+        "/api/events",
     ] {
         request(&addr, "GET", path, None, b"").assert_error(401);
         request(&addr, "GET", path, Some("wrong-token-wrong-token"), b"").assert_error(401);
         let prefix = &token[..token.len() - 1];
         request(&addr, "GET", path, Some(prefix), b"").assert_error(401);
+    }
+    // The token as a query parameter: wrong is refused on the stream, and
+    // a right one is refused on every other route (headers only there).
+    request(
+        &addr,
+        "GET",
+        "/api/stream?token=wrong-token-wrong",
+        None,
+        b"",
+    )
+    .assert_error(401);
+    request(
+        &addr,
+        "GET",
+        &format!("/api/stream?token={}", &token[1..]),
+        None,
+        b"",
+    )
+    .assert_error(401);
+    for path in ["/api/strategies", "/api/events", "/api/strategies/a/orders"] {
+        request(&addr, "GET", &format!("{path}?token={token}"), None, b"").assert_error(401);
     }
     for path in ["/api/strategies/a/pause", "/api/halt"] {
         request(&addr, "POST", path, None, b"").assert_error(401);
@@ -233,6 +255,23 @@ fn every_route_answers_and_pause_resume_restart_halt_work_with_the_token() {
     let one = get(&addr, "/api/strategies/trap/events?limit=1", &token).json();
     assert_eq!(one["events"].as_array().unwrap().len(), 1);
     assert_eq!(one["events"][0], trap_events[0]);
+    // Every component's system events, newest first.
+    let all = get(&addr, "/api/events?limit=500", &token).json();
+    let all = all["events"].as_array().unwrap();
+    assert!(
+        all.iter()
+            .any(|e| e["component"].as_str().unwrap().ends_with("/trap"))
+            && all
+                .iter()
+                .any(|e| !e["component"].as_str().unwrap().ends_with("/trap")),
+        "{all:?}"
+    );
+    let times: Vec<u64> = all
+        .iter()
+        .map(|e| e["timestamp_ms"].as_u64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    get(&addr, "/api/events?limit=0", &token).assert_error(400);
 
     // Malformed requests: 4xx JSON, never a panic.
     get(&addr, "/api/strategies/a/trades?limit=abc", &token).assert_error(400);
@@ -252,25 +291,36 @@ fn every_route_answers_and_pause_resume_restart_halt_work_with_the_token() {
         "nothing restarted b yet"
     );
 
-    // The stream sends the registry's views.
-    let mut stream = TcpStream::connect(&addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+    // The stream sends the registry's views and the system events, with
+    // the token in the header or (this route only) in the query.
+    for auth in [format!("Authorization: Bearer {token}\r\n"), String::new()] {
+        let query = if auth.is_empty() {
+            format!("?token={token}")
+        } else {
+            String::new()
+        };
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /api/stream{query} HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\n"
+        )
         .unwrap();
-    write!(
-        stream,
-        "GET /api/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
-    )
-    .unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    while !(seen.contains("event: strategies") && seen.contains("\"name\":\"trap\"")) {
-        let n = stream.read(&mut buf).expect("a stream event within 10 s");
-        assert!(n > 0, "the stream ended: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while !(seen.contains("event: strategies")
+            && seen.contains("\"name\":\"trap\"")
+            && seen.contains("event: events")
+            && seen.contains("\"event_type\":\"fault\""))
+        {
+            let n = stream.read(&mut buf).expect("a stream event within 10 s");
+            assert!(n > 0, "the stream ended: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert!(seen.contains("text/event-stream"), "{seen}");
     }
-    assert!(seen.contains("text/event-stream"), "{seen}");
-    drop(stream);
 
     // Pause and resume.
     let reply = post(&addr, "/api/strategies/a/pause", &token, "");
@@ -420,6 +470,11 @@ fn metrics_parse_as_prometheus_text_and_a_trap_moves_the_restarts_counter() {
         ("polybot_journal_uncheckpointed_events", "gauge", true),
         ("polybot_queue_depth", "gauge", true),
         ("polybot_last_event_age_seconds", "gauge", true),
+        ("polybot_divergences_total", "counter", true),
+        ("polybot_rate_limit_waits_total", "counter", true),
+        ("polybot_venue_feed_staleness_seconds", "gauge", true),
+        ("polybot_open_positions", "gauge", true),
+        ("polybot_instance_memory_bytes", "gauge", true),
         ("polybot_store_outage", "gauge", false),
         ("polybot_process_resident_memory_bytes", "gauge", false),
         ("polybot_strategies", "gauge", false),
@@ -453,6 +508,63 @@ fn metrics_parse_as_prometheus_text_and_a_trap_moves_the_restarts_counter() {
         .find(|s| s.metric == "polybot_store_outage")
         .unwrap();
     assert_eq!(store_outage.value, Sample::Gauge(0.0));
+    for name in ["calm", "trap"] {
+        let of = |metric: &str| -> Vec<&prometheus_parse::Sample> {
+            last.samples
+                .iter()
+                .filter(|s| s.metric == metric && s.labels.get("strategy") == Some(name))
+                .collect()
+        };
+        // Intents: one gauge per status.
+        let intents = of("polybot_intents");
+        assert_eq!(intents.len(), 8, "{name}: {intents:?}");
+        assert!(
+            intents
+                .iter()
+                .all(|s| matches!(s.value, Sample::Gauge(_)) && s.labels.get("status").is_some())
+        );
+        // Breakers: per endpoint group, one gauge per state, exactly one of them 1.
+        let breakers = of("polybot_breaker_state");
+        assert_eq!(breakers.len(), 9, "{name}: {breakers:?}");
+        for group in ["orders", "cancels", "market-data"] {
+            let on: Vec<_> = breakers
+                .iter()
+                .filter(|s| s.labels.get("group") == Some(group))
+                .map(|s| match s.value {
+                    Sample::Gauge(v) => v,
+                    ref other => panic!("breaker state is not a gauge: {other:?}"),
+                })
+                .collect();
+            assert_eq!(on.len(), 3, "{name} {group}");
+            assert_eq!(
+                on.iter().filter(|v| **v == 1.0).count(),
+                1,
+                "{name} {group}"
+            );
+        }
+        // The latency histogram: real buckets, cumulative, up to +Inf.
+        let handle = of("polybot_event_handle_seconds");
+        assert_eq!(handle.len(), 1, "{name}: {handle:?}");
+        let Sample::Histogram(buckets) = &handle[0].value else {
+            panic!("event latency is not a histogram: {:?}", handle[0].value)
+        };
+        assert!(buckets.len() >= 10, "{buckets:?}");
+        assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count));
+        assert!(buckets.last().unwrap().less_than.is_infinite());
+        assert!(
+            buckets.last().unwrap().count >= 1.0,
+            "{name} handled events: {buckets:?}"
+        );
+    }
+    assert!(last.docs.contains_key("polybot_event_handle_seconds"));
+    // The instance's memory is the real figure, published with the counters.
+    eventually(BOUND, "calm's instance memory is published", || {
+        scrape().samples.iter().any(|s| {
+            s.metric == "polybot_instance_memory_bytes"
+                && s.labels.get("strategy") == Some("calm")
+                && matches!(s.value, Sample::Gauge(v) if v >= 65536.0)
+        })
+    });
     stop(host);
 }
 

@@ -1,9 +1,12 @@
 //! The dashboard in a real browser: `serve` with several strategies, the page
 //! opened in headless Chromium driven over the DevTools protocol. Checks that
 //! every strategy has a row, that the PnL charts draw pixels, that the rows
-//! update, that the pause button pauses the strategy (the API confirms) and
-//! resume brings it back; saves a screenshot under the test's output
-//! (`target/dashboard-test/dashboard.png`, or `POLYBOT_SCREENSHOT=PATH`).
+//! update through the server-sent-event stream (messages arrive and no
+//! request per row is made), that the recent system events are listed, that
+//! a strategy's page shows its orders and trades as the API has them, that
+//! the pause button pauses the strategy (the API confirms) and resume brings
+//! it back; saves a screenshot under the test's output
+//! (`target/tmp/dashboard.png`, or `POLYBOT_SCREENSHOT=PATH`).
 //!
 //! Skips with a note when `chromium` is not installed
 //! (`scripts/setup.sh --tests` installs it).
@@ -51,7 +54,7 @@ impl Browser {
                 "--no-sandbox",
                 "--disable-gpu",
                 "--no-first-run",
-                "--window-size=1400,500",
+                "--window-size=1500,1000",
                 "--remote-debugging-port=0",
                 &format!("--user-data-dir={}", profile.path().display()),
                 url,
@@ -237,6 +240,97 @@ fn the_dashboard_shows_every_strategy_draws_charts_updates_and_pauses() {
         "Number(document.querySelector('tr[data-name=\"momentum-fast\"]').children[3].textContent)";
     let first = page.eval(cell).as_f64().unwrap();
     page.until("the events cell updates", &format!("{cell} > {first}"));
+
+    // The updates come over the stream, not by polling: more stream
+    // messages arrive, and the page requested no strategy list.
+    let streamed = page
+        .eval("window.polybotStream.strategies")
+        .as_u64()
+        .unwrap();
+    assert!(streamed >= 1);
+    page.until(
+        "another update over the stream",
+        &format!("window.polybotStream.strategies > {streamed}"),
+    );
+    let polled = page.eval(
+        "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/strategies')).length",
+    );
+    assert_eq!(polled, json!(0), "no polling of /api/strategies");
+
+    // The recent system events, as the API has them.
+    page.until(
+        "system events listed",
+        "document.querySelectorAll('#event-list li').length > 0",
+    );
+    let events = request(&addr, "GET", "/api/events?limit=50", Some(&token), b"").json();
+    let kinds: Vec<String> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_string())
+        .collect();
+    let listed = page.eval("document.querySelector('#event-list li .k').textContent.trim()");
+    assert!(
+        kinds.contains(&listed.as_str().unwrap().to_string()),
+        "{listed} among {kinds:?}"
+    );
+
+    // A strategy's page: its orders and trades, as the API has them.
+    let orders_of = |name: &str| {
+        request(
+            &addr,
+            "GET",
+            &format!("/api/strategies/{name}/orders?limit=50"),
+            Some(&token),
+            b"",
+        )
+        .json()["orders"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let deadline = Instant::now() + BOUND;
+    let traded = loop {
+        if let Some(name) = names.iter().find(|n| orders_of(n) > 0) {
+            break *name;
+        }
+        assert!(Instant::now() < deadline, "no strategy placed an order");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    page.eval(&format!(
+        "document.querySelector('tr[data-name=\"{traded}\"] td.name button.open').click()"
+    ));
+    page.until(
+        "the strategy's orders shown",
+        "!document.querySelector('#detail').classList.contains('hidden') &&          document.querySelectorAll('#detail-orders tr').length > 0",
+    );
+    assert!(
+        page.eval("document.querySelector('#detail-title').textContent")
+            .as_str()
+            .unwrap()
+            .starts_with(traded)
+    );
+    let shown_order = page.eval("document.querySelector('#detail-orders tr td').textContent");
+    let newest = request(
+        &addr,
+        "GET",
+        &format!("/api/strategies/{traded}/orders?limit=1000"),
+        Some(&token),
+        b"",
+    )
+    .json();
+    assert!(
+        newest["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["intent_id"] == shown_order),
+        "{shown_order} is one of {traded}'s orders"
+    );
+    page.until(
+        "the strategy's trades shown",
+        "document.querySelectorAll('#detail-trades tr').length > 0",
+    );
 
     // Pause through the page; the API confirms; the row says so.
     let button = "document.querySelector('tr[data-name=\"momentum-fast\"] button.toggle')";

@@ -142,14 +142,33 @@ fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Lets a request through only with `Authorization: Bearer <token>`.
+/// The one route that also takes the token as `?token=`: a browser's
+/// `EventSource` cannot set headers.
+pub const STREAM_PATH: &str = "/api/stream";
+
+/// The `token` query parameter of a request to [`STREAM_PATH`].
+fn query_token(request: &Request) -> Option<String> {
+    if request.uri().path() != STREAM_PATH {
+        return None;
+    }
+    let axum::extract::Query(mut query) = axum::extract::Query::<
+        std::collections::HashMap<String, String>,
+    >::try_from_uri(request.uri())
+    .ok()?;
+    query.remove("token")
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>` (or,
+/// for [`STREAM_PATH`] only, `?token=<token>`).
 pub async fn require(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let given = request
+    let header = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let given = header.or_else(|| query_token(&request));
+    match given.as_deref() {
         Some(given) if state.token.matches(given.trim()) => next.run(request).await,
         Some(_) => HttpError::new(StatusCode::UNAUTHORIZED, "wrong token").into_response(),
         None => HttpError::new(

@@ -39,6 +39,7 @@ pub(super) fn router(state: ApiState) -> axum::Router {
         .route("/api/strategies/{name}/discard", post(swap::discard))
         .route("/api/strategies/{name}/{action}", post(control))
         .route("/api/halt", post(halt))
+        .route("/api/events", get(system_events))
         .route("/api/stream", get(stream))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -112,8 +113,14 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
+    let strategies: Vec<_> = state
+        .registry
+        .slots()
+        .iter()
+        .map(|s| (s.view(), s.handle_seconds()))
+        .collect();
     let text = crate::metrics::render(
-        &state.registry.snapshot(),
+        &strategies,
         *state.store_outage.borrow(),
         state.started.elapsed(),
     );
@@ -142,8 +149,13 @@ async fn script() -> Response {
         .into_response()
 }
 
-async fn strategies(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!({ "strategies": state.registry.snapshot() }))
+/// Every strategy's view, as serialized at most [`super::views::REFRESH`] ago.
+async fn strategies(State(state): State<ApiState>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        state.views.body(),
+    )
+        .into_response()
 }
 
 pub(super) fn known(
@@ -354,14 +366,69 @@ async fn halt(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>
         .into_response())
 }
 
-/// The registry's views once a second, as server-sent events named `strategies`.
+/// The host's newest system events (every component), newest first.
+async fn system_events(
+    State(state): State<ApiState>,
+    query: Result<Query<Page>, QueryRejection>,
+) -> Answer {
+    let n = limit(query)?;
+    let mut events = state.store.system_events(n).await?;
+    events.reverse();
+    Ok(Json(json!({ "events": events })).into_response())
+}
+
+/// System events the stream sends with each change.
+const STREAM_EVENTS: usize = 50;
+
+/// Every how many strategy updates the stream looks for new system events.
+const EVENTS_EVERY: u64 = 3;
+
+/// What the stream carries from one message to the next.
+struct Streaming {
+    state: ApiState,
+    every: tokio::time::Interval,
+    ticks: u64,
+    /// The system events last sent (an unchanged list is not resent).
+    sent: Option<String>,
+}
+
+/// Server-sent events: `strategies` (the registry's views) every second,
+/// and `events` (the newest system events, newest first) when they change,
+/// looked at every few seconds. A store that cannot be read is sent as an
+/// `error` event, and the stream goes on.
 async fn stream(State(state): State<ApiState>) -> impl IntoResponse {
-    let every = tokio::time::interval(Duration::from_secs(1));
-    let events = futures_util::stream::unfold((every, state), |(mut every, state)| async move {
-        every.tick().await;
-        let data = serde_json::to_string(&state.registry.snapshot()).unwrap_or_default();
-        let event = Event::default().event("strategies").data(data);
-        Some((Ok::<_, std::convert::Infallible>(event), (every, state)))
+    let start = Streaming {
+        state,
+        every: tokio::time::interval(Duration::from_secs(1)),
+        ticks: 0,
+        sent: None,
+    };
+    let events = futures_util::stream::unfold(start, |mut s| async move {
+        let event = next_message(&mut s).await;
+        Some((Ok::<_, std::convert::Infallible>(event), s))
     });
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+async fn next_message(s: &mut Streaming) -> Event {
+    s.ticks += 1;
+    if s.ticks % EVENTS_EVERY == 1 {
+        match s.state.store.system_events(STREAM_EVENTS).await {
+            Ok(mut events) => {
+                events.reverse();
+                let data = serde_json::to_string(&events).unwrap_or_default();
+                if s.sent.as_ref() != Some(&data) {
+                    s.sent = Some(data.clone());
+                    return Event::default().event("events").data(data);
+                }
+            }
+            Err(e) => {
+                let data = json!({ "error": e.to_string() }).to_string();
+                return Event::default().event("error").data(data);
+            }
+        }
+    }
+    s.every.tick().await;
+    let data = serde_json::to_string(&s.state.registry.snapshot()).unwrap_or_default();
+    Event::default().event("strategies").data(data)
 }

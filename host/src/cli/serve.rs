@@ -148,6 +148,7 @@ async fn serve_async(
                 stuck_after,
                 sandbox: host.sandbox(),
                 data_dir: data_dir.clone(),
+                views: Default::default(),
             };
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("HTTP API listening on http://{addr}");

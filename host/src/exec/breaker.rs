@@ -29,6 +29,13 @@ pub enum EndpointGroup {
 }
 
 impl EndpointGroup {
+    /// Every group, in the order executors keep their breakers.
+    pub const ALL: [EndpointGroup; 3] = [
+        EndpointGroup::Orders,
+        EndpointGroup::Cancels,
+        EndpointGroup::MarketData,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EndpointGroup::Orders => "orders",
@@ -107,9 +114,10 @@ impl BreakerConfig {
 }
 
 /// The breaker's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BreakerState {
+    #[default]
     Closed,
     Open,
     HalfOpen,

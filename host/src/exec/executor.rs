@@ -670,6 +670,6 @@ mod gates;
 mod reconcile;
 mod state;
 
-pub use state::{ExecSnapshot, KEPT_FINISHED};
+pub use state::{ExecFigures, ExecSnapshot, KEPT_FINISHED};
 #[cfg(test)]
 mod tests;

@@ -38,6 +38,23 @@ pub enum IntentState {
 }
 
 impl IntentState {
+    /// Every state, in the order of [`IntentState::index`].
+    pub const ALL: [IntentState; 8] = [
+        IntentState::Pending,
+        IntentState::Sent,
+        IntentState::Acknowledged,
+        IntentState::PartiallyFilled,
+        IntentState::Filled,
+        IntentState::Cancelled,
+        IntentState::Rejected,
+        IntentState::Unknown,
+    ];
+
+    /// Where this state is in [`IntentState::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,

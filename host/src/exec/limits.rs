@@ -121,6 +121,8 @@ pub struct RateLimits {
     /// Off for a venue with no remote limits (the simulated one): every
     /// check answers go, so its runs stay deterministic.
     off: bool,
+    /// Checks answered with a wait.
+    waits: u64,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -167,6 +169,7 @@ impl RateLimits {
             warning_pause: Duration::from_millis(cfg.warning_pause_ms),
             paused_until: None,
             off: false,
+            waits: 0,
         }
     }
 
@@ -175,8 +178,22 @@ impl RateLimits {
         self.off = true;
     }
 
-    /// Takes one call's worth from every limit of `group`, or says how long to wait.
+    /// Checks answered with a wait so far.
+    pub fn waits(&self) -> u64 {
+        self.waits
+    }
+
+    /// Takes one call's worth from every limit of `group`, or says how long
+    /// to wait (and counts the wait).
     pub fn check(&mut self, group: EndpointGroup) -> Gate {
+        let gate = self.gate(group);
+        if gate != Gate::Go {
+            self.waits += 1;
+        }
+        gate
+    }
+
+    fn gate(&mut self, group: EndpointGroup) -> Gate {
         if self.off {
             return Gate::Go;
         }
@@ -224,6 +241,7 @@ mod tests {
         let Gate::Wait(w) = l.check(EndpointGroup::Orders) else {
             panic!("61st order in the same instant must wait")
         };
+        assert_eq!(l.waits(), 1, "the wait is counted, the 60 goes are not");
         assert!(
             w <= Duration::from_millis(25) && w > Duration::ZERO,
             "{w:?}"

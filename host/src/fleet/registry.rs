@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
 
 use super::watched::Progress;
+use crate::exec::intent::IntentState;
+use crate::exec::{BreakerState, EndpointGroup};
 use crate::runner::RunCounters;
+use crate::runner::telemetry::HistogramReading;
 use crate::store::wall_clock_ms;
 use crate::supervisor::{CellState, SwapBoard, SwapMode, SwapStatus};
 
@@ -155,7 +158,7 @@ impl Slot {
         let mut counters = lock(&self.counters);
         let before = counters.restarts.load(Ordering::Relaxed) + u64::from(host_restart);
         self.restarts_before.fetch_add(before, Ordering::Relaxed);
-        let fresh = Arc::new(RunCounters::default());
+        let fresh = Arc::new(counters.next_attempt());
         *counters = fresh.clone();
         fresh
     }
@@ -165,6 +168,11 @@ impl Slot {
         self.control.send(control).is_ok()
     }
 
+    /// Wall time each live event took to handle, over every attempt.
+    pub fn handle_seconds(&self) -> HistogramReading {
+        lock(&self.counters).handle_seconds.read()
+    }
+
     /// The strategy as it stands now.
     pub fn view(&self) -> StrategyView {
         let now = wall_clock_ms();
@@ -172,6 +180,8 @@ impl Slot {
         let counters = lock(&self.counters).clone();
         let last_handled = p.last_handled_wall_ms.load(Ordering::Relaxed);
         let checkpoint_at = p.last_checkpoint_wall_ms.load(Ordering::Relaxed);
+        let last_tick = counters.last_tick_wall_ms.load(Ordering::Relaxed);
+        let exec = counters.exec_figures();
         StrategyView {
             name: self.name.clone(),
             state: self.state(),
@@ -201,6 +211,21 @@ impl Slot {
                 .module()
                 .map_or_else(|| lock(&self.module_digest).clone(), |m| m.digest()),
             swap: self.swap.status(),
+            divergences: counters.divergences.load(Ordering::Relaxed),
+            feed_age_ms: (last_tick > 0).then(|| now.saturating_sub(last_tick)),
+            instance_memory_bytes: counters.instance_memory_bytes.load(Ordering::Relaxed),
+            intents: IntentState::ALL
+                .iter()
+                .zip(exec.intents)
+                .map(|(state, n)| (state.as_str(), n))
+                .collect(),
+            breakers: EndpointGroup::ALL
+                .iter()
+                .zip(exec.breakers)
+                .map(|(group, state)| (group.as_str(), state))
+                .collect(),
+            rate_limit_waits: exec.rate_limit_waits,
+            open_positions: exec.open_positions,
         }
     }
 }
@@ -245,6 +270,20 @@ pub struct StrategyView {
     /// shadow (beside the live `pnl`, its would-be PnL).
     #[serde(flatten)]
     pub swap: SwapStatus,
+    /// Rebuilds by the current attempt that did not reproduce the journal.
+    pub divergences: u64,
+    /// Wall time since the venue last gave a tick (`None`: none yet).
+    pub feed_age_ms: Option<u64>,
+    /// Linear memory of the strategy's instance.
+    pub instance_memory_bytes: u64,
+    /// Intents the executor holds, per state (refreshed with the orders).
+    pub intents: BTreeMap<&'static str, u64>,
+    /// Circuit breaker per endpoint group.
+    pub breakers: BTreeMap<&'static str, BreakerState>,
+    /// Rate-limiter checks of the current attempt answered with a wait.
+    pub rate_limit_waits: u64,
+    /// Markets with a non-zero position.
+    pub open_positions: u64,
 }
 
 /// Every strategy of a host, by name.

@@ -339,6 +339,11 @@ impl Execution {
         self.exec.set_pnl_today(self.pnl_today);
     }
 
+    /// The executor's figures, for metrics.
+    pub fn figures(&self) -> crate::exec::ExecFigures {
+        self.exec.figures()
+    }
+
     /// The executor's state for a host state.
     pub fn snapshot(&self) -> (ExecSnapshot, u64) {
         (self.exec.snapshot(), self.day)

@@ -56,6 +56,7 @@ impl GuestState {
             limiter: MemoryLimiter {
                 limit: memory_bytes,
                 hit: None,
+                granted: 0,
             },
             log,
             call: CallClock {
@@ -137,6 +138,8 @@ impl HostMonotonicClock for FrozenClock {
 pub(crate) struct MemoryLimiter {
     limit: usize,
     pub(crate) hit: Option<usize>,
+    /// Bytes of linear memory granted so far (the instance's size).
+    pub(crate) granted: usize,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
@@ -154,6 +157,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             }
             .into());
         }
+        self.granted = self.granted.max(desired);
         Ok(true)
     }
 

@@ -133,6 +133,11 @@ impl Instance {
         self.store.data().limiter.hit
     }
 
+    /// Bytes of linear memory the instance has (what its limiter granted).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limiter.granted
+    }
+
     /// Whether an earlier failure made this instance refuse calls.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.is_some()

@@ -331,6 +331,13 @@ impl Cell {
         self.last_seq
     }
 
+    /// Bytes of linear memory of the live instance (0 without one).
+    pub fn instance_memory_bytes(&self) -> u64 {
+        self.instance
+            .as_ref()
+            .map_or(0, |i| i.memory_bytes() as u64)
+    }
+
     /// Stops waits and recoveries as soon as `shutdown` is requested: a
     /// [`Cell::handle`] in backoff or recovery then ends with
     /// [`CellError::Shutdown`].

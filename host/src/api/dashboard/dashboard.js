@@ -1,11 +1,21 @@
-// polybot dashboard: polls /api/strategies every second with the tab's token,
-// keeps a short PnL history per strategy and draws it on a canvas by hand.
+// polybot dashboard: one server-sent-event stream (/api/stream) brings every
+// strategy's view each second and the recent system events when they change;
+// rows are updated in place and paged, each strategy's PnL history is drawn
+// on a canvas by hand, and one strategy at a time can be opened to show its
+// orders and trades (read from the API while the panel is open).
 "use strict";
 const HISTORY = 120;
+const PAGE = 50;
+const DETAIL_EVERY_MS = 3000;
 const history = new Map(); // name -> [pnl, ...]
-const rows = new Map(); // name -> {tr, cells, canvas}
+const rows = new Map(); // name -> {tr, cells, canvas, button}
 let token = sessionStorage.getItem("polybot-token");
-let timer = null;
+let source = null;
+let views = [];
+let page = 0;
+let detail = { name: null, timer: null };
+// What the page has received, for people and tests alike.
+window.polybotStream = { strategies: 0, events: 0, errors: 0 };
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,12 +31,18 @@ function askToken() {
   $("token").focus();
 }
 
+function forget() {
+  sessionStorage.removeItem("polybot-token");
+  token = null;
+  if (source) { source.close(); source = null; }
+  closeDetail();
+  askToken();
+}
+
 async function api(method, path) {
   const r = await fetch(path, { method, headers: { Authorization: "Bearer " + token } });
   if (r.status === 401) {
-    sessionStorage.removeItem("polybot-token");
-    token = null;
-    askToken();
+    forget();
     throw new Error("the token was refused");
   }
   const body = await r.json();
@@ -39,6 +55,10 @@ function age(ms) {
   if (ms < 1000) return ms + " ms";
   if (ms < 60000) return (ms / 1000).toFixed(1) + " s";
   return Math.round(ms / 60000) + " min";
+}
+
+function time(ms) {
+  return new Date(ms).toLocaleTimeString();
 }
 
 function draw(canvas, points) {
@@ -66,13 +86,19 @@ function row(name) {
   const tr = document.createElement("tr");
   tr.dataset.name = name;
   const cells = {};
-  for (const key of ["name", "state", "restarts", "events", "orders", "fills", "pnl", "chart", "last", "ckpt", "act"]) {
+  for (const key of ["name", "state", "restarts", "events", "orders", "fills", "intents", "pnl",
+                     "chart", "last", "feed", "breakers", "ckpt", "act"]) {
     const td = document.createElement("td");
     if (key === "name" || key === "state") td.className = key;
     tr.appendChild(td);
     cells[key] = td;
   }
-  cells.name.textContent = name;
+  const open = document.createElement("button");
+  open.className = "open";
+  open.textContent = name;
+  open.title = "show its orders and trades";
+  open.addEventListener("click", () => openDetail(name));
+  cells.name.appendChild(open);
   const canvas = document.createElement("canvas");
   canvas.width = 160; canvas.height = 28;
   canvas.className = "pnl-chart";
@@ -95,10 +121,28 @@ function row(name) {
   return r;
 }
 
-function render(views) {
+// Intents still working at the venue (or not known to have stopped).
+function openIntents(v) {
+  const i = v.intents || {};
+  return (i.pending || 0) + (i.sent || 0) + (i.acknowledged || 0) +
+    (i["partially-filled"] || 0) + (i.unknown || 0);
+}
+
+function breakers(cell, v) {
+  const bad = Object.entries(v.breakers || {}).filter(([, s]) => s !== "closed");
+  cell.textContent = bad.length ? bad.map(([g, s]) => g + " " + s).join(", ") : "closed";
+  cell.className = bad.length ? (bad.some(([, s]) => s === "open") ? "bk-open" : "bk-half-open")
+    : "bk-closed";
+}
+
+function render() {
   const seen = new Set();
   const counts = {};
   const filter = $("filter").value.trim().toLowerCase();
+  const shown = views.filter((v) => filter === "" || v.name.toLowerCase().includes(filter));
+  const pages = Math.max(1, Math.ceil(shown.length / PAGE));
+  page = Math.min(page, pages - 1);
+  const onPage = new Set(shown.slice(page * PAGE, (page + 1) * PAGE).map((v) => v.name));
   for (const v of views) {
     seen.add(v.name);
     counts[v.state] = (counts[v.state] || 0) + 1;
@@ -107,7 +151,9 @@ function render(views) {
     if (h.length > HISTORY) h.shift();
     history.set(v.name, h);
     const r = row(v.name);
-    r.tr.classList.toggle("hidden", filter !== "" && !v.name.toLowerCase().includes(filter));
+    const visible = onPage.has(v.name);
+    r.tr.classList.toggle("hidden", !visible);
+    if (!visible) continue;
     r.cells.state.innerHTML = "";
     const badge = document.createElement("span");
     badge.className = "s-" + v.state;
@@ -118,39 +164,129 @@ function render(views) {
     r.cells.events.textContent = v.last_seq;
     r.cells.orders.textContent = v.orders;
     r.cells.fills.textContent = v.fills;
+    r.cells.intents.textContent = openIntents(v);
     r.cells.pnl.textContent = (v.pnl >= 0 ? "+" : "") + v.pnl.toFixed(2);
     r.cells.pnl.className = v.pnl >= 0 ? "pos" : "neg";
     r.cells.last.textContent = age(v.last_handled_age_ms);
+    r.cells.feed.textContent = age(v.feed_age_ms);
+    breakers(r.cells.breakers, v);
     r.cells.ckpt.textContent = "#" + v.last_checkpoint_seq + " · " + age(v.checkpoint_age_ms);
     const paused = v.state === "paused";
     r.button.dataset.action = paused ? "resume" : "pause";
     r.button.textContent = paused ? "resume" : "pause";
-    if (!r.tr.classList.contains("hidden")) draw(r.canvas, h);
+    draw(r.canvas, h);
   }
   for (const [name, r] of rows) {
     if (!seen.has(name)) { r.tr.remove(); rows.delete(name); history.delete(name); }
   }
+  $("page").textContent = "page " + (page + 1) + " of " + pages + " · " + shown.length + " shown";
+  $("prev").disabled = page === 0;
+  $("next").disabled = page >= pages - 1;
   const parts = Object.entries(counts).map(([s, n]) => n + " " + s);
   $("summary").textContent = views.length + " strategies: " + parts.join(", ") +
     " · updated " + new Date().toLocaleTimeString();
 }
 
-async function tick() {
-  try {
-    const body = await api("GET", "/api/strategies");
-    render(body.strategies);
-    showError("");
-  } catch (e) {
-    showError(e.message);
+function renderEvents(events) {
+  const list = $("event-list");
+  list.innerHTML = "";
+  for (const e of events) {
+    const li = document.createElement("li");
+    for (const [cls, text] of [["t", time(e.timestamp_ms)], ["k", e.event_type],
+                               ["c", e.component], ["m", e.message]]) {
+      const span = document.createElement("span");
+      span.className = cls;
+      span.textContent = text + " ";
+      li.appendChild(span);
+    }
+    li.title = e.message;
+    list.appendChild(li);
   }
+}
+
+function cell(tr, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  tr.appendChild(td);
+}
+
+async function loadDetail() {
+  const name = detail.name;
+  if (!name) return;
+  const base = "/api/strategies/" + encodeURIComponent(name);
+  try {
+    const [o, t] = await Promise.all([api("GET", base + "/orders?limit=50"),
+                                      api("GET", base + "/trades?limit=50")]);
+    if (detail.name !== name) return;
+    const orders = $("detail-orders");
+    orders.innerHTML = "";
+    for (const x of o.orders.slice().reverse()) {
+      const tr = document.createElement("tr");
+      cell(tr, x.intent_id, "name"); cell(tr, x.seq); cell(tr, x.side); cell(tr, x.market);
+      cell(tr, x.price.toFixed(3)); cell(tr, x.size); cell(tr, x.order_type, "name");
+      orders.appendChild(tr);
+    }
+    const trades = $("detail-trades");
+    trades.innerHTML = "";
+    for (const x of t.trades.slice().reverse()) {
+      const tr = document.createElement("tr");
+      cell(tr, x.seq); cell(tr, x.side); cell(tr, x.market); cell(tr, x.price.toFixed(3));
+      cell(tr, x.size); cell(tr, (x.pnl >= 0 ? "+" : "") + x.pnl.toFixed(2), x.pnl >= 0 ? "pos" : "neg");
+      cell(tr, time(x.executed_at_ms));
+      trades.appendChild(tr);
+    }
+    $("detail-title").textContent = name + ": newest " + o.orders.length + " orders, " +
+      t.trades.length + " trades";
+  } catch (e) { showError(name + ": " + e.message); }
+}
+
+function openDetail(name) {
+  closeDetail();
+  detail.name = name;
+  $("detail-title").textContent = name + ": loading…";
+  $("detail").classList.remove("hidden");
+  loadDetail();
+  detail.timer = setInterval(loadDetail, DETAIL_EVERY_MS);
+}
+
+function closeDetail() {
+  if (detail.timer) clearInterval(detail.timer);
+  detail = { name: null, timer: null };
+  $("detail").classList.add("hidden");
+  $("detail-orders").innerHTML = "";
+  $("detail-trades").innerHTML = "";
+}
+
+function connect() {
+  if (source) source.close();
+  // EventSource cannot send headers: this one route takes the token in the query.
+  source = new EventSource("/api/stream?token=" + encodeURIComponent(token));
+  source.addEventListener("strategies", (m) => {
+    window.polybotStream.strategies += 1;
+    views = JSON.parse(m.data);
+    render();
+    showError("");
+  });
+  source.addEventListener("events", (m) => {
+    window.polybotStream.events += 1;
+    renderEvents(JSON.parse(m.data));
+  });
+  source.addEventListener("error", (m) => {
+    window.polybotStream.errors += 1;
+    if (m.data) { showError("store: " + JSON.parse(m.data).error); return; }
+    showError("stream interrupted; reconnecting…");
+    // A refused token closes the stream for good: find out with one request.
+    if (source && source.readyState === EventSource.CLOSED) {
+      api("GET", "/api/strategies").then(() => setTimeout(connect, 1000)).catch(() => {});
+    }
+  });
 }
 
 function start() {
   $("login").classList.add("hidden");
   $("main").classList.remove("hidden");
-  if (timer) clearInterval(timer);
-  tick();
-  timer = setInterval(tick, 1000);
+  connect();
 }
 
 $("login").addEventListener("submit", (e) => {
@@ -159,17 +295,15 @@ $("login").addEventListener("submit", (e) => {
   sessionStorage.setItem("polybot-token", token);
   start();
 });
-$("logout").addEventListener("click", () => {
-  sessionStorage.removeItem("polybot-token");
-  token = null;
-  if (timer) clearInterval(timer);
-  askToken();
-});
+$("logout").addEventListener("click", forget);
 $("halt").addEventListener("click", async () => {
-  if (!confirm("Pause every strategy?")) return;
+  if (!confirm("Halt placement of every strategy?")) return;
   try { await api("POST", "/api/halt"); } catch (e) { showError(e.message); }
 });
-$("filter").addEventListener("input", tick);
+$("filter").addEventListener("input", () => { page = 0; render(); });
+$("prev").addEventListener("click", () => { page = Math.max(0, page - 1); render(); });
+$("next").addEventListener("click", () => { page += 1; render(); });
+$("detail-close").addEventListener("click", closeDetail);
 
 // A token in the URL's fragment (#token=…) is taken once and removed from
 // the address bar, for opening the page from a script.

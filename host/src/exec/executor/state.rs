@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ExecError, Executor};
+use crate::exec::breaker::{BreakerState, EndpointGroup};
 use crate::exec::intent::{Intent, IntentState};
 use crate::exec::output::{ExecOutput, NoteKind};
 use crate::venue::ExecutionClient;
@@ -35,7 +36,36 @@ pub struct ExecSnapshot {
     pub recent_orders_ms: Vec<u64>,
 }
 
+/// What the executor shows of itself to metrics, read every few dozen events.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ExecFigures {
+    /// Intents held (open, and the newest [`KEPT_FINISHED`] terminal ones)
+    /// per state, in the order of [`IntentState::ALL`].
+    pub intents: [u64; 8],
+    /// Breaker per endpoint group (orders, cancels, market data).
+    pub breakers: [BreakerState; 3],
+    /// Rate-limiter checks answered with a wait.
+    pub rate_limit_waits: u64,
+    /// Markets with a non-zero position.
+    pub open_positions: u64,
+}
+
 impl Executor {
+    /// Its figures now; see [`ExecFigures`].
+    pub fn figures(&self) -> ExecFigures {
+        let mut intents = [0; 8];
+        for intent in self.intents() {
+            intents[intent.state.index()] += 1;
+        }
+        let open_positions = self.positions.values().filter(|p| p.abs() > 1e-9).count() as u64;
+        ExecFigures {
+            intents,
+            breakers: EndpointGroup::ALL.map(|g| self.breaker_state(g)),
+            rate_limit_waits: self.limits.waits(),
+            open_positions,
+        }
+    }
+
     /// A venue with no remote limits (the simulated one): no client-side
     /// rate limit applies, so nothing waits on the wall clock.
     pub fn without_rate_limits(mut self) -> Self {
