@@ -133,6 +133,11 @@ pub enum StopReason {
     Diverged,
 }
 
+/// Fills and order updates a live run still hands over once it stops inside
+/// a tick (a strategy answering each fill with a new marketable order could
+/// otherwise keep it going).
+const STOP_DRAIN: usize = 1000;
+
 /// What a run did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunReport {
@@ -390,16 +395,41 @@ pub async fn run_with<V: Venue>(
             }
         }
 
-        // A limit reached or a stop requested inside a tick ends the run at
-        // the tick's end: the tick's fills and order updates already moved
-        // intents, so they reach the journal (and the strategy) before the
-        // run stops, as they would in a run that went on.
-        let mut stop_at_tick_end = None;
+        // A limit reached or a stop requested inside a tick ends the run
+        // there. On a venue that keeps its own state, the tick's fills and
+        // order updates (they already moved intents) still reach the journal
+        // and the strategy first — at most [`STOP_DRAIN`] of them; market
+        // data and timers left are dropped (the next start rebuilds the
+        // timers from the journal). A venue that replays history stops at
+        // once: the next start catches up through the journal and goes on.
+        let mut stopping: Option<(StopReason, usize)> = None;
         while let Some((timestamp_ms, kind)) = queue.pop_front() {
-            if pending.is_done() && stop_at_tick_end.is_none() {
-                stop_at_tick_end = limits
-                    .reached(cell.last_seq(), first, timestamp_ms)
-                    .or_else(|| shutdown.is_requested().then_some(StopReason::Shutdown));
+            if pending.is_done() {
+                if stopping.is_none()
+                    && let Some(stop) = limits
+                        .reached(cell.last_seq(), first, timestamp_ms)
+                        .or_else(|| shutdown.is_requested().then_some(StopReason::Shutdown))
+                {
+                    if venue.replays_history() {
+                        report.stop = stop;
+                        mid_tick = true;
+                        break 'run;
+                    }
+                    stopping = Some((stop, 0));
+                }
+                if let Some((_, drained)) = &mut stopping {
+                    let moved_an_intent = matches!(
+                        kind,
+                        EventKind::Fill(_) | EventKind::OrderUpdate(_) | EventKind::VenueStatus(_)
+                    );
+                    if !moved_an_intent {
+                        continue;
+                    }
+                    *drained += 1;
+                    if *drained > STOP_DRAIN {
+                        break;
+                    }
+                }
             }
             let fill = match &kind {
                 EventKind::Fill(fill) => Some(fill.clone()),
@@ -530,8 +560,9 @@ pub async fn run_with<V: Venue>(
                 );
             }
         }
-        if let Some(stop) = stop_at_tick_end {
+        if let Some((stop, _)) = stopping {
             report.stop = stop;
+            mid_tick = true;
             break;
         }
     }

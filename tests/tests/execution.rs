@@ -419,6 +419,15 @@ async fn wait_for_intent(
     what: &str,
     until: impl Fn(&serde_json::Value) -> bool,
 ) -> Vec<serde_json::Value> {
+    wait_for_rows(dir, what, |rows| rows.iter().any(&until)).await
+}
+
+/// Polls `orders --json` until its rows (in creation order) satisfy `until`.
+async fn wait_for_rows(
+    dir: &Path,
+    what: &str,
+    until: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let out = cli(dir, &["orders", "--json"]).await;
@@ -426,7 +435,7 @@ async fn wait_for_intent(
             && let Ok(json) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
         {
             let rows = json["intents"].as_array().cloned().unwrap_or_default();
-            if rows.iter().any(&until) {
+            if until(&rows) {
                 return rows;
             }
         }
@@ -456,11 +465,14 @@ async fn a_host_killed_between_intent_durable_and_ack_reconciles_on_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = format!("{STRATEGY}{FAST_EXEC}");
     let mut child = spawn_live(&server, dir.path(), 1_000_000, &config);
-    let rows = wait_for_intent(dir.path(), "sent", |r| r["state"] == "sent").await;
-    let hung = rows
-        .iter()
-        .find(|r| r["state"] == "sent")
-        .and_then(|r| r["intent_id"].as_str())
+    // The third intent is the hanging order (another may be `sent` for a
+    // moment on its way to the venue).
+    let rows = wait_for_rows(dir.path(), "hanging as sent", |rows| {
+        rows.get(2).is_some_and(|r| r["state"] == "sent")
+    })
+    .await;
+    let hung = rows[2]["intent_id"]
+        .as_str()
         .expect("the hanging intent")
         .to_string();
     child.start_kill().expect("kill -9");
