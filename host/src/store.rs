@@ -396,8 +396,25 @@ pub struct HeartbeatRecord {
     pub host: String,
     /// Wall time it was written, ms since the Unix epoch.
     pub at_ms: u64,
-    /// The heartbeat's fields (see `fleet::heartbeat`).
+    /// The heartbeat's fields (see `fleet::heartbeat`), kept as JSON text
+    /// in the backlog's binary encoding (which cannot decode a
+    /// self-describing value).
+    #[serde(with = "json_text")]
     pub body: serde_json::Value,
+}
+
+/// A JSON value encoded as its text.
+mod json_text {
+    pub fn serialize<S: serde::Serializer>(v: &serde_json::Value, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<serde_json::Value, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// One strategy's standing, as `polybot-host status` shows it.

@@ -356,4 +356,16 @@ mod tests {
         let json = serde_json::to_vec(&writes[1..]).unwrap();
         assert_eq!(decode_batch(&json).unwrap(), writes[1..]);
     }
+
+    #[test]
+    fn a_heartbeat_write_survives_the_backlog_encoding() {
+        let beat = Write::Heartbeat(crate::store::HeartbeatRecord {
+            strategy: "a".into(),
+            host: "h".into(),
+            at_ms: 7,
+            body: serde_json::json!({"state": "running", "last_seq": 12, "stuck": false}),
+        });
+        let back = decode_batch(&encode_batch(std::slice::from_ref(&beat))).expect("decodes");
+        assert_eq!(back, vec![beat]);
+    }
 }
