@@ -255,13 +255,8 @@ pub async fn run_with<V: Venue>(
     {
         Ok(started) => started,
         Err(e) => {
-            report.fatal = Some(format!("cannot start the execution layer: {e}"));
-            report.stop = StopReason::Fatal;
-            cell.stop().await;
-            report.state = cell.state();
-            report.last_seq = cell.last_seq();
-            report.cell = cell.stats().clone();
-            return report;
+            let fatal = format!("cannot start the execution layer: {e}");
+            return fatal_at_start(cell, report, fatal).await;
         }
     };
 
@@ -290,13 +285,8 @@ pub async fn run_with<V: Venue>(
                 carry.extend(events);
             }
             Err(e) => {
-                report.fatal = Some(format!("cannot settle the last event's orders: {e}"));
-                report.stop = StopReason::Fatal;
-                cell.stop().await;
-                report.state = cell.state();
-                report.last_seq = cell.last_seq();
-                report.cell = cell.stats().clone();
-                return report;
+                let fatal = format!("cannot settle the last event's orders: {e}");
+                return fatal_at_start(cell, report, fatal).await;
             }
         }
     }
@@ -618,6 +608,18 @@ async fn record(cell: &mut Cell, write: Write) {
     if let Err(e) = cell.store().write(write).await {
         tracing::warn!(strategy = %cell.name(), "cannot record: {e}");
     }
+}
+
+/// Ends a run that could not start its execution layer: the cell stops and
+/// the report says why.
+async fn fatal_at_start(cell: &mut Cell, mut report: RunReport, fatal: String) -> RunReport {
+    report.fatal = Some(fatal);
+    report.stop = StopReason::Fatal;
+    cell.stop().await;
+    report.state = cell.state();
+    report.last_seq = cell.last_seq();
+    report.cell = cell.stats().clone();
+    report
 }
 
 fn order_record(intent_id: &str, seq: u64, order: &PlaceOrder) -> OrderRecord {
