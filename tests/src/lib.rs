@@ -81,6 +81,7 @@ pub async fn start_cell(
 }
 
 pub mod checker;
+pub mod clob;
 pub mod http;
 pub mod proxy;
 pub mod sim;

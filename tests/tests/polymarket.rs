@@ -22,78 +22,16 @@ use polybot_host::venue::polymarket::TRADE_FAILED;
 use polybot_host::venue::polymarket::{Execution, LiveConfig, PolymarketConfig, PolymarketVenue};
 use polybot_polymarket::auth::{Credentials, Secret};
 use polybot_polymarket::order::{OrderIntent, OrderSigner, OrderType};
-use polybot_polymarket::server::{
-    Fault, FaultPlan, FaultRule, FeedHandle, SimCredentials, SimHandle, SimOptions, SimServer,
-};
+use polybot_polymarket::server::{Fault, FaultPlan, FaultRule, SimCredentials, SimHandle};
 use polybot_polymarket::types::Side;
-use polybot_tests::checker::{Expect, History, VenueOrder, VenueRecord, check_and_print};
+use polybot_tests::checker::{Expect, History, check_and_print};
+use polybot_tests::clob::{KEY, TOKENS, live_env, publish_step, server, start_feed, venue_record};
 use polybot_tests::guest;
-use tokio::task::JoinHandle;
 
-/// Outcome token ids (the server, like the venue, wants decimal ids).
-const TOKENS: [&str; 2] = ["1001", "1002"];
-const CONDITION: &str = "0x00000000000000000000000000000000000000000000000000000000000000c1";
-/// Hardhat's first well-known test key; holds nothing anywhere.
-const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 /// Longest a host run may take before the test fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Momentum trading on every small trend, with no cooldown.
 const CONFIG: &[u8] = b"[strategy]\nlookback = 3\nthreshold = 0.01\ncooldown_ms = 0\n";
-
-async fn server(faults: FaultPlan) -> (SimHandle, FeedHandle) {
-    let options = SimOptions {
-        faults,
-        ..SimOptions::default()
-    };
-    SimServer::start("127.0.0.1:0".parse().expect("address"), options)
-        .await
-        .expect("start the local CLOB server")
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Publishes step `step` of the feed: each token's mid walks up 20 cents and
-/// back down, one cent a step (tokens out of phase), two levels a side.
-fn publish_step(feed: &FeedHandle, step: u64) {
-    for (i, token) in TOKENS.iter().enumerate() {
-        let phase = (step + 7 * i as u64) % 40;
-        let mid = 30 + if phase < 20 { phase } else { 40 - phase };
-        let cents = |c: u64| c as f64 / 100.0;
-        feed.publish_book(
-            token,
-            CONDITION,
-            &[(cents(mid - 1), 100.0), (cents(mid - 2), 200.0)],
-            &[(cents(mid + 1), 100.0), (cents(mid + 2), 200.0)],
-            wall_ms(),
-        );
-    }
-}
-
-/// The market moving on its own; stops when dropped.
-struct Feed(JoinHandle<()>);
-
-impl Drop for Feed {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Publishes the first books now (the host checks them at start), then a
-/// step every 10 ms.
-fn start_feed(feed: FeedHandle) -> Feed {
-    publish_step(&feed, 0);
-    Feed(tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_millis(10));
-        for step in 1.. {
-            every.tick().await;
-            publish_step(&feed, step);
-        }
-    }))
-}
 
 /// `polybot-host run` on the local server, paper unless `extra` says otherwise.
 async fn run_host(
@@ -344,61 +282,10 @@ async fn live_orders_carry_precomputed_hashes_and_a_restart_posts_none_twice() {
     check_and_print(&history, &expect_server(&server, 2)).assert_clean();
 }
 
-/// The server's record as the history checker takes it: every order it
-/// received, and the shares and cash of the trades of those orders that did
-/// not fail to settle.
+/// The server's record, for the one strategy of a `run`.
 fn expect_server(server: &SimHandle, host_starts: u64) -> Expect {
-    let orders = server.orders();
-    let ours: HashMap<&str, &polybot_polymarket::types::OpenOrder> =
-        orders.iter().map(|o| (o.id.as_str(), o)).collect();
-    let side = |s: Side| match s {
-        Side::Buy => contract::Side::Buy,
-        Side::Sell => contract::Side::Sell,
-    };
-    let mut positions: BTreeMap<String, f64> = BTreeMap::new();
-    let mut cash = 0.0;
-    for t in server.trades() {
-        if t.status.as_deref() == Some("FAILED") {
-            continue;
-        }
-        let mut legs = Vec::new();
-        if let Some(o) = t.taker_order_id.as_deref().and_then(|h| ours.get(h)) {
-            legs.push((o.side, t.price, t.size));
-        }
-        for m in &t.maker_orders {
-            if let Some(o) = ours.get(m.order_id.as_str()) {
-                legs.push((
-                    o.side,
-                    m.price.unwrap_or(t.price),
-                    m.matched_amount.unwrap_or(t.size),
-                ));
-            }
-        }
-        for (s, price, size) in legs {
-            let signed = if s == Side::Buy { size } else { -size };
-            *positions.entry(t.asset_id.clone()).or_default() += signed;
-            cash -= signed * price;
-        }
-    }
-    let venue = VenueRecord {
-        orders: Some(
-            orders
-                .iter()
-                .map(|o| VenueOrder {
-                    intent_id: None,
-                    market: o.asset_id.clone(),
-                    side: side(o.side),
-                    price: o.price,
-                    size: o.original_size,
-                })
-                .collect(),
-        ),
-        positions: Some(positions),
-        cash_change: Some(cash),
-        ..VenueRecord::default()
-    };
     Expect {
-        venue: [("momentum".to_string(), venue)].into(),
+        venue: [("momentum".to_string(), venue_record(server))].into(),
         host_starts: Some(host_starts),
     }
 }
@@ -668,19 +555,6 @@ async fn live_lookups_and_open_orders_are_the_venues() {
         open_ids(&open),
         vec![("2.0".to_string(), OrderStatus::PartiallyFilled)]
     );
-}
-
-/// The environment of a live run against the local server.
-fn live_env() -> [(&'static str, String); 5] {
-    let creds = SimCredentials::test();
-    let signer = OrderSigner::from_private_key(KEY).expect("test key");
-    [
-        ("POLYMARKET_API_KEY", creds.api_key.clone()),
-        ("POLYMARKET_API_SECRET", creds.secret.clone()),
-        ("POLYMARKET_API_PASSPHRASE", creds.passphrase.clone()),
-        ("POLYMARKET_ADDRESS", signer.address().to_checksum(None)),
-        ("POLYMARKET_PRIVATE_KEY", KEY.to_string()),
-    ]
 }
 
 /// Waits until `ready` holds, polling every 50 ms; fails the test after 60 s.
