@@ -56,6 +56,39 @@ enum Window {
     PostOnly { until: Instant },
 }
 
+/// Why placement is held until a reconciliation completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// A restart found intents whose outcome the venue must settle, and
+    /// settling them did not complete: each new order first tries again (at
+    /// most every [`RECONCILE_EVERY`]) and is refused while it fails.
+    Restart,
+    /// Dead-man heartbeats failed: the venue may cancel every resting order.
+    /// Orders are refused until the reconciliation that follows the
+    /// heartbeat's return (a wait here would block the very loop that hears
+    /// of it).
+    Heartbeat,
+}
+
+impl Hold {
+    /// The reason an order refused under this hold is `rejected` with.
+    fn refusal(self) -> &'static str {
+        match self {
+            Hold::Restart => {
+                "not sent: orders of an earlier run are not yet settled with the venue \
+                 (reconciliation incomplete)"
+            }
+            Hold::Heartbeat => {
+                "not sent: the dead-man heartbeat failed; placement is held until it is back \
+                 and the venue's orders are reconciled"
+            }
+        }
+    }
+}
+
+/// How often a held placement tries to settle with the venue itself.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
 /// Why an attempt loop stopped.
 enum Stop {
     Done,
@@ -100,8 +133,10 @@ pub struct Executor {
     limits: RateLimits,
     window: Option<Window>,
     degraded: bool,
-    /// Placement held until the next reconciliation (heartbeat lost).
-    hold: bool,
+    /// Placement held until a reconciliation completes, and why.
+    hold: Option<Hold>,
+    /// When placement last settled with the venue itself (a restart's hold).
+    reconciled_at: Option<Instant>,
     venue: String,
     seeds: u64,
     /// Rate-limit warnings the venue had reported when last looked at.
@@ -152,7 +187,8 @@ impl Executor {
             risk: RiskGate::new(risk),
             window: None,
             degraded: false,
-            hold: false,
+            hold: None,
+            reconciled_at: None,
             venue: venue.to_string(),
             seeds: 0,
             warnings_seen: 0,
@@ -174,7 +210,7 @@ impl Executor {
             self.intents.insert(i.id.clone(), i);
         }
         if n > 0 {
-            self.hold = true;
+            self.hold = Some(Hold::Restart);
         }
         Ok(n)
     }
@@ -208,7 +244,7 @@ impl Executor {
             self.finish(i);
         }
         if n > 0 {
-            self.hold = true;
+            self.hold = Some(Hold::Restart);
         }
         Ok(n)
     }
@@ -272,6 +308,24 @@ impl Executor {
                 (self.risk.check(&order, &exposure, now_ms), NoteKind::Risk)
             }
         };
+        if self.hold == Some(Hold::Restart)
+            && self
+                .reconciled_at
+                .is_none_or(|t| t.elapsed() >= RECONCILE_EVERY)
+        {
+            // Settle the earlier run's orders before this one exists (the
+            // reconciliation refuses intents never sent).
+            self.reconciled_at = Some(Instant::now());
+            let since = self
+                .intents()
+                .filter(|i| !i.state.is_terminal())
+                .map(|i| i.created_ms)
+                .min()
+                .unwrap_or(now_ms);
+            let settled = self.reconcile(client, since, now_ms).await?;
+            out.events.extend(settled.events);
+            out.notes.extend(settled.notes);
+        }
         let (intent, first) = Intent::new(&self.strategy, intent_id, order, now_ms);
         self.log.append(&first).await?;
         self.intents.insert(intent_id.to_string(), intent);
@@ -361,6 +415,9 @@ impl Executor {
                         }
                     },
                 }
+            }
+            if let Some(hold) = self.hold {
+                return Ok(Stop::GaveUp(hold.refusal().into()));
             }
             match self.gate_place(&order, out) {
                 Err(reason) => return Ok(Stop::GaveUp(reason)),

@@ -22,7 +22,7 @@ use crate::exec::{ExecConfig, ExecError, ExecOutput, ExecSnapshot, Executor, Ris
 use crate::store::{StateStore, SystemEvent, Write, wall_clock_ms};
 use crate::supervisor::Cell;
 use crate::venue::Venue;
-use crate::venue::polymarket::HEARTBEAT_LOST;
+use crate::venue::polymarket::{HEARTBEAT_BACK, HEARTBEAT_LOST};
 
 /// How often a live run looks for an operator's halt or resume.
 const HALT_POLL: Duration = Duration::from_secs(1);
@@ -262,8 +262,8 @@ impl Execution {
                 EventKind::VenueStatus(s) if !self.replays => {
                     let lost =
                         s.health == VenueHealth::Degraded && s.detail.starts_with(HEARTBEAT_LOST);
-                    let back = s.health == VenueHealth::Recovered
-                        && s.detail.starts_with("dead-man heartbeat restored");
+                    let back =
+                        s.health == VenueHealth::Recovered && s.detail.starts_with(HEARTBEAT_BACK);
                     told.push(EventKind::VenueStatus(s));
                     if lost {
                         let out = self.exec.heartbeat_lost(now_ms).await?;

@@ -92,6 +92,9 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// venue may cancel every resting order, so the execution layer holds
 /// placement and reconciles once heartbeats are back.
 pub const HEARTBEAT_LOST: &str = "dead-man heartbeat failed";
+/// How the `venue-status` event that ends a heartbeat loss begins: the
+/// execution layer then reconciles and lifts its hold on placement.
+pub const HEARTBEAT_BACK: &str = "dead-man heartbeat restored";
 /// How the reason of the order update after a reversed fill begins.
 pub const TRADE_FAILED: &str = "trade failed to settle";
 /// Sizes closer than this are equal (amounts have 6 decimals).
@@ -1192,18 +1195,20 @@ async fn upkeep(client: ClobClient, orders: Tracked, tx: mpsc::Sender<Vec<EventK
                 Err(e) => tracing::warn!(venue = VENUE, "settlement: {e}"),
             }
         }
-        if resting.is_empty() {
+        if resting.is_empty() && !failing {
             // Nothing to protect; the next resting order starts a new session.
             heartbeat_id.clear();
             continue;
         }
+        // While heartbeats fail they are tried even with nothing resting:
+        // placement is held until one succeeds.
         let status = match client.heartbeat(&heartbeat_id).await {
             Ok(r) => {
                 heartbeat_id = r.heartbeat_id;
                 std::mem::take(&mut failing).then(|| {
                     (
                         VenueHealth::Recovered,
-                        "dead-man heartbeat restored; reconcile resting orders".to_string(),
+                        format!("{HEARTBEAT_BACK}; reconcile resting orders"),
                     )
                 })
             }

@@ -23,9 +23,6 @@ impl Executor {
         out: &mut ExecOutput,
     ) -> Result<Gate, String> {
         let now = Instant::now();
-        if self.hold {
-            return Ok(Gate::Wait(Duration::from_millis(50)));
-        }
         match self.window {
             Some(Window::Halted { probe_at, .. }) if now < probe_at => {
                 return Ok(Gate::Wait(probe_at - now));
@@ -55,9 +52,6 @@ impl Executor {
     }
 
     pub(super) fn why_waiting(&self) -> String {
-        if self.hold {
-            return "placement held until reconciliation".into();
-        }
         if let Some(Window::Halted { halt, .. }) = self.window {
             return format!("venue {halt}");
         }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use tokio::time::Instant;
 
-use super::Executor;
 use super::fills::{Leg, Told, is_failed};
+use super::{Executor, Hold};
 use crate::contract::VenueHealth;
 use crate::exec::ExecError;
 use crate::exec::intent::IntentState;
@@ -26,7 +26,7 @@ impl Executor {
     /// A record could not be written.
     pub async fn heartbeat_lost(&mut self, now_ms: u64) -> Result<ExecOutput, ExecError> {
         let mut out = ExecOutput::default();
-        self.hold = true;
+        self.hold = Some(Hold::Heartbeat);
         let resting: Vec<String> = self
             .intents
             .values()
@@ -237,8 +237,7 @@ impl Executor {
                 out.note(NoteKind::Unknown, format!("reconcile: open orders: {e}"));
             }
         }
-        if complete && self.hold {
-            self.hold = false;
+        if complete && self.hold.take().is_some() {
             self.status(
                 VenueHealth::Recovered,
                 "reconciled with the venue; placement resumes".into(),

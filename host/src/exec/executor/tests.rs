@@ -48,6 +48,8 @@ struct FakeState {
     accepted: Vec<String>,
     trades: Vec<VenueTrade>,
     cancels: Vec<String>,
+    /// Lookups, open orders and trades fail (the venue's reads are down).
+    reads_down: bool,
 }
 
 #[derive(Clone, Default)]
@@ -123,6 +125,9 @@ impl ExecutionClient for Fake {
     }
 
     async fn lookup(&mut self, id: &str) -> Result<Option<OrderUpdate>, VenueError> {
+        if self.st().reads_down {
+            return Err(server_error());
+        }
         Ok(self.st().orders.get(id).cloned())
     }
 
@@ -544,6 +549,19 @@ async fn heartbeat_loss_holds_placement_until_reconciled() {
     let out = ex.heartbeat_lost(1).await.expect("lost");
     assert_eq!(healths(&out), [VenueHealth::Degraded]);
     assert_eq!(ex.intent("1.0").unwrap().state, IntentState::Unknown);
+    // Refused at once, with the reason, and nothing sent: a wait would
+    // block the loop that hears of the heartbeat's return.
+    let out = ex
+        .submit(&mut venue, "1.5", gtc(1.0), 2)
+        .await
+        .expect("refused");
+    assert_eq!(statuses(&out), [OrderStatus::Rejected]);
+    assert!(
+        out.updates()
+            .any(|u| u.reason.as_deref().is_some_and(|r| r.contains("heartbeat"))),
+        "{out:?}"
+    );
+    assert!(!venue.st().accepted.iter().any(|a| a == "1.5"));
     let out = ex.reconcile(&mut venue, 0, 2).await.expect("reconcile");
     assert_eq!(
         statuses(&out),
@@ -805,4 +823,53 @@ async fn a_fill_reported_again_after_reconciliation_told_it_is_not_told_twice() 
         .await
         .expect("beyond");
     assert!(fill_sizes(&out).is_empty(), "{:?}", out.events);
+}
+
+/// A restart whose reconciliation could not complete (the venue's reads are
+/// down) holds placement: each new order first tries to settle again and is
+/// refused while that fails, without waiting; once the venue answers, the
+/// earlier run's order is settled and the new one goes.
+#[tokio::test(start_paused = true)]
+async fn an_incomplete_restart_reconciliation_is_retried_by_the_next_order() {
+    let (mut ex, log) = executor(cfg(), RiskConfig::default());
+    let mut venue = Fake::default();
+    ex.submit(&mut venue, "1.0", gtc(10.0), 0)
+        .await
+        .expect("submit");
+    venue.st().reads_down = true;
+    let mut ex = Executor::new(
+        "s",
+        "fake",
+        cfg(),
+        RiskConfig::default(),
+        Box::new(log.clone()),
+    );
+    assert_eq!(ex.load().await.expect("load"), 1);
+    let out = ex.reconcile(&mut venue, 0, 1_000).await.expect("reconcile");
+    assert!(
+        !healths(&out).contains(&VenueHealth::Recovered),
+        "incomplete: the hold stays"
+    );
+    let out = ex
+        .submit(&mut venue, "2.0", gtc(1.0), 2_000)
+        .await
+        .expect("refused");
+    assert_eq!(statuses(&out), [OrderStatus::Rejected]);
+    assert!(
+        out.updates().any(|u| u
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("reconciliation incomplete"))),
+        "{out:?}"
+    );
+    assert!(!venue.st().accepted.iter().any(|a| a == "2.0"));
+    venue.st().reads_down = false;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let out = ex
+        .submit(&mut venue, "3.0", gtc(1.0), 3_000)
+        .await
+        .expect("placed");
+    assert!(healths(&out).contains(&VenueHealth::Recovered), "{out:?}");
+    assert_eq!(ex.intent("1.0").unwrap().state, IntentState::Acknowledged);
+    assert_eq!(statuses(&out).last(), Some(&OrderStatus::Open));
 }
