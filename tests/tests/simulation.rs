@@ -265,10 +265,7 @@ async fn simulate(module: &StrategyModule, seed: u64) -> Outcome {
                 .collect(),
         ),
         cash_change: Some(summary.cash - STARTING_CASH),
-        // Not compared here yet: after a crash against a venue that is not
-        // replayed, the run's ledger restarts without the fills before it,
-        // so `trades.pnl` differs from the venue's (positions and cash agree).
-        realized_pnl: None,
+        realized_pnl: Some(summary.realized_pnl),
     };
     let mut verdict = check(
         &history,
