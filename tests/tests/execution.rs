@@ -18,17 +18,10 @@ use std::time::Duration;
 use polybot_host::contract::{EventKind, OrderStatus, VenueHealth};
 use polybot_host::store::sql::{SqlStore, StoreLocation};
 use polybot_host::store::{IntentRow, StateStore};
-use polybot_polymarket::order::OrderSigner;
-use polybot_polymarket::server::{
-    Fault, FaultPlan, FaultRule, FeedHandle, SimCredentials, SimHandle, SimOptions, SimServer,
-};
+use polybot_polymarket::server::{Fault, FaultPlan, FaultRule, SimHandle};
+use polybot_tests::clob::{TOKENS, live_env, server, start_feed};
 use polybot_tests::guest;
-use tokio::task::JoinHandle;
 
-const TOKENS: [&str; 2] = ["1001", "1002"];
-const CONDITION: &str = "0x00000000000000000000000000000000000000000000000000000000000000c1";
-/// Hardhat's first well-known test key; holds nothing anywhere.
-const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Momentum trading on every small trend, with no cooldown.
 const STRATEGY: &str = "[strategy]\nlookback = 3\nthreshold = 0.01\ncooldown_ms = 0\n";
@@ -37,69 +30,6 @@ const FAST_EXEC: &str = "[exec]\nmax_wait_ms = 20000\n\
     [exec.retry]\ninitial_backoff_ms = 20\nmax_backoff_ms = 300\nmax_attempts = 30\nmax_elapsed_ms = 20000\n\
     [exec.breaker]\nwindow_size = 6\nminimum_calls = 3\nopen_ms = 200\nhalf_open_calls = 1\n\
     [exec.windows]\ntoo_early_probe_ms = 200\nhalted_probe_ms = 200\npost_only_ms = 1000\n";
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-async fn server(faults: FaultPlan) -> (SimHandle, FeedHandle) {
-    let options = SimOptions {
-        faults,
-        ..SimOptions::default()
-    };
-    SimServer::start("127.0.0.1:0".parse().expect("address"), options)
-        .await
-        .expect("start the local CLOB server")
-}
-
-/// Each token's mid walks up 20 cents and back down, one cent a step.
-fn publish_step(feed: &FeedHandle, step: u64) {
-    for (i, token) in TOKENS.iter().enumerate() {
-        let phase = (step + 7 * i as u64) % 40;
-        let mid = 30 + if phase < 20 { phase } else { 40 - phase };
-        let cents = |c: u64| c as f64 / 100.0;
-        feed.publish_book(
-            token,
-            CONDITION,
-            &[(cents(mid - 1), 100.0), (cents(mid - 2), 200.0)],
-            &[(cents(mid + 1), 100.0), (cents(mid + 2), 200.0)],
-            wall_ms(),
-        );
-    }
-}
-
-struct Feed(JoinHandle<()>);
-
-impl Drop for Feed {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn start_feed(feed: FeedHandle) -> Feed {
-    publish_step(&feed, 0);
-    Feed(tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_millis(10));
-        for step in 1.. {
-            every.tick().await;
-            publish_step(&feed, step);
-        }
-    }))
-}
-
-fn live_env() -> Vec<(&'static str, String)> {
-    let creds = SimCredentials::test();
-    let signer = OrderSigner::from_private_key(KEY).expect("test key");
-    vec![
-        ("POLYMARKET_API_KEY", creds.api_key.clone()),
-        ("POLYMARKET_API_SECRET", creds.secret.clone()),
-        ("POLYMARKET_API_PASSPHRASE", creds.passphrase.clone()),
-        ("POLYMARKET_ADDRESS", signer.address().to_checksum(None)),
-        ("POLYMARKET_PRIVATE_KEY", KEY.to_string()),
-    ]
-}
 
 async fn output(mut command: tokio::process::Command) -> Output {
     command.kill_on_drop(true);

@@ -6,8 +6,10 @@
 //!
 //! A venue that joins a running feed, or falls so far behind that messages
 //! were dropped for it, is handed the feed's current books (as backfilled
-//! `Book` messages), so its view of the market is whole again. Owns the
-//! connection and the fan-out only; never trades.
+//! `Book` messages), so its view of the market is whole again. Falling
+//! behind is not silent: the venue sees it as its feed disconnecting and
+//! reconnecting (a `degraded` then a `recovered` status for the strategy).
+//! Owns the connection and the fan-out only; never trades.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -112,9 +114,35 @@ impl SharedFeed {
     /// A subscription for a venue trading `tokens`, starting with their
     /// current books.
     pub(super) fn subscribe(self: &Arc<Self>, tokens: &[String]) -> Subscription {
-        let rx = self.tx.subscribe();
+        Subscription::new(
+            Some(self.clone()),
+            self.books.clone(),
+            self.tx.subscribe(),
+            tokens,
+        )
+    }
+}
+
+/// One venue's end of a shared feed.
+pub(super) struct Subscription {
+    /// Keeps the feed open while a venue streams from it.
+    _feed: Option<Arc<SharedFeed>>,
+    books: BookCache,
+    tokens: Vec<String>,
+    rx: broadcast::Receiver<StreamMessage>,
+    pending: VecDeque<StreamMessage>,
+}
+
+impl Subscription {
+    fn new(
+        feed: Option<Arc<SharedFeed>>,
+        books: BookCache,
+        rx: broadcast::Receiver<StreamMessage>,
+        tokens: &[String],
+    ) -> Self {
         let mut sub = Subscription {
-            feed: self.clone(),
+            _feed: feed,
+            books,
             tokens: tokens.to_vec(),
             rx,
             pending: VecDeque::new(),
@@ -122,27 +150,21 @@ impl SharedFeed {
         sub.reseed();
         sub
     }
-}
 
-/// One venue's end of a shared feed.
-pub(super) struct Subscription {
-    feed: Arc<SharedFeed>,
-    tokens: Vec<String>,
-    rx: broadcast::Receiver<StreamMessage>,
-    pending: VecDeque<StreamMessage>,
-}
-
-impl Subscription {
-    /// Queues the feed's current book of every token as a backfill.
-    fn reseed(&mut self) {
+    /// Queues the feed's current book of every token as a backfill; the
+    /// tokens it has no book of.
+    fn reseed(&mut self) -> Vec<String> {
+        let mut missing = Vec::new();
         for token in &self.tokens {
-            if let Some(book) = self.feed.books.get(token) {
-                self.pending.push_back(StreamMessage::Book {
+            match self.books.get(token) {
+                Some(book) => self.pending.push_back(StreamMessage::Book {
                     book,
                     source: BookSource::Backfill,
-                });
+                }),
+                None => missing.push(token.clone()),
             }
         }
+        missing
     }
 
     /// The next message; `None` once the feed has ended.
@@ -154,16 +176,55 @@ impl Subscription {
             match self.rx.recv().await {
                 Ok(msg) => return Some(msg),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(
-                        venue = VENUE,
-                        missed,
-                        "fell behind the shared market feed; books re-read from it"
-                    );
-                    self.reseed();
+                    // Told as a disconnect and a reconnect with fresh books.
+                    self.pending.push_back(StreamMessage::Disconnected {
+                        reason: format!("fell {missed} messages behind the shared market feed"),
+                    });
+                    let failed = self.reseed();
+                    self.pending
+                        .push_back(StreamMessage::Reconnected { attempt: 0, failed });
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_venue_that_falls_behind_is_told_and_goes_on_with_the_feed() {
+        let (tx, rx) = broadcast::channel(4);
+        let tokens = ["1001".to_string()];
+        let mut sub = Subscription::new(None, BookCache::default(), rx, &tokens);
+        for attempt in 0..10 {
+            tx.send(StreamMessage::Connected { attempt }).expect("send");
+        }
+        match sub.recv().await {
+            Some(StreamMessage::Disconnected { reason }) => {
+                assert!(reason.contains("fell 6 messages behind"), "{reason}");
+            }
+            other => panic!("expected the lag first, got {other:?}"),
+        }
+        match sub.recv().await {
+            Some(StreamMessage::Reconnected { failed, .. }) => {
+                assert_eq!(failed, tokens, "no book cached for the token");
+            }
+            other => panic!("expected the catch-up, got {other:?}"),
+        }
+        // Then the messages still in the channel, in order.
+        let mut next = Vec::new();
+        for _ in 0..4 {
+            match sub.recv().await {
+                Some(StreamMessage::Connected { attempt }) => next.push(attempt),
+                other => panic!("expected a feed message, got {other:?}"),
+            }
+        }
+        assert_eq!(next, [6, 7, 8, 9]);
+        drop(tx);
+        assert!(sub.recv().await.is_none(), "the feed ended");
     }
 }
 
