@@ -168,3 +168,20 @@ pub fn venue_record(server: &SimHandle) -> VenueRecord {
         ..VenueRecord::default()
     }
 }
+
+/// Points a `polybot-host run` at `server`: the Polymarket venue on its
+/// endpoints, both tokens as markets, and no `POLYMARKET_*` variable leaking
+/// in from the test's environment (a live run adds [`live_env`]).
+pub fn on_server(command: &mut tokio::process::Command, server: &SimHandle) {
+    command
+        .args(["--venue", "polymarket"])
+        .args(["--clob-url", &server.base_url()])
+        .args(["--ws-url", &server.ws_url()])
+        .args(["--gamma-url", &server.gamma_url()]);
+    for token in TOKENS {
+        command.args(["--market", token]);
+    }
+    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("POLYMARKET_")) {
+        command.env_remove(name);
+    }
+}

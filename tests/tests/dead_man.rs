@@ -21,7 +21,7 @@ use polybot_host::store::{JournalEntry, StateStore};
 use polybot_host::venue::polymarket::{HEARTBEAT_BACK, HEARTBEAT_LOST};
 use polybot_polymarket::server::{Fault, FaultPlan, FaultRule, SimHandle, SimOptions};
 use polybot_tests::checker::{Expect, History, check_and_print};
-use polybot_tests::clob::{TOKENS, live_env, publish_step, server_with, venue_record};
+use polybot_tests::clob::{TOKENS, live_env, on_server, publish_step, server_with, venue_record};
 use polybot_tests::guest;
 
 /// One resting buy per market, far below the book so nothing fills.
@@ -139,21 +139,12 @@ async fn when_heartbeats_fail_the_venues_cancels_are_told_and_placement_resumes_
         .arg(guest("faulty"))
         .arg("--config")
         .arg(&config)
-        .args(["--venue", "polymarket"])
-        .args(["--clob-url", &server.base_url()])
-        .args(["--ws-url", &server.ws_url()])
-        .args(["--gamma-url", &server.gamma_url()])
         .args(["--json", "--data-dir"])
         .arg(dir.path().join("data"))
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true);
-    for token in TOKENS {
-        command.args(["--market", token]);
-    }
-    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("POLYMARKET_")) {
-        command.env_remove(name);
-    }
+    on_server(&mut command, &server);
     command.envs(live_env());
     let mut host = command.spawn().expect("start polybot-host");
     let host_log = || std::fs::read_to_string(dir.path().join("host.log")).unwrap_or_default();

@@ -19,7 +19,7 @@ use polybot_host::contract::{EventKind, OrderStatus, VenueHealth};
 use polybot_host::store::sql::{SqlStore, StoreLocation};
 use polybot_host::store::{IntentRow, StateStore};
 use polybot_polymarket::server::{Fault, FaultPlan, FaultRule, SimHandle};
-use polybot_tests::clob::{TOKENS, live_env, server, start_feed};
+use polybot_tests::clob::{live_env, on_server, server, start_feed};
 use polybot_tests::guest;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -60,15 +60,10 @@ async fn run_live(server: &SimHandle, dir: &Path, events: u64, config: &str) -> 
         .arg(guest("momentum"))
         .arg("--config")
         .arg(&path)
-        .args(["--venue", "polymarket", "--live"])
-        .args(["--clob-url", &server.base_url()])
-        .args(["--ws-url", &server.ws_url()])
-        .args(["--gamma-url", &server.gamma_url()])
+        .arg("--live")
         .args(["--events", &events.to_string(), "--json", "--data-dir"])
         .arg(dir.join("data"));
-    for token in TOKENS {
-        command.args(["--market", token]);
-    }
+    on_server(&mut command, server);
     for (name, value) in live_env() {
         command.env(name, value);
     }
@@ -322,21 +317,13 @@ fn spawn_live(server: &SimHandle, dir: &Path, events: u64, config: &str) -> toki
         .arg(guest("momentum"))
         .arg("--config")
         .arg(&path)
-        .args(["--venue", "polymarket", "--live"])
-        .args(["--clob-url", &server.base_url()])
-        .args(["--ws-url", &server.ws_url()])
-        .args(["--gamma-url", &server.gamma_url()])
+        .arg("--live")
         .args(["--events", &events.to_string(), "--json", "--data-dir"])
         .arg(dir.join("data"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    for token in TOKENS {
-        command.args(["--market", token]);
-    }
-    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("POLYMARKET_")) {
-        command.env_remove(name);
-    }
+    on_server(&mut command, server);
     for (name, value) in live_env() {
         command.env(name, value);
     }

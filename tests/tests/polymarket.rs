@@ -25,7 +25,9 @@ use polybot_polymarket::order::{OrderIntent, OrderSigner, OrderType};
 use polybot_polymarket::server::{Fault, FaultPlan, FaultRule, SimCredentials, SimHandle};
 use polybot_polymarket::types::Side;
 use polybot_tests::checker::{Expect, History, check_and_print};
-use polybot_tests::clob::{KEY, TOKENS, live_env, publish_step, server, start_feed, venue_record};
+use polybot_tests::clob::{
+    KEY, TOKENS, live_env, on_server, publish_step, server, start_feed, venue_record,
+};
 use polybot_tests::guest;
 
 /// Longest a host run may take before the test fails.
@@ -68,20 +70,11 @@ fn host_command(
         .arg(guest(strategy))
         .arg("--config")
         .arg(&config)
-        .args(["--venue", "polymarket"])
-        .args(["--clob-url", &server.base_url()])
-        .args(["--ws-url", &server.ws_url()])
-        .args(["--gamma-url", &server.gamma_url()])
         .args(["--events", &events.to_string(), "--json", "--data-dir"])
         .arg(dir.join("data"))
         .args(extra)
         .kill_on_drop(true);
-    for token in TOKENS {
-        command.args(["--market", token]);
-    }
-    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("POLYMARKET_")) {
-        command.env_remove(name);
-    }
+    on_server(&mut command, server);
     for (name, value) in env {
         command.env(name, value);
     }
