@@ -165,14 +165,17 @@ fn schedule(rng: &mut Rng, events: u64) -> Vec<Step> {
         .expect("in the list");
     let early = rng.below(kinds.len() as u64 / 2) as usize;
     kinds.swap(failed, early);
-    let extra = (events / 1000).saturating_sub(kinds.len() as u64);
+    let extra = (events / 500).saturating_sub(kinds.len() as u64);
     for _ in 0..extra {
         kinds.push(KINDS[rng.below(KINDS.len() as u64) as usize]);
     }
+    // Longer runs spread the steps out (a run takes at least 20 ms of wall
+    // time per event, the market's pace).
+    let spread = (events / 5000).max(1);
     kinds
         .into_iter()
         .map(|kind| Step {
-            gap: Duration::from_millis(200 + rng.below(600)),
+            gap: Duration::from_millis((200 + rng.below(600)) * spread),
             kind,
             length: Duration::from_millis(300 + rng.below(1200)),
             seed: rng.next_u64(),
