@@ -196,7 +196,7 @@ fn plan(step: &Step) -> FaultPlan {
         Kind::RateLimitStorm => vec![rule(
             "POST /order",
             Fault::RateLimited {
-                retry_after_s: (step.seed % 2 == 0).then_some(1),
+                retry_after_s: step.seed.is_multiple_of(2).then_some(1),
             },
             ALWAYS,
             None,
