@@ -57,17 +57,33 @@ pub fn wall_ms() -> u64 {
 /// cents and back down, one cent a step (tokens out of phase), two levels a
 /// side.
 pub fn publish_step_at(feed: &FeedHandle, step: u64, ts_ms: u64) {
-    for (i, token) in TOKENS.iter().enumerate() {
+    publish_tokens_at(feed, &TOKENS, step, ts_ms);
+}
+
+/// [`publish_step_at`] for any decimal token ids: each its own market (a
+/// condition id derived from the token), out of phase with the one before.
+pub fn publish_tokens_at(feed: &FeedHandle, tokens: &[&str], step: u64, ts_ms: u64) {
+    for (i, token) in tokens.iter().enumerate() {
         let phase = (step + 7 * i as u64) % 40;
         let mid = 30 + if phase < 20 { phase } else { 40 - phase };
         let cents = |c: u64| c as f64 / 100.0;
         feed.publish_book(
             token,
-            CONDITION,
+            &condition_of(token),
             &[(cents(mid - 1), 100.0), (cents(mid - 2), 200.0)],
             &[(cents(mid + 1), 100.0), (cents(mid + 2), 200.0)],
             ts_ms,
         );
+    }
+}
+
+/// The condition id a token's market goes by: [`CONDITION`] for [`TOKENS`],
+/// the token's digits as a 32-byte hex id otherwise.
+pub fn condition_of(token: &str) -> String {
+    if TOKENS.contains(&token) {
+        CONDITION.to_string()
+    } else {
+        format!("0x{token:0>64}")
     }
 }
 
@@ -118,7 +134,21 @@ pub fn live_env() -> [(&'static str, String); 5] {
 /// received, and the shares and cash of the trades of those orders that did
 /// not fail to settle.
 pub fn venue_record(server: &SimHandle) -> VenueRecord {
-    let orders = server.orders();
+    venue_record_where(server, |_| true)
+}
+
+/// [`venue_record`] of the orders on `tokens` only: one strategy's share of
+/// a server that several strategies, each on its own tokens, trade on.
+pub fn venue_record_of(server: &SimHandle, tokens: &[&str]) -> VenueRecord {
+    venue_record_where(server, |asset| tokens.contains(&asset))
+}
+
+fn venue_record_where(server: &SimHandle, keep: impl Fn(&str) -> bool) -> VenueRecord {
+    let orders: Vec<_> = server
+        .orders()
+        .into_iter()
+        .filter(|o| keep(&o.asset_id))
+        .collect();
     let ours: HashMap<&str, &polybot_polymarket::types::OpenOrder> =
         orders.iter().map(|o| (o.id.as_str(), o)).collect();
     let side = |s: Side| match s {

@@ -12,9 +12,9 @@
 //! per strategy; `scripts/soak.sh` runs longer). The history checker judges
 //! every strategy at the end.
 //!
-//! Not covered here: the venue-side faults of `sim-server` (429 storms, 5xx
-//! bursts, 425 windows, lost responses), which need a live run; the
-//! deterministic simulation (`simulation.rs`) injects every one of them.
+//! Not covered here: the venue-side faults of the local CLOB server (429
+//! storms, 5xx bursts, 425 windows, lost responses, …), which need a live
+//! run: `nemesis_live.rs` injects them.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -235,8 +235,11 @@ impl Executor {
                 continue;
             }
             // Known again either way: a venue's late report of one of its
-            // fills is then weighed against what was told.
-            let told = self.told.get(&i.id).copied().unwrap_or(0.0);
+            // fills is then weighed against what was told. Reversed shares
+            // were told and taken back; the intent's matched size still
+            // counts them.
+            let told = self.told.get(&i.id).copied().unwrap_or(0.0)
+                + self.reversed.get(&i.id).copied().unwrap_or(0.0);
             if i.filled > told + EPS {
                 self.untold.push(i.id.clone());
                 n += 1;

@@ -124,7 +124,7 @@ impl Execution {
             // runner rebuilt from its host state and the journal.
             pnl_today = snapshot.pnl_today;
             day = saved_day;
-            exec.restore_exposure(snapshot.positions, snapshot.pnl_today, snapshot.told);
+            exec.restore_exposure(snapshot);
         }
         let mut me = Execution {
             exec,

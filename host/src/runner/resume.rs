@@ -351,6 +351,16 @@ impl RunState {
                 Some((_, n)) => *n += fill.size,
                 None => exec.told.push((fill.intent_id.clone(), fill.size)),
             }
+            if fill.size < 0.0 {
+                match exec
+                    .reversed
+                    .iter_mut()
+                    .find(|(id, _)| *id == fill.intent_id)
+                {
+                    Some((_, n)) => *n -= fill.size,
+                    None => exec.reversed.push((fill.intent_id.clone(), -fill.size)),
+                }
+            }
             let today = at / 86_400_000;
             if today != *day {
                 *day = today;
@@ -585,6 +595,23 @@ mod tests {
             exec.told,
             [("1.0".to_string(), 10.0), ("2.0".to_string(), 6.0)]
         );
+    }
+
+    /// A trade that failed to settle: its reversal takes the shares told
+    /// back, and is kept as shares reversed, which the intent's recorded
+    /// matched size still counts.
+    #[test]
+    fn a_reversal_folds_into_the_shares_reversed_per_intent() {
+        let mut run = RunState::default();
+        for e in [
+            entry(1, 1, fill("1.0", Side::Buy, 0.40, 10.0), vec![]),
+            entry(2, 2, fill("1.0", Side::Buy, 0.40, -10.0), vec![]),
+        ] {
+            run.take_in(&e);
+        }
+        let (exec, _) = run.exec.expect("exposure");
+        assert_eq!(exec.told, [("1.0".to_string(), 0.0)]);
+        assert_eq!(exec.reversed, [("1.0".to_string(), 10.0)]);
     }
 
     /// A host state written before the one ledger (format 1, whose ledger

@@ -29,6 +29,11 @@ pub struct ExecSnapshot {
     pub finished: Vec<Intent>,
     /// Shares reported as fills, per open intent.
     pub told: Vec<(String, f64)>,
+    /// Shares reversed (trades that failed to settle), per intent: the
+    /// venue's matched size still counts them, so a restart must not take
+    /// them for fills the strategy was never told.
+    #[serde(default)]
+    pub reversed: Vec<(String, f64)>,
     /// Signed position per market.
     pub positions: Vec<(String, f64)>,
     pub pnl_today: f64,
@@ -103,10 +108,17 @@ impl Executor {
             .map(|(m, p)| (m.clone(), *p))
             .collect();
         positions.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut reversed: Vec<(String, f64)> = self
+            .reversed
+            .iter()
+            .map(|(id, n)| (id.clone(), *n))
+            .collect();
+        reversed.sort_by(|a, b| a.0.cmp(&b.0));
         ExecSnapshot {
             open,
             finished,
             told,
+            reversed,
             positions,
             pnl_today: self.pnl_today,
             recent_orders_ms: self.risk.recent(),
@@ -122,6 +134,7 @@ impl Executor {
             self.finish(i);
         }
         self.told = s.told.into_iter().collect();
+        self.reversed = s.reversed.into_iter().collect();
         self.positions = s.positions.into_iter().collect();
         self.pnl_today = s.pnl_today;
         self.risk.restore_recent(s.recent_orders_ms);
@@ -129,18 +142,15 @@ impl Executor {
 
     /// What a live restart rebuilds from the journal before [`Executor::load`]:
     /// the risk gate's signed positions per market and the day's PnL, and the
-    /// shares each intent's fills told the strategy (so reconciliation fills
-    /// none of them again, even when the intent's last recorded move predates
-    /// a journaled fill).
-    pub fn restore_exposure(
-        &mut self,
-        positions: Vec<(String, f64)>,
-        pnl_today: f64,
-        told: Vec<(String, f64)>,
-    ) {
-        self.positions = positions.into_iter().collect();
-        self.pnl_today = pnl_today;
-        self.told = told.into_iter().collect();
+    /// shares each intent's fills told the strategy and its reversals took
+    /// back (so reconciliation fills none of them again, even when the
+    /// intent's last recorded move predates a journaled fill, or records
+    /// matched size whose trade failed).
+    pub fn restore_exposure(&mut self, s: ExecSnapshot) {
+        self.positions = s.positions.into_iter().collect();
+        self.pnl_today = s.pnl_today;
+        self.told = s.told.into_iter().collect();
+        self.reversed = s.reversed.into_iter().collect();
     }
 
     /// Intents a replay must refuse again, each with the reason it got.

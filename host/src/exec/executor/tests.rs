@@ -765,6 +765,78 @@ async fn reconciliation_counts_no_failed_trade_and_refills_no_reversal() {
     );
 }
 
+/// A trade that failed after its fill was told, then a live restart: the
+/// intent's record still says 10 matched (the venue counts the failed
+/// trade), and the venue lists no trade of it (it matched before the
+/// window reconciliation reads). The reversal the journal holds keeps
+/// reconciliation from telling the 10 shares again at the order's price.
+#[tokio::test(start_paused = true)]
+async fn a_restart_does_not_tell_a_reversed_fill_again() {
+    let (mut ex, log) = executor(cfg(), RiskConfig::default());
+    let mut venue = Fake::default();
+    ex.submit(&mut venue, "1.0", gtc(10.0), 0)
+        .await
+        .expect("1.0");
+    let mut filled = {
+        let mut st = venue.st();
+        let u = st.orders.get_mut("1.0").unwrap();
+        u.status = OrderStatus::Filled;
+        u.filled_size = 10.0;
+        u.remaining_size = 0.0;
+        u.clone()
+    };
+    let mut f = Fill {
+        intent_id: "1.0".into(),
+        market: "m".into(),
+        side: Side::Buy,
+        price: 0.4,
+        size: 10.0,
+        fee: 0.0,
+    };
+    ex.on_venue_events(
+        vec![
+            EventKind::Fill(f.clone()),
+            EventKind::OrderUpdate(filled.clone()),
+        ],
+        1,
+    )
+    .await
+    .expect("fill");
+    f.size = -10.0;
+    filled.status = OrderStatus::Cancelled;
+    filled.filled_size = 0.0;
+    filled.reason = Some("trade failed: a1 reversed".into());
+    let out = ex
+        .on_venue_events(vec![EventKind::Fill(f), EventKind::OrderUpdate(filled)], 2)
+        .await
+        .expect("reversal");
+    assert_eq!(fill_sizes(&out), [-10.0]);
+
+    // What the restart folds from the journal: 10 told, 10 taken back.
+    let mut restarted = Executor::new("s", "fake", cfg(), RiskConfig::default(), Box::new(log));
+    restarted.restore_exposure(ExecSnapshot {
+        told: vec![("1.0".into(), 0.0)],
+        reversed: vec![("1.0".into(), 10.0)],
+        positions: vec![("m".into(), 0.0)],
+        ..ExecSnapshot::default()
+    });
+    assert_eq!(restarted.load().await.expect("load"), 0);
+    assert_eq!(
+        restarted.load_untold(0).await.expect("untold"),
+        0,
+        "nothing of 1.0 is untold"
+    );
+    let out = restarted
+        .reconcile(&mut venue, 0, 3)
+        .await
+        .expect("reconcile");
+    assert!(
+        fill_sizes(&out).is_empty(),
+        "the reversed shares are told again: {:?}",
+        out.events
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_fill_reported_again_after_reconciliation_told_it_is_not_told_twice() {
     let (mut ex, _log) = executor(cfg(), RiskConfig::default());
