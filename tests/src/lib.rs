@@ -82,6 +82,7 @@ pub async fn start_cell(
 
 pub mod checker;
 pub mod clob;
+pub mod fleet;
 pub mod http;
 pub mod proxy;
 pub mod sim;

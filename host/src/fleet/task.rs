@@ -22,7 +22,8 @@ use crate::runner::RunReport;
 use crate::sandbox::StrategyModule;
 use crate::store::{StateStore, SystemEvent, Write, wall_clock_ms};
 use crate::supervisor::{
-    Cell, CellSpec, CellState, ProbationPolicy, RestartWindow, Shutdown, SwapMode, SwapRequest,
+    Cell, CellSpec, CellState, ProbationPolicy, RestartWindow, Shutdown, SwapAnswer, SwapMode,
+    SwapRequest,
 };
 
 /// Everything a strategy's task owns.
@@ -108,9 +109,7 @@ impl Task {
                     .await;
                     // Whatever the stopped cell buffered is durable before
                     // the next one reads the journal.
-                    if let Err(e) = self.store.sync().await {
-                        tracing::warn!("store sync before the restart: {e}");
-                    }
+                    self.sync("before the restart").await;
                 }
                 Attempt::Stopped => break,
                 Attempt::Paused => {
@@ -123,9 +122,7 @@ impl Task {
                         "paused on request".into(),
                     )
                     .await;
-                    if let Err(e) = self.store.sync().await {
-                        tracing::warn!("store sync at pause: {e}");
-                    }
+                    self.sync("at pause").await;
                     match self.wait_paused().await {
                         Some((reason, restart)) => {
                             counted = restart;
@@ -165,9 +162,8 @@ impl Task {
                 }
             }
         }
-        if let Err(e) = self.store.sync().await {
-            tracing::warn!("store sync at stop: {e}");
-        }
+        self.refuse_queued_controls().await;
+        self.sync("at stop").await;
         if self.lease.is_lost().is_none() {
             self.lease.release().await;
         }
@@ -182,9 +178,12 @@ impl Task {
         loop {
             match self.control.recv().await {
                 Some(Control::Restart { reason, .. }) => return Some(reason),
-                Some(Control::Swap { module, mode, .. }) => {
-                    self.swap_while_idle(module, mode).await
-                }
+                Some(Control::Swap {
+                    module,
+                    mode,
+                    answer,
+                    ..
+                }) => self.swap_while_idle(module, mode, answer).await,
                 Some(Control::Promote | Control::Discard) => self.nothing_to_do().await,
                 Some(Control::Pause | Control::Resume | Control::Stuck { .. }) => {}
                 Some(Control::Stop) | None => return None,
@@ -194,12 +193,21 @@ impl Task {
 
     /// A swap while no cell runs: the module is used from the next start;
     /// probation and shadow need a running strategy and are refused.
-    async fn swap_while_idle(&mut self, module: StrategyModule, mode: SwapMode) {
+    async fn swap_while_idle(
+        &mut self,
+        module: StrategyModule,
+        mode: SwapMode,
+        answer: Option<SwapAnswer>,
+    ) {
         let message = if mode == SwapMode::Shadow {
-            format!(
+            let message = format!(
                 "shadow of module {} refused: the strategy is not running",
                 module.digest()
-            )
+            );
+            if let Some(answer) = answer {
+                let _ = answer.send(Err(message.clone()));
+            }
+            message
         } else {
             let message = format!(
                 "module {} replaces {} from the next start ({mode} asked; the strategy is not \
@@ -209,6 +217,9 @@ impl Task {
             );
             self.module = module;
             self.slot.swap.set_module(&self.module);
+            if let Some(answer) = answer {
+                let _ = answer.send(Ok(()));
+            }
             message
         };
         let kind = if mode == SwapMode::Shadow {
@@ -236,9 +247,12 @@ impl Task {
             match self.control.recv().await {
                 Some(Control::Resume) => return Some(("resumed on request".into(), false)),
                 Some(Control::Restart { reason, .. }) => return Some((reason, true)),
-                Some(Control::Swap { module, mode, .. }) => {
-                    self.swap_while_idle(module, mode).await
-                }
+                Some(Control::Swap {
+                    module,
+                    mode,
+                    answer,
+                    ..
+                }) => self.swap_while_idle(module, mode, answer).await,
                 Some(Control::Promote | Control::Discard) => self.nothing_to_do().await,
                 Some(Control::Pause | Control::Stuck { .. }) => {}
                 Some(Control::Stop) | None => return None,
@@ -315,12 +329,32 @@ impl Task {
         );
         let _ = self.events.send(HostEvent::Running { name: name.clone() });
 
+        let attempt = self
+            .drive_cell(&mut cell, &mut venue, swaps, counters)
+            .await;
+        // Requests the cell had not taken yet have no next event to wait for.
+        cell.refuse_pending_swaps(
+            "the run ended before the swap was applied; the module is unchanged",
+        )
+        .await;
+        attempt
+    }
+
+    /// Drives the started cell until its run ends or the host asks it to
+    /// stop, restart or pause; swap requests go to the cell on `swaps`.
+    async fn drive_cell(
+        &mut self,
+        cell: &mut Cell,
+        venue: &mut super::venue::ChosenVenue,
+        swaps: mpsc::UnboundedSender<SwapRequest>,
+        counters: Arc<crate::runner::RunCounters>,
+    ) -> Attempt {
         let shutdown = Shutdown::new();
         let progress = self.slot.progress.clone();
         let setup = self.entry.config.exec_setup();
         let run = drive(
-            &mut cell,
-            &mut venue,
+            cell,
+            venue,
             self.entry.limits,
             counters,
             shutdown.clone(),
@@ -337,16 +371,28 @@ impl Task {
                     tracing::error!("{loss}: finishing the event in hand, then stopping");
                     shutdown.request();
                     let ended = tokio::time::timeout(self.shutdown_timeout, &mut run).await;
-                    if let Ok(report) = &ended {
-                        self.finished(report).await;
+                    match &ended {
+                        Ok(report) => {
+                            self.finished(report).await;
+                        }
+                        Err(_) => {
+                            self.failure(
+                                "stop-timeout",
+                                format!(
+                                    "{loss}: did not finish its event within {}; stopped without a final checkpoint",
+                                    humantime::format_duration(self.shutdown_timeout)
+                                ),
+                            )
+                            .await
+                        }
                     }
                     self.slot.set_fault(Some(loss.to_string()));
                     self.slot.set_state(StrategyState::Stopped);
                     return Attempt::Ended { fatal: false };
                 }
                 control = self.control.recv() => match control {
-                    Some(Control::Swap { module, mode, config }) => {
-                        let _ = swaps.send(SwapRequest::Swap { module, mode, config });
+                    Some(Control::Swap { module, mode, config, answer }) => {
+                        let _ = swaps.send(SwapRequest::Swap { module, mode, config, answer });
                     }
                     Some(Control::Promote) => {
                         let _ = swaps.send(SwapRequest::Promote);
@@ -356,8 +402,18 @@ impl Task {
                     }
                     Some(Control::Restart { reason, grace }) => {
                         shutdown.request();
-                        if let Ok(report) = tokio::time::timeout(grace, &mut run).await {
-                            self.note(&report);
+                        match tokio::time::timeout(grace, &mut run).await {
+                            Ok(report) => self.note(&report),
+                            Err(_) => {
+                                self.failure(
+                                    "restart-timeout",
+                                    format!(
+                                        "did not finish its event within {}; dropped mid-event for the restart (it resumes from the journal)",
+                                        humantime::format_duration(grace)
+                                    ),
+                                )
+                                .await
+                            }
                         }
                         return Attempt::Restart(reason);
                     }
@@ -371,10 +427,16 @@ impl Task {
                         shutdown.request();
                         match tokio::time::timeout(self.shutdown_timeout, &mut run).await {
                             Ok(report) => self.note(&report),
-                            Err(_) => tracing::error!(
-                                "did not finish its event within {}; paused without a final checkpoint (it resumes from the journal)",
-                                humantime::format_duration(self.shutdown_timeout)
-                            ),
+                            Err(_) => {
+                                self.failure(
+                                    "pause-timeout",
+                                    format!(
+                                        "did not finish its event within {}; paused without a final checkpoint (it resumes from the journal)",
+                                        humantime::format_duration(self.shutdown_timeout)
+                                    ),
+                                )
+                                .await
+                            }
                         }
                         return Attempt::Paused;
                     }
@@ -390,9 +452,7 @@ impl Task {
                                     "did not finish its event within {}; stopped without a final checkpoint (it resumes from the journal)",
                                     humantime::format_duration(self.shutdown_timeout)
                                 );
-                                tracing::error!("{message}");
-                                system_event(self.system.as_ref(), &name, "stop-timeout", message)
-                                    .await;
+                                self.failure("stop-timeout", message).await;
                                 self.slot.set_state(StrategyState::Stopped);
                             }
                         }
@@ -400,6 +460,49 @@ impl Task {
                     }
                 }
             }
+        }
+    }
+
+    /// Makes everything buffered durable; a store that cannot is recorded
+    /// as a system event (`when` says at which step).
+    async fn sync(&self, when: &str) {
+        if let Err(e) = self.store.sync().await {
+            self.failure("store-sync-failed", format!("store sync {when}: {e}"))
+                .await;
+        }
+    }
+
+    /// Logs a failure and records it as a system event of `kind`, so an
+    /// operator sees it (the log is never its only trace).
+    async fn failure(&self, kind: &str, message: String) {
+        tracing::error!("{message}");
+        system_event(self.system.as_ref(), &self.entry.name, kind, message).await;
+    }
+
+    /// Answers the requests still queued when the task ends (a swap, a
+    /// promotion or discard has no strategy to act on any more) and records
+    /// each as a system event.
+    async fn refuse_queued_controls(&mut self) {
+        let reason = "the strategy stopped before the request was acted on";
+        while let Ok(control) = self.control.try_recv() {
+            let message = match control {
+                Control::Swap { module, answer, .. } => {
+                    if let Some(answer) = answer {
+                        let _ = answer.send(Err(reason.to_string()));
+                    }
+                    format!("swap to module {} refused: {reason}", module.digest())
+                }
+                Control::Promote => format!("promote of the shadow refused: {reason}"),
+                Control::Discard => format!("discard of the shadow refused: {reason}"),
+                _ => continue,
+            };
+            system_event(
+                self.system.as_ref(),
+                &self.entry.name,
+                "hot-swap-refused",
+                message,
+            )
+            .await;
         }
     }
 
@@ -432,7 +535,11 @@ impl Task {
             at_ms: wall_clock_ms(),
         };
         if let Err(e) = self.store.write(state).await {
-            tracing::warn!("cannot record the fatal state: {e}");
+            self.failure(
+                "store-write-failed",
+                format!("cannot record the fatal state: {e}"),
+            )
+            .await;
         }
         system_event(
             self.system.as_ref(),
@@ -441,9 +548,7 @@ impl Task {
             message,
         )
         .await;
-        if let Err(e) = self.store.sync().await {
-            tracing::warn!("store sync after going fatal: {e}");
-        }
+        self.sync("after going fatal").await;
         Attempt::Ended { fatal: true }
     }
 
