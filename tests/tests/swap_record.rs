@@ -16,41 +16,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use polybot_host::contract::{Book, EventKind, Level};
 use polybot_host::sandbox::{SandboxLimits, StrategyModule};
 use polybot_host::store::StateStore;
 use polybot_host::supervisor::{
     Cell, CellSpec, CellState, CheckpointPolicy, PlannedAction, SwapBoard,
 };
 use polybot_tests::sim::{CheckpointWrites, FaultyStore, Injected, StoreFaults};
-use polybot_tests::{guest, load, quick_restarts, sandbox, start_cell};
+use polybot_tests::{guest, load, momentum_books, quick_restarts, sandbox, start_cell};
 use serde_json::json;
 
 const SWAP_AT: usize = 150;
-
-fn books() -> Vec<EventKind> {
-    let mut mid: f64 = 0.40;
-    (0..300u64)
-        .map(|i| {
-            mid = if (i / 20) % 2 == 0 {
-                mid + 0.004
-            } else {
-                mid - 0.004
-            };
-            EventKind::Book(Book {
-                market: "m".into(),
-                bids: vec![Level {
-                    price: mid - 0.005,
-                    size: 100.0,
-                }],
-                asks: vec![Level {
-                    price: mid + 0.005,
-                    size: 100.0,
-                }],
-            })
-        })
-        .collect()
-}
 
 fn config() -> serde_json::Value {
     json!({"lookback": 3, "threshold": 0.01, "cooldown_ms": 0})
@@ -89,7 +64,7 @@ async fn cell_on(module: StrategyModule, store: Arc<FaultyStore>) -> Cell {
 async fn reference(module: StrategyModule) -> (Vec<Vec<PlannedAction>>, Vec<u8>) {
     let mut cell = start_cell(module, config(), quick_restarts(10), 40).await;
     let mut actions = Vec::new();
-    for (i, book) in books().into_iter().enumerate() {
+    for (i, book) in momentum_books().into_iter().enumerate() {
         actions.push(cell.handle(i as u64 * 1000, book).await.unwrap().actions);
     }
     cell.stop().await;
@@ -106,7 +81,7 @@ async fn newest_state(store: &dyn StateStore) -> Vec<u8> {
 /// Feeds books `from..to` to `cell`, checking each event's actions against
 /// the uninterrupted run's.
 async fn feed(cell: &mut Cell, from: usize, to: usize, expected: &[Vec<PlannedAction>]) {
-    let books = books();
+    let books = momentum_books();
     for (i, book) in books.iter().enumerate().take(to).skip(from) {
         let step = cell.handle(i as u64 * 1000, book.clone()).await.unwrap();
         assert_eq!(step.seq, i as u64 + 1);
