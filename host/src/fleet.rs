@@ -374,6 +374,7 @@ impl Host {
                     module: module.clone(),
                     mode: crate::supervisor::SwapMode::Direct,
                     config: None,
+                    answer: None,
                 });
             }
             if let Some(running) = self.running.get_mut(&entry.name) {

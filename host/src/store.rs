@@ -541,6 +541,21 @@ impl From<&Checkpoint> for CheckpointFile {
     }
 }
 
+impl From<Checkpoint> for CheckpointFile {
+    /// As `From<&Checkpoint>`, moving the state instead of copying it.
+    fn from(c: Checkpoint) -> Self {
+        CheckpointFile {
+            seq: c.seq,
+            event_time_ms: c.event_time_ms,
+            state_version: c.state_version,
+            module_digest: c.module_digest,
+            state: c.state,
+            checksum: c.checksum.to_vec(),
+            created_at_ms: c.created_at_ms,
+        }
+    }
+}
+
 impl From<CheckpointFile> for Checkpoint {
     fn from(c: CheckpointFile) -> Self {
         let mut checksum = [0u8; 32];

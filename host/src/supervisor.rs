@@ -29,8 +29,8 @@ mod timers;
 pub(crate) use timers::record_in as record_timers;
 
 pub use board::{
-    ProbationPolicy, ProbationView, ShadowView, SwapBoard, SwapMode, SwapRecord, SwapRequest,
-    SwapStatus,
+    ProbationPolicy, ProbationView, ShadowView, SwapAnswer, SwapBoard, SwapMode, SwapRecord,
+    SwapRequest, SwapStatus,
 };
 pub use cell::{
     Cell, CellError, CellSpec, CellState, CellStats, PlannedAction, StartError, Step, SwapError,

@@ -21,10 +21,6 @@ use std::time::{Duration, Instant};
 
 use polybot_tests::guest;
 
-fn host() -> Command {
-    polybot_tests::host_command!("info")
-}
-
 fn fleet_file(dir: &Path, n: usize, per_strategy: &str) -> PathBuf {
     let momentum = guest("momentum");
     let mut text = String::from("[checkpoint]\nevery_events = 1000\n");
@@ -41,16 +37,7 @@ fn fleet_file(dir: &Path, n: usize, per_strategy: &str) -> PathBuf {
 }
 
 fn serve(file: &Path, data: &Path) -> Command {
-    let mut command = host();
-    command.args([
-        "serve",
-        "--json",
-        "--config",
-        file.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    command
+    polybot_tests::serve_command!(file, data)
 }
 
 /// Starts the host and returns it once it logs `fleet running`, with the time that took.

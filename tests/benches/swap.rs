@@ -3,14 +3,14 @@
 //!
 //! The `faulty` fixture carries 1 MiB of ballast in its state from event 1
 //! on. Each round handles an event with the live module, swaps in a fresh
-//! load of the module directly (checkpoint of the old state, a new instance
-//! restoring it), and handles the next event with the new module. Two
-//! figures per round:
+//! load of the module directly (snapshot of the old state, a new instance
+//! restoring it, then the checkpoint of that state), and handles the next
+//! event with the new module. Two figures per round:
 //! - the swap pause the cell reports (the old module's last event handled →
 //!   the new module ready for the next one), as shown in the API;
 //! - the wall time from the return of the old module's last event to the
-//!   return of the new module's first one (the pause plus handling and
-//!   journaling that event).
+//!   return of the new module's first one (the pause plus the checkpoint,
+//!   and handling and journaling that event).
 //!
 //! Target: pause ≤ 5 ms. Run: `cargo bench -p polybot-tests --bench swap`
 

@@ -80,8 +80,35 @@ pub async fn start_cell(
     }
 }
 
+/// 300 books of market `m` whose mid climbs and falls by 0.004 in runs of
+/// 20: enough for momentum to place orders both ways.
+pub fn momentum_books() -> Vec<polybot_host::contract::EventKind> {
+    let mut mid: f64 = 0.40;
+    (0..300u64)
+        .map(|i| {
+            mid = if (i / 20) % 2 == 0 {
+                mid + 0.004
+            } else {
+                mid - 0.004
+            };
+            polybot_host::contract::EventKind::Book(polybot_host::contract::Book {
+                market: "m".into(),
+                bids: vec![polybot_host::contract::Level {
+                    price: mid - 0.005,
+                    size: 100.0,
+                }],
+                asks: vec![polybot_host::contract::Level {
+                    price: mid + 0.005,
+                    size: 100.0,
+                }],
+            })
+        })
+        .collect()
+}
+
 pub mod checker;
 pub mod clob;
+pub mod fleet;
 pub mod http;
 pub mod proxy;
 pub mod sim;

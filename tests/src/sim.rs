@@ -104,12 +104,25 @@ pub struct StoreFaults {
     pub outage_len: u32,
 }
 
+/// What a [`FaultyStore`] does with a checkpoint write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckpointWrites {
+    #[default]
+    Keep,
+    /// Refused with an error.
+    Refuse,
+    /// Never finishes (the process is gone mid-write).
+    Stall,
+}
+
 /// A [`MemoryStore`] whose commits fail, stall and go away on a seeded
-/// schedule. Reads are never faulted (the checker reads through it too).
+/// schedule, and whose checkpoint writes can be refused or stalled on
+/// demand. Reads are never faulted (the checker reads through it too).
 pub struct FaultyStore {
     inner: MemoryStore,
     rng: Mutex<(Rng, u32)>,
     faults: Mutex<Option<StoreFaults>>,
+    checkpoints: Mutex<CheckpointWrites>,
     pub injected: Arc<Injected>,
 }
 
@@ -119,7 +132,15 @@ impl FaultyStore {
             inner: MemoryStore::new(),
             rng: Mutex::new((Rng::new(seed), 0)),
             faults: Mutex::new(Some(faults)),
+            checkpoints: Mutex::new(CheckpointWrites::Keep),
             injected,
+        }
+    }
+
+    /// What checkpoint writes do from now on.
+    pub fn set_checkpoint_writes(&self, what: CheckpointWrites) {
+        if let Ok(mut c) = self.checkpoints.lock() {
+            *c = what;
         }
     }
 
@@ -163,6 +184,20 @@ impl FaultyStore {
 #[async_trait::async_trait]
 impl StateStore for FaultyStore {
     async fn write(&self, write: Write) -> Result<(), StoreError> {
+        if matches!(write, Write::Checkpoint { .. }) {
+            let what = self.checkpoints.lock().map(|c| *c).unwrap_or_default();
+            match what {
+                CheckpointWrites::Keep => {}
+                CheckpointWrites::Refuse => {
+                    self.injected.add("checkpoint-refused");
+                    return Err(StoreError::new("checkpoint", "injected: refused"));
+                }
+                CheckpointWrites::Stall => {
+                    self.injected.add("checkpoint-stalled");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
         self.inner.write(write).await
     }
 

@@ -16,10 +16,11 @@ use std::net::TcpStream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use polybot_tests::http::{Reply, request, start};
-use polybot_tests::{LoggingHost, guest};
+use polybot_tests::fleet::{events_of, eventually, get, post, terminate, view};
+use polybot_tests::guest;
+use polybot_tests::http::{request, start};
 use serde_json::Value;
 
 /// Writes a fleet file with the given `[[strategy]]` bodies (name, module,
@@ -40,72 +41,17 @@ fn fleet_file(dir: &Path, strategies: &[(&str, &str, &str)]) -> PathBuf {
     path
 }
 
+const BOUND: Duration = Duration::from_secs(60);
+
 fn serve(file: &Path, data: &Path) -> Command {
-    let mut command = polybot_tests::host_command!("info");
-    command.args([
-        "serve",
-        "--json",
-        "--config",
-        file.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let mut command = polybot_tests::serve_command!(file, data);
     command.stdout(Stdio::null());
     command
 }
 
-fn stop(mut host: LoggingHost) {
-    let status = Command::new("kill")
-        .args(["-TERM", &host.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    host.drain_log();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = host.child.try_wait().unwrap() {
-            assert!(status.success(), "the host exited with {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "the host did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn get(addr: &str, path: &str, token: &str) -> Reply {
-    request(addr, "GET", path, Some(token), b"")
-}
-
-fn post(addr: &str, path: &str, token: &str, body: &str) -> Reply {
-    request(addr, "POST", path, Some(token), body.as_bytes())
-}
-
-/// Polls `check` until it holds, failing after `bound`.
-fn eventually(bound: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + bound;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn view(addr: &str, token: &str, name: &str) -> Value {
-    let reply = get(addr, &format!("/api/strategies/{name}"), token);
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()
-}
-
 fn has_event(addr: &str, token: &str, name: &str, kind: &str) -> bool {
-    let reply = get(addr, &format!("/api/strategies/{name}/events"), token);
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["event_type"] == kind)
+    !events_of(addr, token, name, kind).is_empty()
 }
-
-const BOUND: Duration = Duration::from_secs(60);
 
 #[test]
 fn every_route_answers_and_pause_resume_restart_halt_work_with_the_token() {
@@ -396,7 +342,7 @@ fn every_route_answers_and_pause_resume_restart_halt_work_with_the_token() {
         !has_event(&addr, &token, "b", "resume"),
         "only a was resumed"
     );
-    stop(host);
+    terminate(host);
 }
 
 #[test]
@@ -565,7 +511,7 @@ fn metrics_parse_as_prometheus_text_and_a_trap_moves_the_restarts_counter() {
                 && matches!(s.value, Sample::Gauge(v) if v >= 65536.0)
         })
     });
-    stop(host);
+    terminate(host);
 }
 
 #[test]
@@ -619,7 +565,7 @@ fn a_non_loopback_address_without_a_token_is_refused_and_accepted_with_one() {
         !data.join("api-token").exists(),
         "no token file with an explicit token"
     );
-    stop(host);
+    terminate(host);
 }
 
 #[test]
@@ -694,5 +640,5 @@ fn the_control_command_is_a_client_of_the_api() {
         .unwrap();
     assert_eq!(gone.status.code(), Some(1), "{}", text(&gone.stderr));
     assert!(text(&gone.stderr).contains("cannot reach the API"));
-    stop(host);
+    terminate(host);
 }

@@ -200,16 +200,10 @@ fn the_dashboard_shows_every_strategy_draws_charts_updates_and_pauses() {
         "momentum-tight",
     ];
     let file = fleet(dir.path(), &names);
-    let mut command = polybot_tests::host_command!("info");
-    command
-        .args(["serve", "--config", file.to_str().unwrap()])
-        .args(["--data-dir", data.to_str().unwrap()])
-        .stdout(Stdio::null());
+    let mut command = polybot_tests::serve_command!(&file, &data);
+    command.stdout(Stdio::null());
     let (mut host, addr) = start(&mut command);
-    let token = std::fs::read_to_string(data.join("api-token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let token = polybot_tests::fleet::token(&data);
 
     let browser = Browser::launch(&binary, &format!("http://{addr}/#token={token}"));
     let mut page = browser.page();

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use polybot_host::store::sql::{SqlStore, StoreLocation};
 use polybot_host::store::{JournalEntry, OrderRecord, Outcome, StateStore, TradeRecord};
-use polybot_tests::{LoggingHost, guest};
+use polybot_tests::fleet::{eventually, wait_exit};
+use polybot_tests::{LoggingHost, guest, serve_command};
 
 fn host() -> Command {
     polybot_tests::host_command!("info")
@@ -67,21 +68,8 @@ fn fleet_file(dir: &Path, head: &str, strategies: &[Strategy], per_strategy: &st
     path
 }
 
-fn serve_command(file: &Path, data: &Path) -> Command {
-    let mut command = host();
-    command.args([
-        "serve",
-        "--json",
-        "--config",
-        file.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    command
-}
-
 fn serve_to_end(file: &Path, data: &Path) -> serde_json::Value {
-    let output = serve_command(file, data).output().unwrap();
+    let output = serve_command!(file, data).output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -96,21 +84,6 @@ fn signal(child: &std::process::Child, name: &str) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-/// Waits for the child to exit, failing after `bound`.
-fn wait_exit(host: &mut LoggingHost, bound: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + bound;
-    loop {
-        if let Some(status) = host.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the host did not exit within {bound:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 struct Durable {
@@ -237,7 +210,7 @@ fn ten_strategies_trade_side_by_side_and_resume_exactly_after_sigkill() {
     let file = fleet_file(killed_dir.path(), FLEET_HEAD, &strategies, &paced);
     for kill in 0..2 {
         let mut host =
-            LoggingHost::spawn(serve_command(&file, killed_dir.path()).stdout(Stdio::null()));
+            LoggingHost::spawn(serve_command!(&file, killed_dir.path()).stdout(Stdio::null()));
         host.wait_for("fleet running");
         std::thread::sleep(Duration::from_millis(700 + 300 * kill));
         assert!(
@@ -328,7 +301,7 @@ fn a_bad_fleet_file_is_one_line_and_exit_2_with_nothing_written() {
     ] {
         let file = dir.path().join("fleet.toml");
         std::fs::write(&file, &text).unwrap();
-        let output = serve_command(&file, &data).output().unwrap();
+        let output = serve_command!(&file, &data).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
         let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
@@ -349,9 +322,9 @@ fn a_second_host_on_the_same_store_is_refused_and_takes_over_after_sigkill() {
         &[momentum("a", 5, 1), momentum("b", 8, 2)],
         "speed = 20\n",
     );
-    let mut first = LoggingHost::spawn(serve_command(&file, &data).stdout(Stdio::null()));
+    let mut first = LoggingHost::spawn(serve_command!(&file, &data).stdout(Stdio::null()));
     first.wait_for("fleet running");
-    let second = serve_command(&file, &data).output().unwrap();
+    let second = serve_command!(&file, &data).output().unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{stderr}");
     let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
@@ -364,7 +337,7 @@ fn a_second_host_on_the_same_store_is_refused_and_takes_over_after_sigkill() {
     first.child.kill().unwrap();
     first.child.wait().unwrap();
     first.drain_log();
-    let mut next = LoggingHost::spawn(serve_command(&file, &data).stdout(Stdio::piped()));
+    let mut next = LoggingHost::spawn(serve_command!(&file, &data).stdout(Stdio::piped()));
     next.wait_for("fleet running");
     signal(&next.child, "TERM");
     let status = wait_exit(&mut next, Duration::from_secs(30));
@@ -383,7 +356,7 @@ fn systemd_hears_ready_watchdog_and_stopping() {
         .unwrap();
     let file = fleet_file(dir.path(), "", &[momentum("a", 5, 1)], "speed = 20\n");
     let mut host = LoggingHost::spawn(
-        serve_command(&file, &dir.path().join("data"))
+        serve_command!(&file, &dir.path().join("data"))
             .env("NOTIFY_SOCKET", &socket_path)
             .env("WATCHDOG_USEC", "400000")
             .stdout(Stdio::null()),
@@ -498,15 +471,6 @@ fn spare_port() -> u16 {
         .port()
 }
 
-/// Polls `check` every 20 ms until it holds, failing after `bound`.
-fn eventually(bound: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + bound;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what} within {bound:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn redis_heartbeats_appear_survive_redis_going_away_and_resume() {
     let dir = tempfile::tempdir().unwrap();
@@ -516,7 +480,7 @@ fn redis_heartbeats_appear_survive_redis_going_away_and_resume() {
     let file = fleet_file(dir.path(), head, &[momentum("a", 5, 1)], "speed = 20\n");
     let url = format!("redis://127.0.0.1:{port}");
     let mut host = LoggingHost::spawn(
-        serve_command(&file, &dir.path().join("data"))
+        serve_command!(&file, &dir.path().join("data"))
             .args(["--redis", &url])
             .stdout(Stdio::null()),
     );
@@ -568,7 +532,7 @@ fn an_unreachable_redis_is_a_warning_and_the_host_goes_on() {
         "events = 300\nspeed = \"max\"\n",
     );
     let url = format!("redis://127.0.0.1:{}", spare_port());
-    let output = serve_command(&file, &dir.path().join("data"))
+    let output = serve_command!(&file, &dir.path().join("data"))
         .args(["--redis", &url])
         .output()
         .unwrap();
@@ -598,7 +562,7 @@ fn a_strategy_that_stops_handling_events_is_restarted() {
         "speed = 20\n",
     );
     let mut host =
-        LoggingHost::spawn(serve_command(&file, &dir.path().join("data")).stdout(Stdio::piped()));
+        LoggingHost::spawn(serve_command!(&file, &dir.path().join("data")).stdout(Stdio::piped()));
     host.wait_for("fleet running");
     let started = Instant::now();
     let line = host.wait_for_within("stuck:", Duration::from_secs(30));
@@ -641,7 +605,7 @@ fn sighup_adds_and_removes_strategies_and_refuses_a_bad_file() {
         &[momentum("a", 5, 1), momentum("b", 6, 2)],
         "speed = 20\n",
     );
-    let mut host = LoggingHost::spawn(serve_command(&file, &data).stdout(Stdio::piped()));
+    let mut host = LoggingHost::spawn(serve_command!(&file, &data).stdout(Stdio::piped()));
     host.wait_for("fleet running");
     fleet_file(
         dir.path(),
@@ -706,7 +670,7 @@ fn two_hosts_sharing_postgres_from_two_data_directories() {
         "speed = 20\n",
     );
     let with_store = |data: &str| {
-        let mut command = serve_command(&file, &dir.path().join(data));
+        let mut command = serve_command!(&file, &dir.path().join(data));
         command.args(["--store", &db.url()]);
         command
     };
@@ -735,7 +699,7 @@ fn two_hosts_sharing_postgres_from_two_data_directories() {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     let report = loop {
-        let output = serve_command(&takeover, &dir.path().join("two"))
+        let output = serve_command!(&takeover, &dir.path().join("two"))
             .args(["--store", &db.url()])
             .output()
             .unwrap();
@@ -781,7 +745,7 @@ fn a_fatal_strategy_stays_fatal_while_the_others_trade_unless_exit_on_fatal() {
     assert_eq!(by_name["doomed"]["state"], "fatal", "{report}");
     assert_eq!(by_name["a"]["last_seq"], 400, "{report}");
     // With it: the host stops at the first fatal strategy, exit 1.
-    let output = serve_command(&file, &dir.path().join("exits"))
+    let output = serve_command!(&file, &dir.path().join("exits"))
         .arg("--exit-on-fatal")
         .output()
         .unwrap();
@@ -808,7 +772,7 @@ fn watch_hot_swaps_a_changed_module_of_a_running_fleet() {
     let file = dir.path().join("fleet.toml");
     std::fs::write(&file, text).unwrap();
     let mut host = LoggingHost::spawn(
-        serve_command(&file, &dir.path().join("data"))
+        serve_command!(&file, &dir.path().join("data"))
             .arg("--watch")
             .stdout(Stdio::null()),
     );
@@ -968,7 +932,7 @@ fn a_strategy_stuck_again_and_again_goes_fatal_after_its_restart_budget() {
         &[stuck, momentum("a", 5, 1)],
         "speed = 20\n",
     );
-    let mut host = LoggingHost::spawn(serve_command(&file, &data).stdout(Stdio::piped()));
+    let mut host = LoggingHost::spawn(serve_command!(&file, &data).stdout(Stdio::piped()));
     host.wait_for("fleet running");
     host.wait_for_within("faulty: sleeping", Duration::from_secs(60));
     let slept = Instant::now();

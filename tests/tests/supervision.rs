@@ -9,7 +9,7 @@ use polybot_host::contract::EventKind;
 use polybot_host::sandbox::SandboxLimits;
 use polybot_host::store::StoreError;
 use polybot_host::supervisor::{Cell, CellError, CellState};
-use polybot_tests::{load, quick_restarts, sandbox, start_cell};
+use polybot_tests::{load, momentum_books, quick_restarts, sandbox, start_cell};
 use serde_json::json;
 
 /// The `faulty` fixture's state, read from the cell's newest checkpoint.
@@ -304,30 +304,6 @@ async fn refused_snapshots_fall_back_to_replay_from_the_start() {
     assert_eq!(cell.stats().divergences, 0);
     cell.stop().await;
     assert_eq!(faulty_state(&cell).await["count"], 39);
-}
-
-fn momentum_books() -> Vec<EventKind> {
-    let mut mid: f64 = 0.40;
-    (0..300u64)
-        .map(|i| {
-            mid = if (i / 20) % 2 == 0 {
-                mid + 0.004
-            } else {
-                mid - 0.004
-            };
-            EventKind::Book(polybot_host::contract::Book {
-                market: "m".into(),
-                bids: vec![polybot_host::contract::Level {
-                    price: mid - 0.005,
-                    size: 100.0,
-                }],
-                asks: vec![polybot_host::contract::Level {
-                    price: mid + 0.005,
-                    size: 100.0,
-                }],
-            })
-        })
-        .collect()
 }
 
 #[tokio::test]

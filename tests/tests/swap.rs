@@ -11,18 +11,25 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use polybot_host::store::sql::{SqlStore, StoreLocation};
 use polybot_host::store::{Checkpoint, JournalEntry, OrderRecord, Outcome, StateStore};
 use polybot_tests::checker::{self, Expect, History};
-use polybot_tests::http::{Reply, request, start};
-use polybot_tests::{LoggingHost, guest};
+use polybot_tests::fleet::{events_of, eventually, get, post, terminate, token, view, wait_exit};
+use polybot_tests::guest;
+use polybot_tests::http::{request, start};
 use serde_json::{Value, json};
 
 const HEAD: &str = "[sandbox]\ncall_deadline = \"10s\"\n[supervisor]\nbackoff_initial = \"1ms\"\nbackoff_max = \"5ms\"\nquarantine_after = 3\n[checkpoint]\nevery_events = 40\n[swap]\nprobation_faults = 0\nprobation_events = 150\n";
 
 const BOUND: Duration = Duration::from_secs(90);
+
+fn serve(file: &Path, data: &Path) -> Command {
+    let mut command = polybot_tests::serve_command!(file, data);
+    command.stdout(Stdio::null());
+    command
+}
 
 fn fleet_file(dir: &Path, name: &str, module: &str, body: &str) -> PathBuf {
     let text = format!(
@@ -32,88 +39,6 @@ fn fleet_file(dir: &Path, name: &str, module: &str, body: &str) -> PathBuf {
     let path = dir.join("fleet.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn serve(file: &Path, data: &Path) -> Command {
-    let mut command = polybot_tests::host_command!("info");
-    command.args([
-        "serve",
-        "--json",
-        "--config",
-        file.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    command.stdout(Stdio::null());
-    command
-}
-
-fn token(data: &Path) -> String {
-    std::fs::read_to_string(data.join("api-token"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn get(addr: &str, path: &str, token: &str) -> Reply {
-    request(addr, "GET", path, Some(token), b"")
-}
-
-fn post(addr: &str, path: &str, token: &str, body: &[u8]) -> Reply {
-    request(addr, "POST", path, Some(token), body)
-}
-
-fn view(addr: &str, token: &str, name: &str) -> Value {
-    let reply = get(addr, &format!("/api/strategies/{name}"), token);
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()
-}
-
-fn events_of(addr: &str, token: &str, name: &str, kind: &str) -> Vec<Value> {
-    let reply = get(
-        addr,
-        &format!("/api/strategies/{name}/events?limit=10000"),
-        token,
-    );
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event_type"] == kind)
-        .cloned()
-        .collect()
-}
-
-/// Polls `check` until it holds, failing after `bound`.
-fn eventually(bound: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + bound;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_exit(host: &mut LoggingHost, bound: Duration) {
-    let deadline = Instant::now() + bound;
-    loop {
-        host.drain_log();
-        if let Some(status) = host.child.try_wait().unwrap() {
-            assert!(status.success(), "the host exited with {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "the host did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn terminate(mut host: LoggingHost) {
-    let status = Command::new("kill")
-        .args(["-TERM", &host.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    wait_exit(&mut host, Duration::from_secs(30));
 }
 
 /// What a strategy left in a data directory's store.
@@ -211,6 +136,17 @@ fn a_module_on_probation_that_traps_is_rolled_back_and_the_run_ends_as_if_uninte
     let new_digest = swap.json()["digest"].as_str().unwrap().to_string();
     assert_ne!(new_digest, old_digest);
     assert_eq!(swap.json()["live_digest"], old_digest.as_str());
+    // The answer came once the module was in: the probation runs (what the
+    // dashboard's panel shows of it), short of its 50th event.
+    assert_eq!(swap.json()["outcome"], "applied", "{}", swap.body);
+    let on = view(&addr, &token, "p");
+    let probation = &on["probation"];
+    assert_eq!(probation["digest"], new_digest.as_str(), "{on}");
+    assert_eq!(probation["previous_digest"], old_digest.as_str());
+    assert_eq!(probation["events_needed"], 150);
+    assert_eq!(probation["faults_allowed"], 0);
+    assert!(probation["events"].as_u64().unwrap() < 50, "{on}");
+    assert!(on["shadow"].is_null(), "{on}");
 
     eventually(BOUND, "the rollback", || {
         !events_of(&addr, &token, "p", "swap-rollback").is_empty()
@@ -236,7 +172,7 @@ fn a_module_on_probation_that_traps_is_rolled_back_and_the_run_ends_as_if_uninte
     assert!(message.contains("faults within"), "{message}");
 
     // The run goes on with the old module to its end.
-    wait_exit(&mut host, BOUND);
+    assert!(wait_exit(&mut host, BOUND).success());
 
     let swapped = read_back(&data, "p");
     let uninterrupted = read_back(&data_ref, "p");
@@ -348,6 +284,32 @@ fn a_shadow_records_without_sending_and_is_discarded_or_promoted() {
     });
     let shown = view(&addr, &token, "m");
     let shadow = &shown["shadow"];
+    // What the dashboard's panel shows: mode, candidate, events compared,
+    // divergences (its own parameters make it act differently on some
+    // events, never on more than it saw), recorded actions.
+    let compared = shadow["events"].as_u64().unwrap();
+    let differing = shadow["divergences"].as_u64().expect("divergences");
+    assert!(
+        (1..=compared).contains(&differing),
+        "{differing} of {compared} events differ: {shown}"
+    );
+    assert!(shadow["actions"].as_u64().unwrap() >= shadow["orders"].as_u64().unwrap());
+    assert!(shown["probation"].is_null(), "{shown}");
+    // The panel reads the same from the stream the page follows.
+    let streamed = polybot_tests::fleet::stream_views(&addr, &token);
+    let streamed = streamed
+        .iter()
+        .find(|v| v["name"] == "m")
+        .expect("m streamed");
+    for key in ["digest", "live_digest", "since_seq"] {
+        assert_eq!(streamed["shadow"][key], shadow[key], "{key}: {streamed}");
+    }
+    for key in ["events", "divergences", "actions"] {
+        assert!(
+            streamed["shadow"][key].as_u64().unwrap() >= shadow[key].as_u64().unwrap(),
+            "{key}: {streamed}"
+        );
+    }
     assert_eq!(shadow["digest"], live_digest.as_str());
     assert_eq!(shadow["live_digest"], live_digest.as_str());
     assert!(shadow["would_be_pnl"].is_f64(), "{shown}");
@@ -465,4 +427,67 @@ fn a_shadow_records_without_sending_and_is_discarded_or_promoted() {
     for id in shadow_only {
         assert!(!sent.contains(id.as_str()), "shadow order {id} was sent");
     }
+}
+
+#[test]
+fn a_swap_the_run_ends_before_is_answered_with_an_error_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // One tick now, the next 20 s later: a swap waits for it in the cell.
+    let file = fleet_file(
+        dir.path(),
+        "q",
+        "momentum",
+        "seed = 2\nspeed = 0.05\nconfig = { lookback = 5 }\n",
+    );
+    let (mut host, addr) = start(&mut serve(&file, &data));
+    let token = token(&data);
+    eventually(BOUND, "q handles its first event", || {
+        view(&addr, &token, "q")["last_seq"].as_u64().unwrap() >= 1
+    });
+    let last_seq = view(&addr, &token, "q")["last_seq"].as_u64().unwrap();
+    let swap = {
+        let (addr, token) = (addr.clone(), token.clone());
+        std::thread::spawn(move || {
+            post(
+                &addr,
+                "/api/strategies/q/swap",
+                &token,
+                json!({ "path": guest("momentum"), "mode": "direct" }).to_string(),
+            )
+        })
+    };
+    // The request is with the strategy; the run ends (a pause) before its
+    // next event.
+    host.wait_for("swap requested over the API");
+    let paused = post(&addr, "/api/strategies/q/pause", &token, b"");
+    assert_eq!(paused.status, 202, "{}", paused.body);
+    let reply = swap.join().unwrap();
+    reply.assert_error(409);
+    assert!(
+        reply
+            .body
+            .contains("the run ended before the swap was applied"),
+        "{}",
+        reply.body
+    );
+    eventually(BOUND, "q paused", || {
+        view(&addr, &token, "q")["state"] == "paused"
+    });
+    let refused = events_of(&addr, &token, "q", "hot-swap-refused");
+    assert!(
+        refused.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap()
+            .contains("the run ended before the swap was applied")),
+        "{refused:?}"
+    );
+    let shown = view(&addr, &token, "q");
+    assert_eq!(shown["last_swap"]["kind"], "refused", "{shown}");
+    assert_eq!(
+        shown["last_seq"].as_u64().unwrap(),
+        last_seq,
+        "no event was handled"
+    );
+    terminate(host);
 }

@@ -200,15 +200,40 @@ fn newest<T>(mut list: Vec<T>, n: usize) -> Vec<T> {
     list
 }
 
+/// The records `/orders` and `/trades` list.
+#[derive(Clone, Copy)]
+enum Records {
+    Orders,
+    Trades,
+}
+
+/// The strategy's newest `?limit=` records of one kind (oldest first), as
+/// `{"strategy", "orders" | "trades"}`.
+async fn records(
+    state: &ApiState,
+    name: String,
+    query: Result<Query<Page>, QueryRejection>,
+    kind: Records,
+) -> Answer {
+    let n = limit(query)?;
+    known(state, &name)?;
+    let body = match kind {
+        Records::Orders => {
+            json!({ "strategy": name, "orders": newest(state.store.orders(&name).await?, n) })
+        }
+        Records::Trades => {
+            json!({ "strategy": name, "trades": newest(state.store.trades(&name).await?, n) })
+        }
+    };
+    Ok(Json(body).into_response())
+}
+
 async fn orders(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     query: Result<Query<Page>, QueryRejection>,
 ) -> Answer {
-    let n = limit(query)?;
-    known(&state, &name)?;
-    let orders = newest(state.store.orders(&name).await?, n);
-    Ok(Json(json!({ "strategy": name, "orders": orders })).into_response())
+    records(&state, name, query, Records::Orders).await
 }
 
 async fn trades(
@@ -216,10 +241,7 @@ async fn trades(
     Path(name): Path<String>,
     query: Result<Query<Page>, QueryRejection>,
 ) -> Answer {
-    let n = limit(query)?;
-    known(&state, &name)?;
-    let trades = newest(state.store.trades(&name).await?, n);
-    Ok(Json(json!({ "strategy": name, "trades": trades })).into_response())
+    records(&state, name, query, Records::Trades).await
 }
 
 /// The strategy's system events (those whose component names it), newest

@@ -151,10 +151,12 @@ pub(super) async fn swap(
         })?;
     let digest = module.digest();
     let live = slot.view().module_digest;
+    let (answer, outcome) = tokio::sync::oneshot::channel();
     if !slot.send(Control::Swap {
         module,
         mode,
         config,
+        answer: Some(answer),
     }) {
         return Err(HttpError::new(
             StatusCode::CONFLICT,
@@ -162,6 +164,24 @@ pub(super) async fn swap(
         ));
     }
     tracing::info!(strategy = %name, %mode, module = %digest, "swap requested over the API");
+    // The swap happens before the strategy's next event; a quiet market
+    // may take longer than a request should wait: then it is pending.
+    let applied = match tokio::time::timeout(ANSWER_WAIT, outcome).await {
+        Ok(Ok(Ok(()))) => true,
+        Ok(Ok(Err(reason))) => {
+            return Err(HttpError::new(
+                StatusCode::CONFLICT,
+                format!("strategy `{name}`: swap to {digest} not done: {reason}"),
+            ));
+        }
+        Ok(Err(_)) => {
+            return Err(HttpError::new(
+                StatusCode::CONFLICT,
+                format!("strategy `{name}`: swap to {digest} not done: the strategy went away"),
+            ));
+        }
+        Err(_) => false,
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -171,10 +191,16 @@ pub(super) async fn swap(
             "digest": digest,
             "live_digest": live,
             "state": slot.state(),
+            "outcome": if applied { "applied" } else { "pending" },
         })),
     )
         .into_response())
 }
+
+/// How long a swap request waits for its outcome before it is answered as
+/// pending (it is then applied before the strategy's next event, and its
+/// outcome shows in the strategy's view and system events).
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn shadow_control(
     state: &ApiState,

@@ -480,6 +480,7 @@ async fn watch_module(
                     module,
                     mode: crate::supervisor::SwapMode::Direct,
                     config: None,
+                    answer: None,
                 };
                 if swaps.send(request).is_err() {
                     return;

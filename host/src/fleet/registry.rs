@@ -42,6 +42,9 @@ pub enum Control {
         mode: SwapMode,
         /// A shadow's own configuration (JSON), see [`crate::supervisor::SwapRequest`].
         config: Option<String>,
+        /// Told the outcome; a request the run ends before is answered
+        /// with the reason, never dropped.
+        answer: Option<crate::supervisor::SwapAnswer>,
     },
     /// Swap the shadow's module in and drop the shadow.
     Promote,

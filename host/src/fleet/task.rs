@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+mod idle;
+
 use super::HostEvent;
 use super::assemble::drive;
 use super::config::StrategyEntry;
@@ -22,7 +24,8 @@ use crate::runner::RunReport;
 use crate::sandbox::StrategyModule;
 use crate::store::{StateStore, SystemEvent, Write, wall_clock_ms};
 use crate::supervisor::{
-    Cell, CellSpec, CellState, ProbationPolicy, RestartWindow, Shutdown, SwapMode, SwapRequest,
+    Cell, CellSpec, CellState, ProbationPolicy, RestartWindow, Shutdown, SwapAnswer, SwapMode,
+    SwapRequest,
 };
 
 /// Everything a strategy's task owns.
@@ -108,9 +111,7 @@ impl Task {
                     .await;
                     // Whatever the stopped cell buffered is durable before
                     // the next one reads the journal.
-                    if let Err(e) = self.store.sync().await {
-                        tracing::warn!("store sync before the restart: {e}");
-                    }
+                    self.sync("before the restart").await;
                 }
                 Attempt::Stopped => break,
                 Attempt::Paused => {
@@ -123,9 +124,7 @@ impl Task {
                         "paused on request".into(),
                     )
                     .await;
-                    if let Err(e) = self.store.sync().await {
-                        tracing::warn!("store sync at pause: {e}");
-                    }
+                    self.sync("at pause").await;
                     match self.wait_paused().await {
                         Some((reason, restart)) => {
                             counted = restart;
@@ -165,85 +164,14 @@ impl Task {
                 }
             }
         }
-        if let Err(e) = self.store.sync().await {
-            tracing::warn!("store sync at stop: {e}");
-        }
+        self.refuse_queued_controls().await;
+        self.sync("at stop").await;
         if self.lease.is_lost().is_none() {
             self.lease.release().await;
         }
         let _ = self.events.send(HostEvent::Stopped {
             name: self.entry.name.clone(),
         });
-    }
-
-    /// After the run ended by itself: the reason of a restart request, or
-    /// `None` once asked to stop.
-    async fn wait_after_end(&mut self) -> Option<String> {
-        loop {
-            match self.control.recv().await {
-                Some(Control::Restart { reason, .. }) => return Some(reason),
-                Some(Control::Swap { module, mode, .. }) => {
-                    self.swap_while_idle(module, mode).await
-                }
-                Some(Control::Promote | Control::Discard) => self.nothing_to_do().await,
-                Some(Control::Pause | Control::Resume | Control::Stuck { .. }) => {}
-                Some(Control::Stop) | None => return None,
-            }
-        }
-    }
-
-    /// A swap while no cell runs: the module is used from the next start;
-    /// probation and shadow need a running strategy and are refused.
-    async fn swap_while_idle(&mut self, module: StrategyModule, mode: SwapMode) {
-        let message = if mode == SwapMode::Shadow {
-            format!(
-                "shadow of module {} refused: the strategy is not running",
-                module.digest()
-            )
-        } else {
-            let message = format!(
-                "module {} replaces {} from the next start ({mode} asked; the strategy is not \
-                 running, so there is no probation)",
-                module.digest(),
-                self.module.digest()
-            );
-            self.module = module;
-            self.slot.swap.set_module(&self.module);
-            message
-        };
-        let kind = if mode == SwapMode::Shadow {
-            "hot-swap-refused"
-        } else {
-            "hot-swap"
-        };
-        system_event(self.system.as_ref(), &self.entry.name, kind, message).await;
-    }
-
-    async fn nothing_to_do(&self) {
-        system_event(
-            self.system.as_ref(),
-            &self.entry.name,
-            "hot-swap-refused",
-            "no shadow runs (the strategy is not running): nothing to promote or discard".into(),
-        )
-        .await;
-    }
-
-    /// While paused: the reason to start again and whether it is a restart
-    /// (rather than a resume), or `None` once asked to stop.
-    async fn wait_paused(&mut self) -> Option<(String, bool)> {
-        loop {
-            match self.control.recv().await {
-                Some(Control::Resume) => return Some(("resumed on request".into(), false)),
-                Some(Control::Restart { reason, .. }) => return Some((reason, true)),
-                Some(Control::Swap { module, mode, .. }) => {
-                    self.swap_while_idle(module, mode).await
-                }
-                Some(Control::Promote | Control::Discard) => self.nothing_to_do().await,
-                Some(Control::Pause | Control::Stuck { .. }) => {}
-                Some(Control::Stop) | None => return None,
-            }
-        }
     }
 
     async fn attempt(&mut self, counters: Arc<crate::runner::RunCounters>) -> Attempt {
@@ -315,12 +243,32 @@ impl Task {
         );
         let _ = self.events.send(HostEvent::Running { name: name.clone() });
 
+        let attempt = self
+            .drive_cell(&mut cell, &mut venue, swaps, counters)
+            .await;
+        // Requests the cell had not taken yet have no next event to wait for.
+        cell.refuse_pending_swaps(
+            "the run ended before the swap was applied; the module is unchanged",
+        )
+        .await;
+        attempt
+    }
+
+    /// Drives the started cell until its run ends or the host asks it to
+    /// stop, restart or pause; swap requests go to the cell on `swaps`.
+    async fn drive_cell(
+        &mut self,
+        cell: &mut Cell,
+        venue: &mut super::venue::ChosenVenue,
+        swaps: mpsc::UnboundedSender<SwapRequest>,
+        counters: Arc<crate::runner::RunCounters>,
+    ) -> Attempt {
         let shutdown = Shutdown::new();
         let progress = self.slot.progress.clone();
         let setup = self.entry.config.exec_setup();
         let run = drive(
-            &mut cell,
-            &mut venue,
+            cell,
+            venue,
             self.entry.limits,
             counters,
             shutdown.clone(),
@@ -337,16 +285,28 @@ impl Task {
                     tracing::error!("{loss}: finishing the event in hand, then stopping");
                     shutdown.request();
                     let ended = tokio::time::timeout(self.shutdown_timeout, &mut run).await;
-                    if let Ok(report) = &ended {
-                        self.finished(report).await;
+                    match &ended {
+                        Ok(report) => {
+                            self.finished(report).await;
+                        }
+                        Err(_) => {
+                            self.failure(
+                                "stop-timeout",
+                                format!(
+                                    "{loss}: did not finish its event within {}; stopped without a final checkpoint",
+                                    humantime::format_duration(self.shutdown_timeout)
+                                ),
+                            )
+                            .await
+                        }
                     }
                     self.slot.set_fault(Some(loss.to_string()));
                     self.slot.set_state(StrategyState::Stopped);
                     return Attempt::Ended { fatal: false };
                 }
                 control = self.control.recv() => match control {
-                    Some(Control::Swap { module, mode, config }) => {
-                        let _ = swaps.send(SwapRequest::Swap { module, mode, config });
+                    Some(Control::Swap { module, mode, config, answer }) => {
+                        let _ = swaps.send(SwapRequest::Swap { module, mode, config, answer });
                     }
                     Some(Control::Promote) => {
                         let _ = swaps.send(SwapRequest::Promote);
@@ -356,8 +316,18 @@ impl Task {
                     }
                     Some(Control::Restart { reason, grace }) => {
                         shutdown.request();
-                        if let Ok(report) = tokio::time::timeout(grace, &mut run).await {
-                            self.note(&report);
+                        match tokio::time::timeout(grace, &mut run).await {
+                            Ok(report) => self.note(&report),
+                            Err(_) => {
+                                self.failure(
+                                    "restart-timeout",
+                                    format!(
+                                        "did not finish its event within {}; dropped mid-event for the restart (it resumes from the journal)",
+                                        humantime::format_duration(grace)
+                                    ),
+                                )
+                                .await
+                            }
                         }
                         return Attempt::Restart(reason);
                     }
@@ -371,10 +341,16 @@ impl Task {
                         shutdown.request();
                         match tokio::time::timeout(self.shutdown_timeout, &mut run).await {
                             Ok(report) => self.note(&report),
-                            Err(_) => tracing::error!(
-                                "did not finish its event within {}; paused without a final checkpoint (it resumes from the journal)",
-                                humantime::format_duration(self.shutdown_timeout)
-                            ),
+                            Err(_) => {
+                                self.failure(
+                                    "pause-timeout",
+                                    format!(
+                                        "did not finish its event within {}; paused without a final checkpoint (it resumes from the journal)",
+                                        humantime::format_duration(self.shutdown_timeout)
+                                    ),
+                                )
+                                .await
+                            }
                         }
                         return Attempt::Paused;
                     }
@@ -390,9 +366,7 @@ impl Task {
                                     "did not finish its event within {}; stopped without a final checkpoint (it resumes from the journal)",
                                     humantime::format_duration(self.shutdown_timeout)
                                 );
-                                tracing::error!("{message}");
-                                system_event(self.system.as_ref(), &name, "stop-timeout", message)
-                                    .await;
+                                self.failure("stop-timeout", message).await;
                                 self.slot.set_state(StrategyState::Stopped);
                             }
                         }
@@ -401,6 +375,22 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Makes everything buffered durable; a store that cannot is recorded
+    /// as a system event (`when` says at which step).
+    async fn sync(&self, when: &str) {
+        if let Err(e) = self.store.sync().await {
+            self.failure("store-sync-failed", format!("store sync {when}: {e}"))
+                .await;
+        }
+    }
+
+    /// Logs a failure and records it as a system event of `kind`, so an
+    /// operator sees it (the log is never its only trace).
+    async fn failure(&self, kind: &str, message: String) {
+        tracing::error!("{message}");
+        system_event(self.system.as_ref(), &self.entry.name, kind, message).await;
     }
 
     /// Counts a stuck restart against the supervisor's budget: the restart,
@@ -432,7 +422,11 @@ impl Task {
             at_ms: wall_clock_ms(),
         };
         if let Err(e) = self.store.write(state).await {
-            tracing::warn!("cannot record the fatal state: {e}");
+            self.failure(
+                "store-write-failed",
+                format!("cannot record the fatal state: {e}"),
+            )
+            .await;
         }
         system_event(
             self.system.as_ref(),
@@ -441,9 +435,7 @@ impl Task {
             message,
         )
         .await;
-        if let Err(e) = self.store.sync().await {
-            tracing::warn!("store sync after going fatal: {e}");
-        }
+        self.sync("after going fatal").await;
         Attempt::Ended { fatal: true }
     }
 

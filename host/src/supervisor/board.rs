@@ -47,8 +47,12 @@ impl std::fmt::Display for SwapMode {
     }
 }
 
+/// Where the outcome of a swap goes back to whoever asked for it (the API
+/// waits on it): `Ok` once the module is in, the reason when it was refused
+/// or never applied. Dropped unanswered only if the host itself went away.
+pub type SwapAnswer = tokio::sync::oneshot::Sender<Result<(), String>>;
+
 /// What a cell is asked to do with modules, before its next event.
-#[derive(Clone)]
 pub enum SwapRequest {
     Swap {
         module: StrategyModule,
@@ -56,6 +60,8 @@ pub enum SwapRequest {
         /// For a shadow: start it from `init` with this configuration (JSON)
         /// and a replay of the journal, instead of from the live state.
         config: Option<String>,
+        /// Told the outcome.
+        answer: Option<SwapAnswer>,
     },
     /// Swap the shadow's module in (directly) and drop the shadow.
     Promote,
@@ -122,8 +128,10 @@ pub struct ShadowView {
     pub live_digest: String,
     /// Seq of the live state the shadow started from.
     pub since_seq: u64,
-    /// Events the shadow handled.
+    /// Events the shadow handled (compared with the live module's actions).
     pub events: u64,
+    /// Events on which its actions differed from the live module's.
+    pub divergences: u64,
     /// Actions it returned (recorded as `shadow-actions` system events, never sent).
     pub actions: u64,
     /// Orders among them, filled on paper against the books the live module sees.
@@ -227,6 +235,7 @@ mod tests {
             live_digest: "b".into(),
             since_seq: 7,
             events: 0,
+            divergences: 0,
             actions: 0,
             orders: 0,
             paper_fills: 0,

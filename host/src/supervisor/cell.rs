@@ -418,7 +418,9 @@ impl Cell {
                         let shadowed = self.shadow.is_some().then(|| event.clone());
                         let step = self.handled(event, actions).await?;
                         if let Some(event) = shadowed {
-                            self.shadow_step(&event).await;
+                            let live: Vec<Action> =
+                                step.actions.iter().map(|p| p.action.clone()).collect();
+                            self.shadow_step(&event, &live).await;
                         }
                         self.probation_step().await?;
                         return Ok(step);
@@ -587,47 +589,56 @@ impl Cell {
     /// drops the instance (a faulted instance is never entered again); a
     /// failed store write leaves it in place.
     async fn take_checkpoint(&mut self, event_time_ms: u64) -> Result<(), Fault> {
-        self.checkpoint_keeping(event_time_ms, false)
+        let Some(state) = self.snapshot().await? else {
+            return Ok(());
+        };
+        let (version, digest) = (self.info.state_version, self.module.digest());
+        self.keep_checkpoint(state, event_time_ms, version, &digest)
             .await
-            .map(drop)
     }
 
-    /// [`Cell::take_checkpoint`], also giving back the state when `keep`
-    /// (`None` when there is no instance to snapshot).
-    async fn checkpoint_keeping(
-        &mut self,
-        event_time_ms: u64,
-        keep: bool,
-    ) -> Result<Option<Vec<u8>>, Fault> {
+    /// The live instance's state (`None` without an instance). A failed
+    /// `snapshot` drops the instance.
+    async fn snapshot(&mut self) -> Result<Option<Vec<u8>>, Fault> {
         let Some(instance) = self.instance.as_mut() else {
             return Ok(None);
         };
-        let state = match instance.snapshot().await {
-            Ok(state) => state,
+        match instance.snapshot().await {
+            Ok(state) => Ok(Some(state)),
             Err(e) => {
                 self.instance = None;
-                return Err(Fault::Call(e));
+                Err(Fault::Call(e))
             }
-        };
-        let kept = keep.then(|| state.clone());
+        }
+    }
+
+    /// Stores `state`, taken after event `last_seq` by a module with this
+    /// state version and digest, as the checkpoint at `last_seq`.
+    async fn keep_checkpoint(
+        &mut self,
+        state: Vec<u8>,
+        event_time_ms: u64,
+        state_version: u32,
+        module_digest: &str,
+    ) -> Result<(), Fault> {
         let checkpoint = Checkpoint::new(
             self.last_seq,
             event_time_ms,
-            self.info.state_version,
-            &self.module.digest(),
+            state_version,
+            module_digest,
             state,
         );
         self.store
             .write(Write::Checkpoint {
                 strategy: self.name.clone(),
-                checkpoint: (&checkpoint).into(),
+                checkpoint: checkpoint.into(),
             })
             .await
             .map_err(|e| Fault::Call(CallError::Host(wasmtime::Error::msg(e.to_string()))))?;
         self.last_checkpoint_seq = self.last_seq;
         self.last_checkpoint_time_ms = event_time_ms;
         self.stats.checkpoints += 1;
-        Ok(kept)
+        Ok(())
     }
 
     async fn set_state(&mut self, state: CellState) {

@@ -160,6 +160,14 @@ function render() {
     badge.textContent = v.state;
     if (v.last_fault) badge.title = v.last_fault;
     r.cells.state.appendChild(badge);
+    const trying = v.shadow ? "shadow" : v.probation ? "probation" : null;
+    if (trying) {
+      const mark = document.createElement("span");
+      mark.className = "swap-mode";
+      mark.textContent = " · " + trying;
+      mark.title = "open the strategy for its " + trying;
+      r.cells.state.appendChild(mark);
+    }
     r.cells.restarts.textContent = v.restarts;
     r.cells.events.textContent = v.last_seq;
     r.cells.orders.textContent = v.orders;
@@ -241,11 +249,58 @@ async function loadDetail() {
   } catch (e) { showError(name + ": " + e.message); }
 }
 
+// The strategy's running shadow or probation and its last swap, from the
+// streamed view (nothing is asked for): [label, value] pairs.
+function swapFacts(v) {
+  const short = (d) => (d || "").slice(0, 12);
+  const facts = [];
+  if (v.shadow) {
+    const s = v.shadow;
+    facts.push(["mode", "shadow"], ["candidate", short(s.digest)], ["live", short(s.live_digest)],
+      ["since seq", s.since_seq], ["events compared", s.events], ["divergences", s.divergences],
+      ["recorded actions", s.actions + " (" + s.orders + " orders, never sent)"],
+      ["paper fills", s.paper_fills],
+      ["would-be pnl", (s.would_be_pnl >= 0 ? "+" : "") + s.would_be_pnl.toFixed(2) +
+        " (live " + (v.pnl >= 0 ? "+" : "") + v.pnl.toFixed(2) + ")"]);
+  }
+  if (v.probation) {
+    const p = v.probation;
+    facts.push(["mode", "probation"], ["candidate", short(p.digest)],
+      ["previous", short(p.previous_digest)], ["since seq", p.since_seq],
+      ["events compared", p.events + " of " + p.events_needed], ["divergences", v.divergences],
+      ["faults", p.faults + " of " + p.faults_allowed + " allowed"]);
+  }
+  if (v.last_swap) {
+    const l = v.last_swap;
+    facts.push(["last swap", l.kind + " (" + l.mode + ") at seq " + l.at_seq +
+      (l.pause_us !== null && l.pause_us !== undefined ? ", pause " + (l.pause_us / 1000).toFixed(2) + " ms" : "") +
+      (l.reason ? ": " + l.reason : "")]);
+  }
+  return facts;
+}
+
+function renderSwap() {
+  const dl = $("detail-swap");
+  const v = views.find((x) => x.name === detail.name);
+  const facts = v ? swapFacts(v) : [];
+  dl.innerHTML = "";
+  for (const [label, value] of facts) {
+    const dt = document.createElement("dt");
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    dd.textContent = String(value);
+    dd.dataset.fact = label;
+    dl.append(dt, dd);
+  }
+  dl.classList.toggle("hidden", facts.length === 0);
+}
+
 function openDetail(name) {
   closeDetail();
   detail.name = name;
   $("detail-title").textContent = name + ": loading…";
   $("detail").classList.remove("hidden");
+  renderSwap();
   loadDetail();
   detail.timer = setInterval(loadDetail, DETAIL_EVERY_MS);
 }
@@ -256,6 +311,8 @@ function closeDetail() {
   $("detail").classList.add("hidden");
   $("detail-orders").innerHTML = "";
   $("detail-trades").innerHTML = "";
+  $("detail-swap").innerHTML = "";
+  $("detail-swap").classList.add("hidden");
 }
 
 function connect() {
@@ -266,6 +323,7 @@ function connect() {
     window.polybotStream.strategies += 1;
     views = JSON.parse(m.data);
     render();
+    if (detail.name) renderSwap();
     showError("");
   });
   source.addEventListener("events", (m) => {

@@ -31,6 +31,8 @@ pub(super) struct Shadow {
     paper: PaperExchange,
     since_seq: u64,
     events: u64,
+    /// Events on which its actions differed from the live module's.
+    differing: u64,
     actions: u64,
     orders: u64,
 }
@@ -131,7 +133,7 @@ impl Cell {
                 return;
             }
             if matches!(entry.outcome, crate::store::Outcome::Handled(_)) {
-                self.shadow_feed(&entry.event, false).await;
+                self.shadow_feed(&entry.event, None).await;
             }
         }
     }
@@ -162,6 +164,7 @@ impl Cell {
             paper: PaperExchange::new(PaperConfig::default()),
             since_seq: self.last_seq,
             events: 0,
+            differing: 0,
             actions: 0,
             orders: 0,
         });
@@ -176,6 +179,7 @@ impl Cell {
                 live_digest: self.module.digest(),
                 since_seq: s.since_seq,
                 events: s.events,
+                divergences: s.differing,
                 actions: s.actions,
                 orders: s.orders,
                 paper_fills: summary.fills,
@@ -189,13 +193,16 @@ impl Cell {
     /// the live module's own order updates and fills: the shadow gets those
     /// of its paper orders instead), records what it would have done and
     /// fills its orders on paper.
-    pub(super) async fn shadow_step(&mut self, event: &Event) {
-        self.shadow_feed(event, true).await;
+    /// `live` are the actions the live module returned for it; an event on
+    /// which the shadow's differ counts as a divergence of the shadow.
+    pub(super) async fn shadow_step(&mut self, event: &Event, live: &[Action]) {
+        self.shadow_feed(event, Some(live)).await;
     }
 
-    /// [`Cell::shadow_step`]; a catch-up replay (`record` false) counts and
-    /// records nothing.
-    async fn shadow_feed(&mut self, event: &Event, record: bool) {
+    /// [`Cell::shadow_step`]; a catch-up replay (no `live` actions) counts
+    /// and records nothing.
+    async fn shadow_feed(&mut self, event: &Event, live: Option<&[Action]>) {
+        let record = live.is_some();
         let Some(shadow) = self.shadow.as_mut() else {
             return;
         };
@@ -222,6 +229,9 @@ impl Cell {
                     return;
                 }
             };
+            if rounds == 1 && live.is_some_and(|live| live != actions.as_slice()) {
+                shadow.differing += 1;
+            }
             for (index, action) in actions.into_iter().enumerate() {
                 match &action {
                     Action::PlaceOrder(order) => {

@@ -93,14 +93,67 @@ impl Cell {
                 module,
                 mode,
                 config,
-            } => self.swap_with(module, mode, config).await,
+                answer,
+            } => {
+                let outcome = self.swap_with(module, mode, config).await;
+                if let Some(answer) = answer {
+                    let _ = answer.send(outcome.map_err(|SwapError::Refused(reason)| reason));
+                }
+                Ok(())
+            }
             SwapRequest::Promote => self.promote().await,
             SwapRequest::Discard => self.discard(None).await,
         };
     }
 
+    /// Refuses every request still waiting for the next event, giving
+    /// `reason` (the run ends, so there is no next event): each is recorded
+    /// (a `hot-swap-refused` system event, the board) and its requester is
+    /// answered. Returns how many there were.
+    pub async fn refuse_pending_swaps(&mut self, reason: &str) -> usize {
+        let mut refused = 0;
+        while let Some(request) = self.swaps.as_mut().and_then(|rx| rx.try_recv().ok()) {
+            refused += 1;
+            match request {
+                SwapRequest::Swap {
+                    module,
+                    mode,
+                    answer,
+                    ..
+                } => {
+                    self.refused(&module, mode, reason.to_string()).await;
+                    if let Some(answer) = answer {
+                        let _ = answer.send(Err(reason.to_string()));
+                    }
+                }
+                SwapRequest::Promote | SwapRequest::Discard => {
+                    let what = if matches!(request, SwapRequest::Promote) {
+                        "promote"
+                    } else {
+                        "discard"
+                    };
+                    self.system_event(
+                        "hot-swap-refused",
+                        format!("{what} of the shadow not done: {reason}"),
+                    )
+                    .await;
+                }
+            }
+        }
+        refused
+    }
+
     /// Puts `module` in place of the running one, from the running state.
     /// Ends any probation (the module it protected is replaced).
+    ///
+    /// The pause (the old module's last event handled → the new one ready)
+    /// holds the snapshot, the new instance and the restore only. The
+    /// checkpoint of the old state — the durable record a rollback or a
+    /// restart starts from — is written right after, before anything about
+    /// the cell changes and before the next event is journaled: a swap cut
+    /// short there leaves the old module in place with its journal, and the
+    /// store's writes are ordered, so the checkpoint at the swap's seq is
+    /// never behind an event the new module handled.
     pub(super) async fn hand_over(
         &mut self,
         module: StrategyModule,
@@ -112,11 +165,11 @@ impl Cell {
             self.refused(&module, mode, reason.clone()).await;
             return Err(SwapError::Refused(reason));
         }
-        let state = match self.checkpoint_keeping(self.last_event_time_ms, true).await {
+        let state = match self.snapshot().await {
             Ok(state) => state,
             Err(fault) => {
-                let reason = format!("checkpoint before the swap failed: {fault}");
-                self.checkpoint_failed(fault, "checkpoint before a hot swap")
+                let reason = format!("snapshot before the swap failed: {fault}");
+                self.checkpoint_failed(fault, "snapshot before a hot swap")
                     .await;
                 self.refused(&module, mode, reason.clone()).await;
                 return Err(SwapError::Refused(reason));
@@ -129,20 +182,38 @@ impl Cell {
                 return Err(SwapError::Refused(reason));
             }
         };
-        let old_state_version = self.info.state_version;
+        // The fast path: the old module's state straight into the new one.
+        let direct = match &state {
+            Some(state) => matches!(
+                instance.restore(state, self.info.state_version).await,
+                Ok(Ok(()))
+            ),
+            None => false,
+        };
+        let ready_us = micros(started);
+        if let Some(state) = state {
+            let (version, digest) = (self.info.state_version, self.module.digest());
+            if let Err(fault) = self
+                .keep_checkpoint(state, self.last_event_time_ms, version, &digest)
+                .await
+            {
+                let reason = format!("checkpoint before the swap failed: {fault}");
+                self.checkpoint_failed(fault, "checkpoint before a hot swap")
+                    .await;
+                self.refused(&module, mode, reason.clone()).await;
+                return Err(SwapError::Refused(reason));
+            }
+        }
         let old_module = std::mem::replace(&mut self.module, module);
         let old_info = std::mem::replace(&mut self.info, info);
         let old_instance = self.instance.take();
         let old_swapped_at = std::mem::replace(&mut self.swapped_at_seq, self.last_seq);
-        // The fast path: the old module's state straight into the new one.
-        let direct = match &state {
-            Some(state) => matches!(instance.restore(state, old_state_version).await, Ok(Ok(()))),
-            None => false,
-        };
         let outcome = if direct {
             self.instance = Some(instance);
             Ok(())
         } else {
+            // The new version cannot read the old state: it rebuilds it from
+            // the journal (a longer pause, measured as such).
             drop(instance);
             self.set_state(CellState::Recovering).await;
             self.recover(self.last_seq).await
@@ -150,7 +221,7 @@ impl Cell {
         match outcome {
             Ok(()) => {
                 drop(old_instance);
-                let pause_us = micros(started);
+                let pause_us = if direct { ready_us } else { micros(started) };
                 self.board.set_module(&self.module);
                 self.end_probation();
                 self.set_state(CellState::Running).await;
