@@ -216,8 +216,7 @@ impl StoreArgs {
 pub(crate) fn block_on<T>(
     body: impl std::future::Future<Output = Result<T, Failure>>,
 ) -> Result<T, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    crate::sandbox::runtime_builder()
         .build()
         .map_err(Failure::runtime)?
         .block_on(body)

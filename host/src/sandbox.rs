@@ -142,7 +142,20 @@ pub(crate) mod humantime_serde_compat {
 /// How often the epoch ticker advances the engine's epoch. A running call
 /// yields to the async runtime once per tick, and its deadline is enforced to
 /// within one tick.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// The multi-thread runtime builder strategies run on (`worker_threads` and
+/// the rest left to the caller). A CPU-heavy call is polled in slices of one
+/// [`EPOCH_TICK`]; tokio looks for I/O and timers only every 61 scheduler
+/// ticks by default, so a light strategy's event (a WebSocket message, a
+/// timer) could wait 61 slices of its neighbours' CPU (~120 ms) before its
+/// task was even woken. Here the drivers are polled at every tick, which
+/// costs one non-blocking poll per slice.
+pub fn runtime_builder() -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.event_interval(1).enable_all();
+    builder
+}
 
 /// The engine, linker and limits shared by every strategy of a host.
 pub struct Sandbox {

@@ -182,8 +182,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     }
     let credentials = check_venue_args(&args).map_err(Failure::bad_input)?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    let runtime = crate::sandbox::runtime_builder()
         .build()
         .context("cannot start the async runtime")
         .map_err(Failure::runtime)?;
