@@ -47,6 +47,7 @@ suite "nemesis ($nemesis_events events per strategy)" \
     POLYBOT_NEMESIS_EVENTS="$nemesis_events" \
     cargo nextest run -p polybot-tests --test nemesis --no-capture
 suite "nemesis live ($live_nemesis_events events per strategy)" \
+    POLYBOT_SOAK_SEED="${POLYBOT_SOAK_SEED:-$(date +%s%N)}" \
     POLYBOT_NEMESIS_LIVE_EVENTS="$live_nemesis_events" \
     cargo nextest run -p polybot-tests --test nemesis_live --no-capture
 suite "database outage (300 s)" \

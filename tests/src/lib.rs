@@ -208,6 +208,31 @@ impl LoggingHost {
         host
     }
 
+    /// Starts a `serve` host (stdout piped for its report) as a harness
+    /// restarting it after `kill -9` would: a start that does not reach
+    /// "fleet running" within 60 s (the killed one's lease not yet lapsed)
+    /// is killed and tried again, for at most `bound` in all.
+    pub fn start_fleet(command: &dyn Fn() -> Command, bound: Duration) -> LoggingHost {
+        let deadline = std::time::Instant::now() + bound;
+        loop {
+            let mut host = LoggingHost::spawn(command().stdout(Stdio::piped()));
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                host.wait_for_within("fleet running", Duration::from_secs(60))
+            })) {
+                Ok(_) => return host,
+                Err(_) => {
+                    let _ = host.child.kill();
+                    let _ = host.child.wait();
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the host could not be started again within {bound:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
     /// Spawns `command` with stderr piped, without waiting for anything.
     pub fn spawn(command: &mut Command) -> LoggingHost {
         let mut child = command

@@ -16,7 +16,6 @@
 //! storms, 5xx bursts, 425 windows, lost responses, …), which need a live
 //! run: `nemesis_live.rs` injects them.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use polybot_host::store::sql::{SqlStore, StoreLocation};
@@ -109,28 +108,6 @@ fn schedule(rng: &mut Rng) -> Vec<(Duration, Action)> {
     plan
 }
 
-/// Starts the host, retrying while the dead one's lease has not lapsed.
-fn start(command: &dyn Fn() -> std::process::Command) -> LoggingHost {
-    let deadline = Instant::now() + RUN_BOUND;
-    loop {
-        let mut host = LoggingHost::spawn(command().stdout(Stdio::piped()));
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            host.wait_for_within("fleet running", Duration::from_secs(60))
-        })) {
-            Ok(_) => return host,
-            Err(_) => {
-                let _ = host.child.kill();
-                let _ = host.child.wait();
-                assert!(
-                    Instant::now() < deadline,
-                    "the host could not be started again within {RUN_BOUND:?}"
-                );
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_schedule_of_kills_and_database_cuts_leaves_a_clean_history() {
     let seed = seed();
@@ -158,7 +135,7 @@ async fn a_seeded_schedule_of_kills_and_database_cuts_leaves_a_clean_history() {
     };
     let started = Instant::now();
     let (mut starts, mut kills, mut cuts) = (0u64, 0u64, 0u64);
-    let mut host = start(&command);
+    let mut host = LoggingHost::start_fleet(&command, RUN_BOUND);
     starts += 1;
     let mut since = Instant::now();
     for (delay, action) in &plan {
@@ -175,7 +152,7 @@ async fn a_seeded_schedule_of_kills_and_database_cuts_leaves_a_clean_history() {
                 host.child.wait().expect("reap");
                 host.drain_log();
                 kills += 1;
-                host = start(&command);
+                host = LoggingHost::start_fleet(&command, RUN_BOUND);
                 starts += 1;
                 since = Instant::now();
             }
