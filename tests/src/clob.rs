@@ -63,8 +63,16 @@ pub fn publish_step_at(feed: &FeedHandle, step: u64, ts_ms: u64) {
 /// [`publish_step_at`] for any decimal token ids: each its own market (a
 /// condition id derived from the token), out of phase with the one before.
 pub fn publish_tokens_at(feed: &FeedHandle, tokens: &[&str], step: u64, ts_ms: u64) {
+    publish_held_at(feed, tokens, step, 1, ts_ms);
+}
+
+/// [`publish_tokens_at`] with each price held for `hold` steps: the mid moves
+/// a cent every `hold` steps, so an order sent on a move has `hold` steps of
+/// wall time to reach the server before the price it saw is gone.
+pub fn publish_held_at(feed: &FeedHandle, tokens: &[&str], step: u64, hold: u64, ts_ms: u64) {
+    let moves = step / hold.max(1);
     for (i, token) in tokens.iter().enumerate() {
-        let phase = (step + 7 * i as u64) % 40;
+        let phase = (moves + 7 * i as u64) % 40;
         let mid = 30 + if phase < 20 { phase } else { 40 - phase };
         let cents = |c: u64| c as f64 / 100.0;
         feed.publish_book(

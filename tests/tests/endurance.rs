@@ -5,7 +5,8 @@
 //!   `scripts/soak.sh` runs 7);
 //! - live through the local CLOB server (in this process on 127.0.0.1), whose
 //!   feed the test publishes with compressed timestamps (10 s of event time a
-//!   step), each momentum strategy on its own token, for
+//!   step, a price move every 20 steps), each momentum strategy on its own
+//!   token, for
 //!   `POLYBOT_SOAK_LIVE_HOURS` hours of event time (default 24 in CI;
 //!   `scripts/soak.sh` runs 168), judged against the server's own order and
 //!   trade log.
@@ -29,7 +30,7 @@ use polybot_host::store::StateStore;
 use polybot_host::store::sql::{SqlStore, StoreLocation};
 use polybot_polymarket::server::FaultPlan;
 use polybot_tests::checker::{Expect, History, VenueRecord, check_and_print};
-use polybot_tests::clob::{live_env, publish_tokens_at, server, venue_record_of, wall_ms};
+use polybot_tests::clob::{live_env, publish_held_at, server, venue_record_of, wall_ms};
 use polybot_tests::guest;
 
 /// Event time between two market steps: 43,200 events per simulated day.
@@ -43,6 +44,12 @@ const FAULTY: &str = "faulty-daily";
 const LIVE_TICK_MS: u64 = 10_000;
 /// Live: wall time between two published steps.
 const LIVE_STEP: Duration = Duration::from_millis(4);
+/// Live: steps each price is held. The market moves a cent every 80 ms of
+/// wall time (200 s of event time): a fill-and-kill order the host sends on
+/// a move has that long to reach the server before the price it saw is
+/// gone (a debug build's path from book to order takes about 10 ms, and
+/// sometimes several times that beside the rest of the suite).
+const LIVE_HOLD: u64 = 20;
 /// Live: each momentum strategy's token; the faulty one shares the first
 /// (it places no orders).
 const LIVE_TOKENS: [&str; 3] = ["4001", "4002", "4003"];
@@ -121,24 +128,27 @@ fn live_fleet(dir: &Path, server: &polybot_polymarket::server::SimHandle, hours:
             "venue = \"polymarket\"\nmarkets = [\"{token}\"]\nduration = \"{hours}h\"\n{endpoints}"
         )
     };
+    // The market moves a cent at a time, less often than the lookback: a
+    // move of half a cent counts as a trend.
     for (i, name) in MOMENTUM.iter().enumerate() {
         text.push_str(&format!(
             "\n[[strategy]]\nname = \"{name}\"\nmodule = \"{}\"\n{}\
-             config = {{ lookback = {}, cooldown_ms = 600000 }}\n",
+             config = {{ lookback = {}, threshold = 0.005, cooldown_ms = 600000 }}\n",
             guest("momentum").display(),
             common(LIVE_TOKENS[i]),
             5 + 3 * i,
         ));
     }
-    // One book event a step: a trap in the middle of each whole day, or of
-    // a shorter run.
-    let per_day = DAY_MS / LIVE_TICK_MS;
+    // One book event a price move (a book that did not change is not
+    // told): a trap in the middle of each whole day, or of a shorter run.
+    let move_ms = LIVE_TICK_MS * LIVE_HOLD;
+    let per_day = DAY_MS / move_ms;
     let seqs: Vec<String> = if hours >= 24 {
         (0..hours / 24)
             .map(|d| (d * per_day + per_day / 2).to_string())
             .collect()
     } else {
-        vec![(hours * 3_600_000 / LIVE_TICK_MS / 2).to_string()]
+        vec![(hours * 3_600_000 / move_ms / 2).to_string()]
     };
     text.push_str(&format!(
         "\n[[strategy]]\nname = \"{FAULTY}\"\nmodule = \"{}\"\n{}\
@@ -375,12 +385,14 @@ fn hours_of_event_time_live_through_the_local_clob_keep_memory_flat_and_the_hist
     // server stamps the books its matches change with the wall clock,
     // which is then behind: event time never goes back).
     let start_ms = wall_ms();
-    publish_tokens_at(&feed, &LIVE_TOKENS, 0, start_ms);
+    publish_held_at(&feed, &LIVE_TOKENS, 0, LIVE_HOLD, start_ms);
     let market = runtime.spawn(async move {
         let mut every = tokio::time::interval(LIVE_STEP);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for step in 1.. {
             every.tick().await;
-            publish_tokens_at(&feed, &LIVE_TOKENS, step, start_ms + step * LIVE_TICK_MS);
+            let ts = start_ms + step * LIVE_TICK_MS;
+            publish_held_at(&feed, &LIVE_TOKENS, step, LIVE_HOLD, ts);
         }
     });
     let dir = tempfile::tempdir().expect("temp dir");
