@@ -27,7 +27,7 @@ pub mod store_log;
 use serde::{Deserialize, Serialize};
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, EndpointGroup};
-pub use executor::{ExecError, ExecFigures, ExecSnapshot, Executor};
+pub use executor::{ExecError, ExecFigures, ExecSnapshot, Executor, SETTLE_WINDOW_MS};
 pub use intent::{Intent, IntentLog, IntentLogError, IntentRecord, IntentState, MemoryIntentLog};
 pub use limits::LimitsConfig;
 pub use output::{ExecOutput, NoteKind, SystemNote};

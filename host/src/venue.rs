@@ -290,9 +290,18 @@ pub trait Venue: Send {
     }
 
     /// Makes an order sent by an earlier process known again by its
-    /// reference, so lookups, heartbeats and polls cover it after a restart.
-    fn adopt_order(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
-        let _ = (intent_id, order, venue_ref, filled);
+    /// reference, so lookups, heartbeats, polls and settlement cover it after
+    /// a restart: `filled` shares of it matched, `reversed` of those were
+    /// already taken back (their trades failed to settle).
+    fn adopt_order(
+        &mut self,
+        intent_id: &str,
+        order: &PlaceOrder,
+        venue_ref: &str,
+        filled: f64,
+        reversed: f64,
+    ) {
+        let _ = (intent_id, order, venue_ref, filled, reversed);
     }
 
     /// How many answers so far said a rate limit is near
@@ -357,8 +366,15 @@ pub trait ExecutionClient: Send {
         None
     }
     /// An order sent by an earlier process (see [`Venue::adopt_order`]).
-    fn adopt(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
-        let _ = (intent_id, order, venue_ref, filled);
+    fn adopt(
+        &mut self,
+        intent_id: &str,
+        order: &PlaceOrder,
+        venue_ref: &str,
+        filled: f64,
+        reversed: f64,
+    ) {
+        let _ = (intent_id, order, venue_ref, filled, reversed);
     }
 }
 
@@ -411,8 +427,15 @@ impl<V: Venue> ExecutionClient for V {
         self.prepare_order(intent_id, order)
     }
 
-    fn adopt(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
-        self.adopt_order(intent_id, order, venue_ref, filled);
+    fn adopt(
+        &mut self,
+        intent_id: &str,
+        order: &PlaceOrder,
+        venue_ref: &str,
+        filled: f64,
+        reversed: f64,
+    ) {
+        self.adopt_order(intent_id, order, venue_ref, filled, reversed);
     }
 }
 

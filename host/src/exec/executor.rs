@@ -39,6 +39,10 @@ use crate::venue::{ErrorClass, ExecutionClient, Halt, VenueError};
 
 /// Sizes closer than this are equal.
 const EPS: f64 = 1e-6;
+/// How far back a restart follows the settlement of filled orders (see
+/// [`Executor::load_settling`]): trades settle on chain within minutes; a
+/// day covers a venue that is slow to confirm.
+pub const SETTLE_WINDOW_MS: u64 = 24 * 3_600_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -125,6 +129,10 @@ pub struct Executor {
     /// Terminal intents whose fills the strategy was not all told (see
     /// [`Executor::load_untold`]); the next reconciliation settles them.
     untold: Vec<String>,
+    /// Orders of terminal intents whose trades may not be final yet (see
+    /// [`Executor::load_settling`]): id, order, venue reference and shares
+    /// matched. The next reconciliation hands them to the venue.
+    settling: Vec<(String, PlaceOrder, String, f64)>,
     /// Signed position per market, from fills.
     positions: HashMap<String, f64>,
     pnl_today: f64,
@@ -182,6 +190,7 @@ impl Executor {
             reversed: HashMap::new(),
             reversal_pending: std::collections::HashSet::new(),
             untold: Vec::new(),
+            settling: Vec::new(),
             positions: HashMap::new(),
             pnl_today: 0.0,
             risk: RiskGate::new(risk),
@@ -250,6 +259,31 @@ impl Executor {
             self.hold = Some(Hold::Restart);
         }
         Ok(n)
+    }
+
+    /// After a live restart: the terminal intents with fills created at or
+    /// after `since_ms` (the newest [`KEPT_FINISHED`] of them), whose trades
+    /// may still be matched, not final. [`Executor::reconcile`] hands their
+    /// orders to the venue again, with the shares already reversed, so a
+    /// trade of theirs that fails to settle after the restart is still
+    /// reversed for the strategy, and one reversed before is not again. They do not become this
+    /// executor's intents again: what the strategy was told of an intent
+    /// older than the host state is not known here. Returns how many.
+    ///
+    /// # Errors
+    /// The log could not be read.
+    pub async fn load_settling(&mut self, since_ms: u64) -> Result<usize, ExecError> {
+        let mut filled = self
+            .log
+            .filled_intents_since(&self.strategy, since_ms)
+            .await?;
+        filled.sort_by_key(|i| std::cmp::Reverse(i.created_ms));
+        self.settling = filled
+            .into_iter()
+            .take(KEPT_FINISHED)
+            .filter_map(|i| Some((i.id, i.order, i.venue_ref?, i.filled)))
+            .collect();
+        Ok(self.settling.len())
     }
 
     pub fn intent(&self, id: &str) -> Option<&Intent> {

@@ -172,8 +172,16 @@ impl<V: Venue> Venue for Watched<'_, V> {
         self.inner.prepare_order(intent_id, order)
     }
 
-    fn adopt_order(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
-        self.inner.adopt_order(intent_id, order, venue_ref, filled);
+    fn adopt_order(
+        &mut self,
+        intent_id: &str,
+        order: &PlaceOrder,
+        venue_ref: &str,
+        filled: f64,
+        reversed: f64,
+    ) {
+        self.inner
+            .adopt_order(intent_id, order, venue_ref, filled, reversed);
     }
 
     fn rate_limit_warnings(&self) -> u64 {

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::contract::{EventKind, PlaceOrder, VenueHealth};
 use crate::exec::store_log::StoreIntentLog;
-use crate::exec::{ExecConfig, ExecError, ExecOutput, ExecSnapshot, Executor, RiskConfig};
+use crate::exec::{
+    ExecConfig, ExecError, ExecOutput, ExecSnapshot, Executor, RiskConfig, SETTLE_WINDOW_MS,
+};
 use crate::store::{StateStore, SystemEvent, Write, wall_clock_ms};
 use crate::supervisor::Cell;
 use crate::venue::Venue;
@@ -145,6 +147,13 @@ impl Execution {
                 }
             }
             let now = wall_clock_ms();
+            let settling = me
+                .exec
+                .load_settling(now.saturating_sub(SETTLE_WINDOW_MS))
+                .await?;
+            if settling > 0 {
+                tracing::info!(strategy = %me.strategy, settling, "following the settlement of filled orders of an earlier run");
+            }
             let since = me
                 .exec
                 .intents()

@@ -237,6 +237,9 @@ struct LiveOrder {
     price: f64,
     size: f64,
     matched: f64,
+    /// Shares of `matched` an earlier run reversed (their trades failed to
+    /// settle): settlement here takes that much of its failed trades as done.
+    reversed_before: f64,
     /// Still open on the venue: kept alive by heartbeats and polled.
     resting: bool,
     /// The venue's refusal (status and reason), if it refused the order: it
@@ -752,7 +755,14 @@ impl Venue for PolymarketVenue {
 
     /// Live: an order an earlier run sent, known again by its hash, so
     /// lookups find it and, once found resting, heartbeats keep it alive.
-    fn adopt_order(&mut self, intent_id: &str, order: &PlaceOrder, venue_ref: &str, filled: f64) {
+    fn adopt_order(
+        &mut self,
+        intent_id: &str,
+        order: &PlaceOrder,
+        venue_ref: &str,
+        filled: f64,
+        reversed: f64,
+    ) {
         if let Exec::Live(live) = &mut self.exec {
             live.orders
                 .lock()
@@ -765,6 +775,7 @@ impl Venue for PolymarketVenue {
                     price: order.price,
                     size: order.size,
                     matched: filled,
+                    reversed_before: reversed,
                     resting: false,
                     refused: None,
                 });
@@ -927,6 +938,7 @@ impl Live {
                 price: order.price,
                 size: order.size,
                 matched: 0.0,
+                reversed_before: 0.0,
                 resting: false,
                 refused: None,
             },
@@ -1339,6 +1351,7 @@ fn on_found(intent_id: &str, order: &PlaceOrder, found: &OpenOrder) -> Outcome {
         price: order.price,
         size: order.size,
         matched: 0.0,
+        reversed_before: 0.0,
         resting: true,
         refused: None,
     };
@@ -1626,6 +1639,7 @@ mod tests {
             price: 0.40,
             size: 10.0,
             matched: 2.0,
+            reversed_before: 0.0,
             resting: true,
             refused: None,
         };

@@ -83,13 +83,21 @@ impl Executor {
         open.sort();
         let mut complete = true;
         let untold = std::mem::take(&mut self.untold);
-        // Orders an earlier run sent: the venue learns their references again.
+        // Orders an earlier run sent: the venue learns their references
+        // again, with the shares reversed so far (it reverses no trade twice).
         for id in open.iter().chain(&untold) {
-            if let Some(i) = self.intents.get(id)
+            if let Some(i) = self.intent(id)
                 && let Some(r) = &i.venue_ref
             {
-                client.adopt(id, &i.order, r, i.filled);
+                let reversed = self.reversed.get(id).copied().unwrap_or(0.0);
+                client.adopt(id, &i.order, r, i.filled, reversed);
             }
+        }
+        // Settled orders whose trades may still fail: the venue follows them
+        // (first come, first kept: an open or untold intent is adopted above).
+        for (id, order, r, filled) in std::mem::take(&mut self.settling) {
+            let reversed = self.reversed.get(&id).copied().unwrap_or(0.0);
+            client.adopt(&id, &order, &r, filled, reversed);
         }
         // The venue's trades, grouped by intent, new ones only.
         let mut trades: BTreeMap<String, Vec<crate::venue::VenueTrade>> = BTreeMap::new();

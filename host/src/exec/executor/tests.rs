@@ -50,6 +50,8 @@ struct FakeState {
     cancels: Vec<String>,
     /// Lookups, open orders and trades fail (the venue's reads are down).
     reads_down: bool,
+    /// Orders made known again after a restart: (intent, filled, reversed).
+    adopted: Vec<(String, f64, f64)>,
 }
 
 #[derive(Clone, Default)]
@@ -143,6 +145,22 @@ impl ExecutionClient for Fake {
 
     async fn trades(&mut self, _since_ms: u64) -> Result<Vec<VenueTrade>, VenueError> {
         Ok(self.st().trades.clone())
+    }
+
+    fn prepare(&mut self, id: &str, _order: &PlaceOrder) -> Option<String> {
+        Some(format!("ref-{id}"))
+    }
+
+    fn adopt(
+        &mut self,
+        id: &str,
+        _order: &PlaceOrder,
+        venue_ref: &str,
+        filled: f64,
+        reversed: f64,
+    ) {
+        assert_eq!(venue_ref, format!("ref-{id}"));
+        self.st().adopted.push((id.to_string(), filled, reversed));
     }
 }
 
@@ -835,6 +853,59 @@ async fn a_restart_does_not_tell_a_reversed_fill_again() {
         "the reversed shares are told again: {:?}",
         out.events
     );
+}
+
+/// Finding F: an order filled before a restart whose trades were still
+/// matched, not final, when the host stopped. The restart hands it to the
+/// venue again (with the shares already reversed), so a trade of it that
+/// fails later is still reversed for the strategy, and one reversed before
+/// is not again.
+#[tokio::test(start_paused = true)]
+async fn a_restart_hands_filled_orders_whose_trades_may_still_fail_to_the_venue() {
+    let (mut ex, log) = executor(cfg(), RiskConfig::default());
+    let mut venue = Fake::default();
+    for (id, at) in [("1.0", 0), ("2.0", 10)] {
+        ex.submit(&mut venue, id, gtc(10.0), at).await.expect(id);
+        let filled = {
+            let mut st = venue.st();
+            let u = st.orders.get_mut(id).unwrap();
+            u.status = OrderStatus::Filled;
+            u.filled_size = 10.0;
+            u.remaining_size = 0.0;
+            u.clone()
+        };
+        let f = Fill {
+            intent_id: id.into(),
+            market: "m".into(),
+            side: Side::Buy,
+            price: 0.4,
+            size: 10.0,
+            fee: 0.0,
+        };
+        ex.on_venue_events(
+            vec![EventKind::Fill(f), EventKind::OrderUpdate(filled)],
+            at + 1,
+        )
+        .await
+        .expect("fill");
+    }
+    // 2.0 had 4 shares reversed before the restart; 1.0 is older than the
+    // window the restart follows.
+    let mut restarted = Executor::new("s", "fake", cfg(), RiskConfig::default(), Box::new(log));
+    restarted.restore_exposure(ExecSnapshot {
+        told: vec![("2.0".into(), 6.0)],
+        reversed: vec![("2.0".into(), 4.0)],
+        positions: vec![("m".into(), 16.0)],
+        ..ExecSnapshot::default()
+    });
+    assert_eq!(restarted.load().await.expect("load"), 0);
+    assert_eq!(restarted.load_settling(5).await.expect("settling"), 1);
+    let out = restarted
+        .reconcile(&mut venue, 0, 20)
+        .await
+        .expect("reconcile");
+    assert!(fill_sizes(&out).is_empty(), "{:?}", out.events);
+    assert_eq!(venue.st().adopted, [("2.0".to_string(), 10.0, 4.0)]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -117,8 +117,16 @@ impl Settlement {
             if !failed {
                 continue;
             }
+            let before = orders
+                .lock()
+                .get(&t.intent_id)
+                .map_or(0.0, |o| o.reversed_before);
             let reversed = self.reversed.entry(t.intent_id.clone()).or_default();
             *reversed += t.size;
+            if *reversed <= before + EPS {
+                // Reversed by an earlier run: the strategy was told.
+                continue;
+            }
             events.push(EventKind::Fill(Fill {
                 intent_id: t.intent_id.clone(),
                 market: t.market.clone(),
@@ -172,6 +180,7 @@ mod tests {
                 price: 0.5,
                 size: 10.0,
                 matched,
+                reversed_before: 0.0,
                 resting: false,
                 refused: None,
             },
@@ -225,10 +234,10 @@ mod tests {
     }
 
     #[test]
-    fn an_order_adopted_net_of_an_earlier_reversal_is_not_reversed_again() {
-        // Filled 10 in two trades, one failed and reversed by the earlier
-        // run: adopted with 5 filled.
-        let orders = tracked(5.0);
+    fn an_order_adopted_with_an_earlier_reversal_is_not_reversed_again() {
+        // Filled 10 in two trades, one failed and reversed by the earlier run.
+        let orders = tracked(10.0);
+        orders.lock().get_mut("1.0").unwrap().reversed_before = 5.0;
         let mut s = Settlement::default();
         let events = s.follow(
             &orders,
@@ -236,5 +245,25 @@ mod tests {
         );
         assert!(events.is_empty(), "{events:?}");
         assert!(!s.pending(&orders.lock()));
+    }
+
+    #[test]
+    fn a_settled_order_adopted_after_a_restart_has_a_later_failure_reversed() {
+        // Filled by the earlier run, its trades still matched when it stopped;
+        // one fails after the restart.
+        let orders = tracked(10.0);
+        let mut s = Settlement::default();
+        assert!(s.pending(&orders.lock()));
+        let mut t1 = trade("t1", "MATCHED");
+        let t2 = trade("t2", "MATCHED");
+        assert!(s.follow(&orders, vec![t1.clone(), t2.clone()]).is_empty());
+        t1.status = Some("FAILED".into());
+        let events = s.follow(&orders, vec![t1, t2]);
+        assert_eq!(reversed(&events), vec![-5.0]);
+        assert!(
+            events.iter().any(|e| matches!(e, EventKind::OrderUpdate(u)
+                if u.filled_size == 5.0 && u.status == OrderStatus::Cancelled)),
+            "{events:?}"
+        );
     }
 }
