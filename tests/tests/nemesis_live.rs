@@ -50,8 +50,8 @@ const FIRE_BOUND: Duration = Duration::from_secs(15);
 const STEP: Duration = Duration::from_millis(20);
 
 /// The schedule CI runs; `scripts/soak.sh` draws a new seed each time.
-/// (Seed 1796008578123 shows the open finding F in the README: a trade that
-/// fails to settle right after the run starts is not reversed.)
+/// (Seed 1796008578123 showed finding F in the README: a trade of an earlier
+/// run that failed to settle after a restart was not reversed.)
 const CI_SEED: u64 = 1_796_008_514_175;
 
 fn seed() -> u64 {
