@@ -281,6 +281,22 @@ impl LoggingHost {
 
     /// Reads the rest of the log (until the host closes it), so the pipe never
     /// holds the host up; returns it. Fails after [`LOG_TIMEOUT`].
+    /// Waits for the host to exit by itself, polling every 100 ms without
+    /// blocking the runtime; panics if it has not within `bound`.
+    pub async fn exit_within(&mut self, bound: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the host") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the host did not exit within {bound:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn drain_log(&mut self) -> Vec<String> {
         let deadline = std::time::Instant::now() + LOG_TIMEOUT;
         let mut rest = Vec::new();

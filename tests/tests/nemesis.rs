@@ -165,17 +165,7 @@ async fn a_seeded_schedule_of_kills_and_database_cuts_leaves_a_clean_history() {
         }
     }
     // The last run goes to the end by itself.
-    let deadline = Instant::now() + RUN_BOUND;
-    let status = loop {
-        if let Some(status) = host.child.try_wait().expect("poll the host") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the last run did not end within {RUN_BOUND:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = host.exit_within(RUN_BOUND).await;
     host.drain_log();
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut host.child.stdout.take().expect("stdout"), &mut stdout)

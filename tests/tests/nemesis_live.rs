@@ -361,17 +361,7 @@ async fn a_seeded_schedule_of_venue_faults_and_kills_leaves_a_clean_history_live
         }
     }
     // The last run goes to the end by itself.
-    let deadline = Instant::now() + RUN_BOUND;
-    let status = loop {
-        if let Some(status) = host.child.try_wait().expect("poll the host") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the last run did not end within {RUN_BOUND:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = host.exit_within(RUN_BOUND).await;
     market.abort();
     let log = tokio::task::block_in_place(|| host.drain_log());
     assert!(
