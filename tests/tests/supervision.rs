@@ -368,6 +368,86 @@ async fn momentum_resumes_from_its_journal_to_the_uninterrupted_state() {
     );
 }
 
+/// A swap asked for on the cell's channel (as the API and `run --watch` ask)
+/// is brought up beside the running module: the old module handles the
+/// events that come meanwhile, the new one catches up with them and takes
+/// over. Every event's actions and the final state equal an uninterrupted
+/// run's; the swap is answered, recorded with its pause, and the events the
+/// old module handled after the snapshot are counted before the new one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_asked_for_on_the_channel_is_prepared_beside_the_running_module() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let module = load(&sandbox, "momentum");
+    let config = json!({"lookback": 3, "threshold": 0.01, "cooldown_ms": 0});
+    let books = momentum_books();
+
+    let mut reference = start_cell(module.clone(), config.clone(), quick_restarts(10), 1000).await;
+    let mut swapped = start_cell(module.clone(), config, quick_restarts(10), 1000).await;
+    let board = polybot_host::supervisor::SwapBoard::default();
+    swapped.set_swap_board(board.clone());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    swapped.take_swaps_from(rx);
+    let mut answer = None;
+    let mut done_at = None;
+    for (i, book) in books.iter().enumerate() {
+        if i == 150 {
+            let replacement = sandbox.load(&polybot_tests::guest("momentum")).unwrap();
+            let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
+            tx.send(polybot_host::supervisor::SwapRequest::Swap {
+                module: replacement,
+                mode: polybot_host::supervisor::SwapMode::Direct,
+                config: None,
+                answer: Some(answer_tx),
+            })
+            .unwrap();
+            answer = Some(answer_rx);
+        }
+        let a = reference
+            .handle(i as u64 * 1000, book.clone())
+            .await
+            .unwrap();
+        let b = swapped.handle(i as u64 * 1000, book.clone()).await.unwrap();
+        assert_eq!(a.actions, b.actions, "event {i}");
+        if done_at.is_none()
+            && let Some(rx) = answer.as_mut()
+            && let Ok(outcome) = rx.try_recv()
+        {
+            outcome.expect("the swap is done");
+            done_at = Some(i);
+        }
+    }
+    if done_at.is_none() {
+        // The new instance was still being made when the events ran out:
+        // the end of the run finishes the swap.
+        assert_eq!(swapped.refuse_pending_swaps("the run ended").await, 0);
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), answer.unwrap())
+            .await
+            .expect("answered");
+        outcome.expect("sent").expect("the swap is done");
+    }
+    reference.stop().await;
+    swapped.stop().await;
+    let state = |cell: &Cell| cell.store().clone();
+    let a = state(&reference).checkpoints("under-test").await.unwrap()[0]
+        .state
+        .clone();
+    let b = state(&swapped).checkpoints("under-test").await.unwrap()[0]
+        .state
+        .clone();
+    assert_eq!(
+        a, b,
+        "the swapped cell's state equals the uninterrupted one"
+    );
+    let record = board.status().last_swap.expect("the swap is on the board");
+    assert_eq!(record.kind, "swap");
+    assert!(record.pause_us.is_some_and(|us| us > 0));
+    assert!(
+        record.at_seq >= 151,
+        "the new module took over after the old one handled the event it was asked at: seq {}",
+        record.at_seq
+    );
+}
+
 #[tokio::test]
 async fn hot_swap_mid_run_keeps_the_state_exact() {
     let sandbox = sandbox(SandboxLimits::default());

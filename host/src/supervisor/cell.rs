@@ -16,6 +16,7 @@
 //! `recovery`. A cell never talks to a venue and never decides when a run ends.
 
 mod faults;
+mod prepare;
 mod probation;
 mod recovery;
 mod shadow;
@@ -180,6 +181,8 @@ pub struct Cell {
     probation_policy: ProbationPolicy,
     probation: Option<probation::Probation>,
     shadow: Option<shadow::Shadow>,
+    /// A swap whose new instance is brought up beside this one.
+    preparing: Option<prepare::Preparing>,
 }
 
 impl Cell {
@@ -236,6 +239,7 @@ impl Cell {
             probation_policy: ProbationPolicy::default(),
             probation: None,
             shadow: None,
+            preparing: None,
         };
         cell.system_event(
             "state-change",
@@ -389,7 +393,11 @@ impl Cell {
     /// call fails the same way), or a store failure.
     pub async fn handle(&mut self, timestamp_ms: u64, kind: EventKind) -> Result<Step, CellError> {
         self.check_not_fatal()?;
-        while let Some(request) = self.swaps.as_mut().and_then(|rx| rx.try_recv().ok()) {
+        self.finish_prepared_swap(false).await;
+        // One swap at a time: the next request waits while one is prepared.
+        while !self.keeps_for_swap()
+            && let Some(request) = self.swaps.as_mut().and_then(|rx| rx.try_recv().ok())
+        {
             // A refused swap is recorded and the current module goes on.
             self.apply_swap_request(request).await;
         }
@@ -415,6 +423,9 @@ impl Cell {
                 Ok(actions) => {
                     let pending = self.timers.len_after(&event, &actions);
                     if pending <= self.restart.max_pending_timers {
+                        if self.keeps_for_swap() {
+                            self.keep_for_swap(&event, &actions);
+                        }
                         let shadowed = self.shadow.is_some().then(|| event.clone());
                         let step = self.handled(event, actions).await?;
                         if let Some(event) = shadowed {

@@ -64,24 +64,30 @@ impl Cell {
             SwapMode::Direct | SwapMode::Probation => {
                 let old_digest = self.module.digest();
                 let replaced = self.hand_over(module, mode).await?;
-                let message = format!(
-                    "{} {} replaced {} {} ({mode}); module {} replaced {}; swap pause {} us",
-                    self.info.name,
-                    self.info.version,
-                    replaced.info.name,
-                    replaced.info.version,
-                    self.module.digest(),
-                    old_digest,
-                    replaced.pause_us,
-                );
-                tracing::info!(strategy = %self.name, "hot swap: {message}");
-                self.system_event("hot-swap", message).await;
-                self.note_swap("swap", mode, &old_digest, Some(replaced.pause_us), None);
-                if mode == SwapMode::Probation {
-                    self.begin_probation(replaced);
-                }
+                self.swapped(mode, &old_digest, replaced).await;
                 Ok(())
             }
+        }
+    }
+
+    /// Records a swap done (system event, board) and starts the probation
+    /// it asked for.
+    pub(super) async fn swapped(&mut self, mode: SwapMode, old_digest: &str, replaced: Replaced) {
+        let message = format!(
+            "{} {} replaced {} {} ({mode}); module {} replaced {}; swap pause {} us",
+            self.info.name,
+            self.info.version,
+            replaced.info.name,
+            replaced.info.version,
+            self.module.digest(),
+            old_digest,
+            replaced.pause_us,
+        );
+        tracing::info!(strategy = %self.name, "hot swap: {message}");
+        self.system_event("hot-swap", message).await;
+        self.note_swap("swap", mode, old_digest, Some(replaced.pause_us), None);
+        if mode == SwapMode::Probation {
+            self.begin_probation(replaced);
         }
     }
 
@@ -89,6 +95,16 @@ impl Cell {
     /// recorded (system event, board) and the live module goes on.
     pub(super) async fn apply_swap_request(&mut self, request: SwapRequest) {
         let _ = match request {
+            SwapRequest::Swap {
+                module,
+                mode: mode @ (SwapMode::Direct | SwapMode::Probation),
+                answer,
+                ..
+            } if self.shadow.is_none() && self.preparing.is_none() => {
+                // Brought up beside the running module; see `prepare.rs`.
+                self.prepare_swap(module, mode, answer).await;
+                Ok(())
+            }
             SwapRequest::Swap {
                 module,
                 mode,
@@ -111,6 +127,9 @@ impl Cell {
     /// (a `hot-swap-refused` system event, the board) and its requester is
     /// answered. Returns how many there were.
     pub async fn refuse_pending_swaps(&mut self, reason: &str) -> usize {
+        // A swap being prepared was asked for before the last event: it is
+        // finished, as a plain swap at that event would have been.
+        self.finish_prepared_swap(true).await;
         let mut refused = 0;
         while let Some(request) = self.swaps.as_mut().and_then(|rx| rx.try_recv().ok()) {
             refused += 1;
@@ -204,6 +223,25 @@ impl Cell {
                 return Err(SwapError::Refused(reason));
             }
         }
+        self.install(module, info, instance, direct, mode, started, ready_us)
+            .await
+    }
+
+    /// Puts `module` (its `instance` holding the running state when `direct`;
+    /// otherwise rebuilt from the journal) in place of the running one.
+    /// `ready_us` is the pause so far; a rebuild counts until `started`'s
+    /// elapsed time.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn install(
+        &mut self,
+        module: StrategyModule,
+        info: StrategyInfo,
+        instance: Instance,
+        direct: bool,
+        mode: SwapMode,
+        started: Instant,
+        ready_us: u64,
+    ) -> Result<Replaced, SwapError> {
         let old_module = std::mem::replace(&mut self.module, module);
         let old_info = std::mem::replace(&mut self.info, info);
         let old_instance = self.instance.take();
