@@ -13,7 +13,8 @@
 //!
 //! This file owns the cell's lifecycle (start, handle, hot swap, stop) and
 //! its records; fault handling lives in `faults`, rebuilding an instance in
-//! `recovery`. A cell never talks to a venue and never decides when a run ends.
+//! `recovery`, the swap's hand-over in `swap` (prepared beside the running
+//! module in `prepare`), probation and shadow in their own files. A cell never talks to a venue and never decides when a run ends.
 
 mod faults;
 mod prepare;
