@@ -424,11 +424,14 @@ impl Cell {
                 Ok(actions) => {
                     let pending = self.timers.len_after(&event, &actions);
                     if pending <= self.restart.max_pending_timers {
-                        if self.keeps_for_swap() {
-                            self.keep_for_swap(&event, &actions);
-                        }
+                        let kept = self
+                            .keeps_for_swap()
+                            .then(|| (event.clone(), actions.clone()));
                         let shadowed = self.shadow.is_some().then(|| event.clone());
                         let step = self.handled(event, actions).await?;
+                        if let Some((event, actions)) = kept {
+                            self.keep_for_swap(event, actions);
+                        }
                         if let Some(event) = shadowed {
                             let live: Vec<Action> =
                                 step.actions.iter().map(|p| p.action.clone()).collect();

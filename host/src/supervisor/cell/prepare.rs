@@ -51,6 +51,9 @@ pub(super) struct Preparing {
     snapshot_us: u64,
     /// Events the old module handled since the snapshot, with its actions.
     kept: Vec<(Event, Vec<Action>)>,
+    /// The snapshot no longer leads to the running state (see
+    /// [`Cell::unprepare_swap`]).
+    stale: bool,
     ready: oneshot::Receiver<Ready>,
 }
 
@@ -118,17 +121,27 @@ impl Cell {
             old_digest,
             snapshot_us,
             kept: Vec::new(),
+            stale: false,
             ready,
         });
     }
 
-    /// Step 2: keeps an event the old module handled while the new instance
-    /// is made.
-    pub(super) fn keep_for_swap(&mut self, event: &Event, actions: &[Action]) {
+    /// Step 2: keeps an event the old module handled (and journaled) while
+    /// the new instance is made.
+    pub(super) fn keep_for_swap(&mut self, event: Event, actions: Vec<Action>) {
         if let Some(p) = &mut self.preparing
             && p.kept.len() < MAX_KEPT
         {
-            p.kept.push((event.clone(), actions.to_vec()));
+            p.kept.push((event, actions));
+        }
+    }
+
+    /// The running module's state no longer follows from the snapshot and
+    /// the kept events (a probation rolled back): the prepared swap is done
+    /// the plain way at the next event.
+    pub(super) fn unprepare_swap(&mut self) {
+        if let Some(p) = &mut self.preparing {
+            p.stale = true;
         }
     }
 
@@ -168,10 +181,11 @@ impl Cell {
         }
         let started = Instant::now();
         let (mut instance, info) = match ready {
-            Some(Ok((instance, info, true))) => (instance, info),
-            // It cannot read the state, or is not ready after many events:
-            // the plain way, from the running state now.
-            Some(Ok((_, _, false))) | None => return self.swap_plainly(p).await,
+            Some(Ok((instance, info, true))) if !p.stale => (instance, info),
+            // It cannot read the state, is not ready after many events, or
+            // the state moved on another way: the plain way, from the
+            // running state now.
+            Some(Ok(_)) | None => return self.swap_plainly(p).await,
             Some(Err(reason)) => return self.refuse_prepared(p, reason).await,
         };
         for (event, actions) in &p.kept {

@@ -129,6 +129,7 @@ impl Cell {
             return Ok(());
         };
         let started = Instant::now();
+        self.unprepare_swap();
         let bad_digest = self.module.digest();
         self.module = p.old_module;
         self.info = p.old_info;
