@@ -266,9 +266,10 @@ impl Executor {
     /// may still be matched, not final. [`Executor::reconcile`] hands their
     /// orders to the venue again, with the shares already reversed, so a
     /// trade of theirs that fails to settle after the restart is still
-    /// reversed for the strategy, and one reversed before is not again. They do not become this
-    /// executor's intents again: what the strategy was told of an intent
-    /// older than the host state is not known here. Returns how many.
+    /// reversed for the strategy, and one reversed before is not again.
+    /// They do not become this executor's intents again: what the strategy
+    /// was told of an intent older than the host state is not known here.
+    /// Returns how many.
     ///
     /// # Errors
     /// The log could not be read.
