@@ -513,6 +513,79 @@ async fn a_hot_swap_that_cannot_take_over_is_refused_and_the_old_module_goes_on(
     assert!(events.iter().any(|e| e.event_type == "hot-swap-refused"));
 }
 
+/// The same, asked for on the channel: the prepared new instance cannot read
+/// the state, so the swap falls back to the plain way, which refuses it; the
+/// requester is told, and momentum's actions are an uninterrupted run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_swap_that_cannot_take_over_is_refused_and_the_old_module_goes_on() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let momentum = load(&sandbox, "momentum");
+    let faulty = load(&sandbox, "faulty");
+    let config = json!({"lookback": 3, "threshold": 0.01, "cooldown_ms": 0});
+    let books = momentum_books();
+    let mut reference =
+        start_cell(momentum.clone(), config.clone(), quick_restarts(10), 1000).await;
+    let mut cell = start_cell(momentum, config, quick_restarts(10), 1000).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    cell.take_swaps_from(rx);
+    let (answer, mut outcome) = tokio::sync::oneshot::channel();
+    let mut answer = Some(answer);
+    let mut refused = None;
+    for (i, book) in books.iter().enumerate() {
+        if i == 100 {
+            tx.send(polybot_host::supervisor::SwapRequest::Swap {
+                module: faulty.clone(),
+                mode: polybot_host::supervisor::SwapMode::Direct,
+                config: None,
+                answer: None,
+            })
+            .unwrap();
+            // A second request waits until the first is decided.
+            tx.send(polybot_host::supervisor::SwapRequest::Swap {
+                module: faulty.clone(),
+                mode: polybot_host::supervisor::SwapMode::Direct,
+                config: None,
+                answer: answer.take(),
+            })
+            .unwrap();
+        }
+        let a = reference
+            .handle(i as u64 * 1000, book.clone())
+            .await
+            .unwrap();
+        let b = cell
+            .handle(i as u64 * 1000, book.clone())
+            .await
+            .expect("momentum goes on");
+        assert_eq!(a.actions, b.actions, "event {i}");
+        if refused.is_none()
+            && let Ok(told) = outcome.try_recv()
+        {
+            refused = Some(told.expect_err("refused"));
+        }
+    }
+    assert_eq!(cell.refuse_pending_swaps("the run ended").await, 0);
+    let refused = match refused {
+        Some(reason) => reason,
+        None => tokio::time::timeout(std::time::Duration::from_secs(10), outcome)
+            .await
+            .expect("answered")
+            .expect("sent")
+            .expect_err("refused"),
+    };
+    assert!(refused.contains("faulty.wasm"), "{refused}");
+    assert_eq!(cell.info().name, "momentum");
+    let events = cell.store().system_events(1000).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event_type == "hot-swap-refused")
+            .count(),
+        2,
+        "both requests are recorded as refused"
+    );
+}
+
 #[tokio::test]
 async fn too_many_actions_for_one_event_is_a_fault() {
     let sandbox = sandbox(SandboxLimits::default());
