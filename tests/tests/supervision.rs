@@ -80,6 +80,13 @@ async fn transient_fault_is_recovered_exactly(fault: &str, limits: SandboxLimits
     cell
 }
 
+/// The state in the cell's newest checkpoint (its final one once stopped).
+async fn newest_state(cell: &Cell) -> Vec<u8> {
+    cell.store().checkpoints("under-test").await.unwrap()[0]
+        .state
+        .clone()
+}
+
 #[tokio::test]
 async fn panic_is_contained_and_state_continues() {
     let cell = transient_fault_is_recovered_exactly("panic", SandboxLimits::default()).await;
@@ -356,12 +363,8 @@ async fn momentum_resumes_from_its_journal_to_the_uninterrupted_state() {
     );
     resumed.stop().await;
 
-    let resumed_state = resumed.store().checkpoints("under-test").await.unwrap()[0]
-        .state
-        .clone();
-    let reference_state = reference.store().checkpoints("under-test").await.unwrap()[0]
-        .state
-        .clone();
+    let resumed_state = newest_state(&resumed).await;
+    let reference_state = newest_state(&reference).await;
     assert_eq!(
         resumed_state, reference_state,
         "resumed state equals the uninterrupted one"
@@ -427,13 +430,7 @@ async fn a_swap_asked_for_on_the_channel_is_prepared_beside_the_running_module()
     }
     reference.stop().await;
     swapped.stop().await;
-    let state = |cell: &Cell| cell.store().clone();
-    let a = state(&reference).checkpoints("under-test").await.unwrap()[0]
-        .state
-        .clone();
-    let b = state(&swapped).checkpoints("under-test").await.unwrap()[0]
-        .state
-        .clone();
+    let (a, b) = (newest_state(&reference).await, newest_state(&swapped).await);
     assert_eq!(
         a, b,
         "the swapped cell's state equals the uninterrupted one"
@@ -472,13 +469,7 @@ async fn hot_swap_mid_run_keeps_the_state_exact() {
     }
     reference.stop().await;
     swapped.stop().await;
-    let state = |cell: &Cell| cell.store().clone();
-    let a = state(&reference).checkpoints("under-test").await.unwrap()[0]
-        .state
-        .clone();
-    let b = state(&swapped).checkpoints("under-test").await.unwrap()[0]
-        .state
-        .clone();
+    let (a, b) = (newest_state(&reference).await, newest_state(&swapped).await);
     assert_eq!(a, b);
     let events = swapped.store().system_events(1000).await.unwrap();
     assert!(
