@@ -40,7 +40,7 @@ use crate::venue::{ErrorClass, ExecutionClient, Halt, VenueError};
 /// Sizes closer than this are equal.
 const EPS: f64 = 1e-6;
 /// How far back a restart follows the settlement of filled orders (see
-/// [`Executor::load_settling`]): trades settle on chain within minutes; a
+/// [`Executor::take_settling`]): trades settle on chain within minutes; a
 /// day covers a venue that is slow to confirm.
 pub const SETTLE_WINDOW_MS: u64 = 24 * 3_600_000;
 
@@ -127,10 +127,10 @@ pub struct Executor {
     /// when it moves the intent nowhere.
     reversal_pending: std::collections::HashSet<String>,
     /// Terminal intents whose fills the strategy was not all told (see
-    /// [`Executor::load_untold`]); the next reconciliation settles them.
+    /// [`Executor::take_untold`]); the next reconciliation settles them.
     untold: Vec<String>,
     /// Orders of terminal intents whose trades may not be final yet (see
-    /// [`Executor::load_settling`]): id, order, venue reference and shares
+    /// [`Executor::take_settling`]): id, order, venue reference and shares
     /// matched. The next reconciliation hands them to the venue.
     settling: Vec<(String, PlaceOrder, String, f64)>,
     /// Signed position per market, from fills.
@@ -224,22 +224,41 @@ impl Executor {
         Ok(n)
     }
 
-    /// After a live restart: the terminal intents with fills created at or
-    /// after event time `since_ms` are known again, and those whose recorded
-    /// fills exceed what the journal told the strategy (the host stopped
-    /// between recording the move and journaling the fill) are marked:
-    /// [`Executor::reconcile`] then tells the rest, from the venue's trades.
-    /// Returns how many were marked.
+    /// After a live restart, from one read of the log's terminal intents
+    /// with fills: those created at or after `untold_since_ms` are known again
+    /// and checked for untold fills (see [`Executor::take_untold`]); those
+    /// created at or after `settle_since_ms` have their settlement followed
+    /// (see [`Executor::take_settling`]). Returns how many of each.
     ///
     /// # Errors
     /// The log could not be read.
-    pub async fn load_untold(&mut self, since_ms: u64) -> Result<usize, ExecError> {
-        let settled = self
-            .log
-            .filled_intents_since(&self.strategy, since_ms)
-            .await?;
+    pub async fn load_filled(
+        &mut self,
+        untold_since_ms: Option<u64>,
+        settle_since_ms: u64,
+    ) -> Result<(usize, usize), ExecError> {
+        let since = untold_since_ms.map_or(settle_since_ms, |u| u.min(settle_since_ms));
+        let filled = self.log.filled_intents_since(&self.strategy, since).await?;
+        let settling: Vec<Intent> = filled
+            .iter()
+            .filter(|i| i.created_ms >= settle_since_ms)
+            .cloned()
+            .collect();
+        let untold = match untold_since_ms {
+            Some(u) => self.take_untold(filled.into_iter().filter(|i| i.created_ms >= u)),
+            None => 0,
+        };
+        Ok((untold, self.take_settling(settling)))
+    }
+
+    /// The terminal intents with fills given are known again, and those whose
+    /// recorded fills exceed what the journal told the strategy (the host
+    /// stopped between recording the move and journaling the fill) are
+    /// marked: [`Executor::reconcile`] then tells the rest, from the venue's
+    /// trades. Returns how many were marked.
+    fn take_untold(&mut self, filled: impl Iterator<Item = Intent>) -> usize {
         let mut n = 0;
-        for i in settled {
+        for i in filled {
             if self.intent(&i.id).is_some() {
                 continue;
             }
@@ -258,33 +277,25 @@ impl Executor {
         if n > 0 {
             self.hold = Some(Hold::Restart);
         }
-        Ok(n)
+        n
     }
 
-    /// After a live restart: the terminal intents with fills created at or
-    /// after `since_ms` (the newest [`KEPT_FINISHED`] of them), whose trades
-    /// may still be matched, not final. [`Executor::reconcile`] hands their
-    /// orders to the venue again, with the shares already reversed, so a
-    /// trade of theirs that fails to settle after the restart is still
-    /// reversed for the strategy, and one reversed before is not again.
-    /// They do not become this executor's intents again: what the strategy
-    /// was told of an intent older than the host state is not known here.
-    /// Returns how many.
-    ///
-    /// # Errors
-    /// The log could not be read.
-    pub async fn load_settling(&mut self, since_ms: u64) -> Result<usize, ExecError> {
-        let mut filled = self
-            .log
-            .filled_intents_since(&self.strategy, since_ms)
-            .await?;
+    /// The terminal intents with fills given (the newest [`KEPT_FINISHED`]
+    /// of them) may still have trades matched, not final.
+    /// [`Executor::reconcile`] hands their orders to the venue again, with
+    /// the shares already reversed, so a trade of theirs that fails to
+    /// settle after the restart is still reversed for the strategy, and one
+    /// reversed before is not again. They do not become this executor's
+    /// intents again: what the strategy was told of an intent older than
+    /// the host state is not known here. Returns how many.
+    fn take_settling(&mut self, mut filled: Vec<Intent>) -> usize {
         filled.sort_by_key(|i| std::cmp::Reverse(i.created_ms));
         self.settling = filled
             .into_iter()
             .take(KEPT_FINISHED)
             .filter_map(|i| Some((i.id, i.order, i.venue_ref?, i.filled)))
             .collect();
-        Ok(self.settling.len())
+        self.settling.len()
     }
 
     pub fn intent(&self, id: &str) -> Option<&Intent> {

@@ -140,17 +140,14 @@ impl Execution {
         let mut events = Vec::new();
         if !replays {
             let open = me.exec.load().await?;
-            if let Some(since) = untold_since_ms {
-                let untold = me.exec.load_untold(since).await?;
-                if untold > 0 {
-                    tracing::info!(strategy = %me.strategy, untold, "intents with fills the journal lacks");
-                }
-            }
             let now = wall_clock_ms();
-            let settling = me
+            let (untold, settling) = me
                 .exec
-                .load_settling(now.saturating_sub(SETTLE_WINDOW_MS))
+                .load_filled(untold_since_ms, now.saturating_sub(SETTLE_WINDOW_MS))
                 .await?;
+            if untold > 0 {
+                tracing::info!(strategy = %me.strategy, untold, "intents with fills the journal lacks");
+            }
             if settling > 0 {
                 tracing::info!(strategy = %me.strategy, settling, "following the settlement of filled orders of an earlier run");
             }

@@ -840,7 +840,11 @@ async fn a_restart_does_not_tell_a_reversed_fill_again() {
     });
     assert_eq!(restarted.load().await.expect("load"), 0);
     assert_eq!(
-        restarted.load_untold(0).await.expect("untold"),
+        restarted
+            .load_filled(Some(0), u64::MAX)
+            .await
+            .expect("untold")
+            .0,
         0,
         "nothing of 1.0 is untold"
     );
@@ -899,7 +903,7 @@ async fn a_restart_hands_filled_orders_whose_trades_may_still_fail_to_the_venue(
         ..ExecSnapshot::default()
     });
     assert_eq!(restarted.load().await.expect("load"), 0);
-    assert_eq!(restarted.load_settling(5).await.expect("settling"), 1);
+    assert_eq!(restarted.load_filled(None, 5).await.expect("settling").1, 1);
     let out = restarted
         .reconcile(&mut venue, 0, 20)
         .await

@@ -105,13 +105,7 @@ impl Cell {
             };
             let _ = tx.send(ready);
         });
-        if let Err(fault) = self
-            .keep_checkpoint(state, self.last_event_time_ms, version, &old_digest)
-            .await
-        {
-            let reason = format!("checkpoint before the swap failed: {fault}");
-            self.checkpoint_failed(fault, "checkpoint before a hot swap")
-                .await;
+        if let Err(reason) = self.keep_swap_checkpoint(state).await {
             return self.refuse_request(&module, mode, answer, reason).await;
         }
         self.preparing = Some(Preparing {

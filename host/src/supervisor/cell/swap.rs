@@ -210,18 +210,11 @@ impl Cell {
             None => false,
         };
         let ready_us = micros(started);
-        if let Some(state) = state {
-            let (version, digest) = (self.info.state_version, self.module.digest());
-            if let Err(fault) = self
-                .keep_checkpoint(state, self.last_event_time_ms, version, &digest)
-                .await
-            {
-                let reason = format!("checkpoint before the swap failed: {fault}");
-                self.checkpoint_failed(fault, "checkpoint before a hot swap")
-                    .await;
-                self.refused(&module, mode, reason.clone()).await;
-                return Err(SwapError::Refused(reason));
-            }
+        if let Some(state) = state
+            && let Err(reason) = self.keep_swap_checkpoint(state).await
+        {
+            self.refused(&module, mode, reason.clone()).await;
+            return Err(SwapError::Refused(reason));
         }
         self.install(module, info, instance, direct, mode, started, ready_us)
             .await
@@ -279,6 +272,25 @@ impl Cell {
                 self.refused(&refused_module, mode, reason.clone()).await;
                 self.set_state(CellState::Running).await;
                 Err(SwapError::Refused(reason))
+            }
+        }
+    }
+
+    /// Keeps `state`, the running module's, as the checkpoint at the swap's
+    /// seq; when the store refuses it, records that and returns the reason
+    /// the swap is refused.
+    pub(super) async fn keep_swap_checkpoint(&mut self, state: Vec<u8>) -> Result<(), String> {
+        let (version, digest) = (self.info.state_version, self.module.digest());
+        match self
+            .keep_checkpoint(state, self.last_event_time_ms, version, &digest)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(fault) => {
+                let reason = format!("checkpoint before the swap failed: {fault}");
+                self.checkpoint_failed(fault, "checkpoint before a hot swap")
+                    .await;
+                Err(reason)
             }
         }
     }
